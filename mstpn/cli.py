@@ -1,0 +1,61 @@
+"""The ``mstpn`` command line: one subcommand family per package.
+
+Each package contributes its subcommands through a ``register(subparsers)`` function in its own
+``cli`` module; a module that is missing (optional part not installed) is skipped. Errors that a
+user can fix (:class:`mstpn.errors.MstpnError`, missing files) are printed on one line and exit 2;
+Ctrl-C exits 130 (all writes are atomic, so nothing is left half-written).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from mstpn import __version__
+from mstpn.errors import MstpnError
+
+#: modules providing ``register(subparsers)``, in the order their commands are listed
+COMMAND_MODULES = (
+    "memristor.cli",      # mstpn device ...
+    "snn_agent.cli",      # mstpn train / evaluate
+    "conversion.cli",     # mstpn convert
+    "mstpn.compare_cli",  # mstpn compare
+    "mstpn.energy.cli",   # mstpn energy
+    "mstpn.report_cli",   # mstpn report / run
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mstpn", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mstpn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue  # that part of the platform is not present
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:
+        print("mstpn: interrupted (no partial files were written)", file=sys.stderr)
+        return 130
+    except (MstpnError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"mstpn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

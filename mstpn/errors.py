@@ -1,0 +1,17 @@
+"""Exception types with messages meant for users (the CLI prints them on one line)."""
+
+
+class MstpnError(Exception):
+    """Base class: a problem the user can fix (bad input, missing backend, bad file)."""
+
+
+class ParameterError(MstpnError, ValueError):
+    """A parameter is NaN/inf or outside its physical range."""
+
+
+class DataFormatError(MstpnError, ValueError):
+    """An input file (CSV, JSON, checkpoint, network) is malformed, corrupted or of another version."""
+
+
+class BackendUnavailableError(MstpnError, ImportError):
+    """An optional simulator backend is not installed or cannot be imported."""
