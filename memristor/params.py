@@ -46,9 +46,9 @@ class DeviceParams:
     """
 
     # -- long-term (non-volatile) conductance: the weight W ----------------------------------
-    g_min: float = _p(1e-9, "S", 0.0, 1e-3, "assumption",
+    g_min: float = _p(0.1e-9, "S", 0.0, 1e-3, "assumption",
                       "lowest long-term conductance (low-conductance interface regime)")
-    g_max: float = _p(100e-9, "S", 0.0, 1e-3, "assumption", "highest long-term conductance")
+    g_max: float = _p(10e-9, "S", 0.0, 1e-3, "assumption", "highest long-term conductance")
     n_levels: int = _p(64, "1", 0, 2**16, "assumption",
                        "distinguishable long-term levels (0 = continuous)", integer=True)
     eta_lt: float = _p(0.05, "1", 0.0, 1.0, "assumption",
@@ -56,7 +56,7 @@ class DeviceParams:
     v_lt_threshold: float = _p(1.2, "V", 0.0, 10.0, "assumption",
                                "pulses with |V| >= this also program the long-term conductance")
     # -- volatile conductance: short-term memory F -------------------------------------------
-    g_st_max: float = _p(50e-9, "S", 0.0, 1e-3, "assumption", "largest volatile conductance")
+    g_st_max: float = _p(5e-9, "S", 0.0, 1e-3, "assumption", "largest volatile conductance")
     a_st: float = _p(0.1, "1", 0.0, 1.0, "assumption",
                      "fraction of the remaining volatile range a reference pulse adds (soft bound)")
     tau0: float = _p(10.0, "s", 1e-6, 1e6, "published",
@@ -89,9 +89,9 @@ class DeviceParams:
     p_leak_ref: float = _p(4.3e-9, "W", 0.0, 1e-3, "published",
                            "idle power per synapse at G = 0 under v_bias_max (4.3 nW at 0.6 V)")
     v_pulse: float = _p(1.0, "V", 0.0, 10.0, "assumption", "default update pulse amplitude")
-    t_pulse: float = _p(50e-6, "s", 1e-12, 1.0, "fitted-to-published-figure",
-                        "default update pulse width; with v_pulse and ~64 nS it gives ~3.2 pJ per pulse, "
-                        "i.e. 0.4 mJ per published Pong game")
+    t_pulse: float = _p(400e-6, "s", 1e-12, 1.0, "fitted-to-published-figure",
+                        "default update pulse width; with v_pulse and a mid-range G it gives ~3 pJ per "
+                        "pulse, i.e. ~0.4 mJ per published Pong game (see mstpn.energy)")
     provenance: dict = field(default_factory=dict, compare=False, repr=False,
                              metadata=dict(doc="overrides of the per-parameter source tags"))
 

@@ -1,0 +1,20 @@
+"""Lava processes for the memristive synapse and the converted STPN network.
+
+Importing this package installs :mod:`lava_procs.lava_compat` (needed for lava-nc 0.10.0 on
+Python 3.11); lava itself is imported only by the submodules that need it.
+"""
+from lava_procs.lava_compat import install as _install_lava_compat
+
+_install_lava_compat()
+
+
+def require_lava():
+    """Import lava, or raise BackendUnavailableError with the install hint."""
+    from mstpn.errors import BackendUnavailableError
+
+    try:
+        import lava.magma.core.process.process  # noqa: F401
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"lava-nc is not importable ({exc}); install it with scripts/setup.sh "
+            "(pip install --ignore-requires-python lava-nc==0.10.0 'numpy<2' 'scipy<1.16')") from None
