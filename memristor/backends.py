@@ -5,6 +5,7 @@
 | numpy       | memristor.reference (the reference)              | float64             |
 | torch       | memristor.torch_model (differentiable twin)      | float64 by default  |
 | brian2      | brian_models.memristor_synapse (Synapses, exact event-driven decay) | float64 |
+| brian2-cython | the same, Brian2 cython code-generation target  | float64             |
 | lava        | lava_procs.memristor, floating_pt ProcessModel   | float64             |
 | lava-fixed  | lava_procs.memristor, bit-accurate fixed_pt model| Loihi-style integers|
 
@@ -23,6 +24,8 @@ BACKENDS: dict[str, tuple[str, str, dict, str]] = {
     "numpy": ("memristor.reference", "simulate", {}, "numpy"),
     "torch": ("memristor.torch_model", "simulate", {}, "torch==2.13.0"),
     "brian2": ("brian_models.memristor_synapse", "simulate", {}, "brian2"),
+    "brian2-cython": ("brian_models.memristor_synapse", "simulate", {"target": "cython"},
+                      "brian2 with cython and a C++ compiler"),
     "lava": ("lava_procs.memristor", "simulate", {"fixed_point": False}, "lava-nc (scripts/setup.sh)"),
     "lava-fixed": ("lava_procs.memristor", "simulate", {"fixed_point": True}, "lava-nc (scripts/setup.sh)"),
 }
