@@ -13,7 +13,7 @@ quantity               integer                      range / budget
 g_lt, g_st             G / lsb_g                     24-bit signed state, used 0 .. 2**23-1;
                        lsb_g = max(g_max, g_st_max)  max(g_max, g_st_max) -> 2**22
                        / 2**22 [S]
-r, q, f = 1 + ppf r    Q12 (``trace_frac``)          24-bit state; q in [0, 4096]
+r, q, f = 1 + ppf r    Q16 (``trace_frac``)          24-bit state: r, f < 128; q in [0, 2**16]
 decays d_g, d_r, d_q   round(4096 (1 - lambda))      12 bit, 1 .. 4095
 a_st, eta_lt, meta_d.  Q16 (``eff_frac``)            0 .. 2**16 (values <= 1)
 ppf_gain               Q16                           0 .. 2**23-1 (< 128)
@@ -25,12 +25,12 @@ k, k_lt                Q24 (``k_frac``)              clipped to [0, 2**24] (= [0
 Per step k (arrays over devices)::
 
     decay (k >= 1):  x <- (x * (4096 - d_x)) >> 12            for x in g_st, r, q
-    pulse (s != 0):  f   = 4096 + ((ppf * r) >> 16)            Q12, checked against 24 bits
-                     mu  = 4096 - q                            Q12
+    pulse (s != 0):  f   = 2**16 + ((ppf * r) >> 16)           Q16, checked against 24 bits
+                     mu  = 2**16 - q                           Q16
                      x   = (a * |s|) >> 4                      Q16*Q12 -> Q24
                      x   = (x * noise) >> 12
-                     x   = (x * mu) >> 12
-                     x   = (x * f) >> 12                       < 2**62 by the budgets above
+                     x   = (x * mu) >> 16
+                     x   = (x * f) >> 16                       < 2**62 by the budgets above
                      k   = min(x, 2**24)
                      s>0: g_st += (k * (g_st_max - g_st)) >> 24
                      s<0: g_st -= (k * g_st) >> 24
@@ -39,8 +39,8 @@ Per step k (arrays over devices)::
                           s<0: g_lt -= (k_lt * (g_lt - g_min)) >> 24
                           n_levels > 0: L = ((g_lt - g_min)(n_levels-1) 2 + span) // (2 span)
                                         g_lt = g_min + (L span) // (n_levels - 1)   (span = g_max - g_min)
-                     r  += 4096                                saturates at 2**23-1
-                     q  += (md * (4096 - q)) >> 16
+                     r  += 2**16                               saturates at 2**23-1
+                     q  += (md * (2**16 - q)) >> 16
 
 Saturation: every state is clipped to 0 .. 2**23-1; each clip (and f above its budget) is an
 overflow event (variable, step, device).  With ``spec.strict`` the first event raises
@@ -87,7 +87,7 @@ class FixedPointSpec:
     state_bits: int = 24     # signed width of g_lt, g_st, r, q, f (values >= 0)
     decay_bits: int = 12     # d in 0 .. 2**12 - 1, x <- x (2**12 - d) >> 12
     g_full_scale: int = 2**22  # integer code of max(g_max, g_st_max)
-    trace_frac: int = 12     # r, q, f, mu
+    trace_frac: int = 16     # r, q, f, mu (12 bits let the floor losses of q's slow decay reach 3 %)
     eff_frac: int = 16       # a_st, eta_lt, ppf_gain, meta_depletion
     drive_frac: int = 12     # |s|
     noise_frac: int = 12

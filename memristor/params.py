@@ -68,7 +68,8 @@ class DeviceParams:
                            "highest relaxation bias (worst case applied to every synapse, 0.6 V)")
     # -- pulse efficacy s(V, t_p) -------------------------------------------------------------
     v_ref: float = _p(1.0, "V", 1e-3, 10.0, "assumption", "reference pulse amplitude (s = 1)")
-    t_ref: float = _p(1e-6, "s", 1e-12, 1.0, "assumption", "reference pulse width (s = 1)")
+    t_ref: float = _p(400e-6, "s", 1e-12, 1.0, "assumption",
+                    "reference pulse width (s = 1); equal to the default t_pulse")
     v0: float = _p(0.25, "V", 1e-3, 10.0, "assumption",
                    "voltage nonlinearity: s ~ (exp(|V|/v0)-1) (ionic hopping, exponential in V)")
     beta_t: float = _p(0.5, "1", 0.0, 2.0, "assumption", "width dependence: s ~ (t_p/t_ref)^beta_t")
