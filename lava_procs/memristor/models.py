@@ -1,7 +1,7 @@
 """ProcessModels of MemristorArray: float64 (``floating_pt``) and bit-accurate (``fixed_pt``).
 
 Step order per Lava time step ts (drive row k = ts - 1), as in memristor.reference.simulate:
-receive the three inputs; if k >= 1 decay; if any s != 0 apply pulses; record row k; send G.
+receive the three inputs; if k >= 1 decay; if any s != 0 apply pulses; send G and the state.
 The fixed_pt model runs the integer kernel of :mod:`memristor.fixed_point` (the specification
 and its oracle share one implementation; this model moves Var values through it).
 """
@@ -21,23 +21,23 @@ from lava_procs.memristor.process import MemristorArray
 from memristor import fixed_point as fp
 
 
-class _Recording(PyLoihiProcessModel):
-    def _record(self, k: int) -> None:
-        if k < self.rec_g_lt.shape[0]:
-            for key in ("g_lt", "g_st", "r", "q"):
-                getattr(self, "rec_" + key)[k] = getattr(self, key)
+class _Sending(PyLoihiProcessModel):
+    def _send(self) -> None:
+        self.g_out.send(self.g_lt + self.g_st)
+        self.state_out.send(np.stack([self.g_lt, self.g_st, self.r, self.q]))
 
 
 @implements(proc=MemristorArray, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
-class PyMemristorModelFloat(_Recording):
+class PyMemristorModelFloat(_Sending):
     """float64; decay_* are the exact retention factors exp(-dt/tau)."""
 
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     lt_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     noise_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     g_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    state_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     g_lt: np.ndarray = LavaPyType(np.ndarray, float)
     g_st: np.ndarray = LavaPyType(np.ndarray, float)
     r: np.ndarray = LavaPyType(np.ndarray, float)
@@ -53,10 +53,6 @@ class PyMemristorModelFloat(_Recording):
     g_max: np.ndarray = LavaPyType(np.ndarray, float)
     g_st_max: np.ndarray = LavaPyType(np.ndarray, float)
     n_levels: int = LavaPyType(int, int)
-    rec_g_lt: np.ndarray = LavaPyType(np.ndarray, float)
-    rec_g_st: np.ndarray = LavaPyType(np.ndarray, float)
-    rec_r: np.ndarray = LavaPyType(np.ndarray, float)
-    rec_q: np.ndarray = LavaPyType(np.ndarray, float)
     overflow: np.ndarray = LavaPyType(np.ndarray, int)
 
     def run_spk(self) -> None:
@@ -68,8 +64,7 @@ class PyMemristorModelFloat(_Recording):
             self.q[:] = self.q * self.decay_q
         if np.any(s):
             self._pulse(s, lt, noise)
-        self._record(k)
-        self.g_out.send(self.g_lt + self.g_st)
+        self._send()
 
     def _pulse(self, s, lt, noise) -> None:
         """Soft-bounded pulse update (memristor.reference, step 2)."""
@@ -93,13 +88,14 @@ _I24 = dict(precision=24)
 @implements(proc=MemristorArray, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
-class PyMemristorModelBitAcc(_Recording):
+class PyMemristorModelBitAcc(_Sending):
     """Bit-accurate integers (memristor.fixed_point); decay_* are 12-bit decrements d."""
 
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, **_I24)
     lt_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=1)
     noise_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=16)
     g_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=25)
+    state_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, **_I24)
     g_lt: np.ndarray = LavaPyType(np.ndarray, np.int32, **_I24)
     g_st: np.ndarray = LavaPyType(np.ndarray, np.int32, **_I24)
     r: np.ndarray = LavaPyType(np.ndarray, np.int32, **_I24)
@@ -115,10 +111,6 @@ class PyMemristorModelBitAcc(_Recording):
     g_max: np.ndarray = LavaPyType(np.ndarray, np.int32, **_I24)
     g_st_max: np.ndarray = LavaPyType(np.ndarray, np.int32, **_I24)
     n_levels: int = LavaPyType(int, int)
-    rec_g_lt: np.ndarray = LavaPyType(np.ndarray, np.int32, **_I24)
-    rec_g_st: np.ndarray = LavaPyType(np.ndarray, np.int32, **_I24)
-    rec_r: np.ndarray = LavaPyType(np.ndarray, np.int32, **_I24)
-    rec_q: np.ndarray = LavaPyType(np.ndarray, np.int32, **_I24)
     overflow: np.ndarray = LavaPyType(np.ndarray, np.int32)
 
     def __init__(self, proc_params) -> None:
@@ -142,8 +134,7 @@ class PyMemristorModelBitAcc(_Recording):
             for key, v in new.items():
                 getattr(self, key)[:] = v
             self._note_overflow(ovf, k)
-        self._record(k)
-        self.g_out.send(self.g_lt.astype(fp.INT) + self.g_st)
+        self._send()
 
     def _note_overflow(self, ovf: dict, k: int) -> None:
         count = int(sum(int(np.count_nonzero(m)) for m in ovf.values()))
