@@ -230,10 +230,10 @@ def validate(p: DeviceParams) -> None:
         meta = f.metadata
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ParameterError(f"device parameter {f.name} must be a number, got {v!r}")
-        if meta["integer"] and int(v) != v:
-            raise ParameterError(f"device parameter {f.name} must be an integer, got {v!r}")
         if not math.isfinite(v):
             raise ParameterError(f"device parameter {f.name} must be finite, got {v!r}")
+        if meta["integer"] and int(v) != v:
+            raise ParameterError(f"device parameter {f.name} must be an integer, got {v!r}")
         lo, hi = meta["range"]
         if not lo <= v <= hi:
             raise ParameterError(

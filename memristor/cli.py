@@ -1,0 +1,127 @@
+"""``mstpn device ...``: characterise the device model on a backend, fit it to data, show parameters.
+
+    mstpn device characterize [--backend NAME] [--protocols P ...] [--params JSON] [--seed N] [--out DIR]
+    mstpn device fit DATA.csv [--out params.json] [--init params.json]
+    mstpn device params [--params JSON] [--out JSON]
+
+User errors are raised as :class:`mstpn.errors.MstpnError` subclasses (the dispatcher prints them on
+one line); every file is written atomically.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from memristor.backends import BACKENDS, get_simulator
+from memristor.params import DeviceParams
+from mstpn.errors import DataFormatError, ParameterError
+
+#: columns of each protocol's summary printed by ``characterize`` (the CSV has them all)
+SUMMARY_COLUMNS = {
+    "pulse_train": ("label", "g_lt_initial_S", "g_lt_after_ltp_S", "g_lt_after_ltd_S", "levels_visited"),
+    "relaxation": ("label", "tau_fit_s", "tau_model_s", "tau_device_s"),
+    "ppf": ("label", "ppf_index"),
+    "metaplasticity": ("label", "test_increment_S", "retention"),
+}
+
+
+def register(subparsers) -> None:
+    from memristor.protocols import PROTOCOLS
+
+    dev = subparsers.add_parser("device", help="SrTiO3 memristor model: characterise, fit, parameters",
+                                description=__doc__.splitlines()[0])
+    dev.set_defaults(func=lambda args: _help(dev))
+    sub = dev.add_subparsers(dest="device_command", metavar="SUBCOMMAND")
+
+    ch = sub.add_parser("characterize", help="run the characterisation protocols, write CSV + PNG")
+    ch.add_argument("--backend", default="numpy", metavar="{" + ",".join(BACKENDS) + "}",
+                    help="device-model implementation (default numpy)")
+    ch.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), metavar="P",
+                    help=f"subset of {', '.join(PROTOCOLS)} (default all)")
+    ch.add_argument("--params", type=Path, help="device parameter JSON (default: the published preset)")
+    ch.add_argument("--seed", type=int, default=0, help="seed of the variability draws (default 0)")
+    ch.add_argument("--variability", action="store_true",
+                    help="enable device-to-device and cycle-to-cycle variability")
+    ch.add_argument("--out", type=Path, default=Path("device_characterization"), help="output folder")
+    ch.set_defaults(func=cmd_characterize)
+
+    fi = sub.add_parser("fit", help="fit the model to measurements (CSV format: docs/fitting.md)")
+    fi.add_argument("data", type=Path, help="measurement CSV")
+    fi.add_argument("--out", type=Path, default=Path("fitted_params.json"), help="fitted parameter JSON")
+    fi.add_argument("--init", type=Path, help="starting / held parameters (default: the published preset)")
+    fi.set_defaults(func=cmd_fit)
+
+    pa = sub.add_parser("params", help="print the parameter table (name, value, unit, range, source)")
+    pa.add_argument("--params", type=Path, help="show this parameter JSON instead of the preset")
+    pa.add_argument("--out", type=Path, help="also write the parameters as JSON")
+    pa.set_defaults(func=cmd_params)
+
+
+def _help(parser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _load(path) -> DeviceParams:
+    """The preset, or a parameter JSON (errors name the file)."""
+    if path is None:
+        return DeviceParams()
+    try:
+        return DeviceParams.load(path)
+    except (DataFormatError, ParameterError) as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise type(exc)(f"{path}: {exc}") from None
+
+
+def cmd_characterize(args) -> int:
+    from memristor import protocols as pr
+
+    for name in args.protocols:
+        pr.get_protocol(name)  # unknown protocol: one-line error before any work
+    params = _load(args.params)
+    sim = get_simulator(args.backend)  # unknown / unavailable backend: one-line error
+    for name in args.protocols:
+        res = pr.run_protocol(name, args.backend, params, args.seed, args.variability, simulator=sim)
+        stem = args.out / f"{name}_{args.backend}"
+        pr.write_traces_csv([res], f"{stem}_traces.csv")
+        pr.write_summary_csv([res], f"{stem}_summary.csv")
+        pr.plot_protocol(res, f"{stem}.png")
+        print(f"== {name} on {args.backend} ({res.drive.n_steps} steps x {res.batch.n} devices, "
+              f"{res.seconds:.2f} s) -> {stem}_{{traces,summary}}.csv, {stem.name}.png")
+        print(pr.format_rows(res.rows, SUMMARY_COLUMNS[name]))
+    return 0
+
+
+def cmd_fit(args) -> int:
+    from memristor.fit import fit_file
+
+    init = _load(args.init)
+    res = fit_file(args.data, init)
+    res.params.save(args.out)  # only reached when the fit succeeded
+    units = {row["name"]: row["unit"] for row in DeviceParams.describe()}
+    print(f"fit of {args.data}: {res.n_samples} samples, {res.n_params} unknowns ({res.message})")
+    print(f"{'parameter':<10} {'value':>12} {'sigma':>11} {'sigma/value':>11}  {'unit':<4} {'init':>11}")
+    for n in res.fitted:
+        v, s = res.values[n], res.sigmas[n]
+        print(f"{n:<10} {v:>12.6g} {s:>11.3g} {s / v:>11.2e}  {units[n]:<4} {getattr(init, n):>11.6g}")
+    print("residual RMS per trace [S]: " + ", ".join(f"{k}={v:.3g}" for k, v in res.residual_rms.items()))
+    print(f"estimated measurement noise: {res.noise_estimate_S:.3g} S")
+    for w in res.warnings:
+        print(f"warning: {w}")
+    print(f"wrote {args.out} (fitted parameters tagged 'fitted-to-user-data')")
+    return 0
+
+
+def cmd_params(args) -> int:
+    p = _load(args.params)
+    rows = [(r["name"], f"{getattr(p, r['name']):.6g}", r["unit"], f"[{r['range'][0]:g}, {r['range'][1]:g}]",
+             p.source(r["name"])) for r in DeviceParams.describe()]
+    head = ("name", "value", "unit", "range", "source")
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    for r in [head] + rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    if args.out:
+        p.save(args.out)
+        print(f"wrote {args.out}")
+    return 0
+

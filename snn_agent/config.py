@@ -1,0 +1,182 @@
+"""Configuration of a Pong agent run: model, environment, training (JSON-serialisable dataclasses).
+
+A config file is JSON ``{"model": {...}, "env": {...}, "train": {...}}``; missing keys take the
+defaults below, unknown keys are an error (typos should not pass silently).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from mstpn.errors import DataFormatError, ParameterError
+
+MODELS = ("stpn", "mstpn", "lstm")
+
+#: action subsets of Pong's minimal action set [NOOP, FIRE, RIGHT, LEFT, RIGHTFIRE, LEFTFIRE]
+ACTION_SETS = {
+    "minimal": (0, 1, 2, 3, 4, 5),   # the 6 actions of the reference
+    "updown": (0, 2, 3),             # NOOP, RIGHT (up), LEFT (down): same control, easier credit
+}
+
+
+@dataclass
+class ModelConfig:
+    """Network: conv torso (fixed as the reference) -> recurrent core (``kind``) -> heads."""
+
+    kind: str = "stpn"           # stpn | mstpn | lstm
+    hidden: int = 64             # H of the STPN / LSTM
+    n_actions: int = 6           # set from env.action_set
+    # m-STPN only
+    dt: float = 4.0 / 60.0       # physical duration of one agent step [s]
+    w_max: float = 1.0           # largest |W| in weight units (sets the conductance scale)
+    quantise: bool = True        # W on the n_levels grid (STE)
+    noise: bool = True           # cycle-to-cycle noise on the Hebbian updates while training
+    device_params: dict | None = None   # DeviceParams.to_dict(); None = published preset
+
+    def validate(self):
+        if self.kind not in MODELS:
+            raise ParameterError(f"model kind must be one of {MODELS}, got {self.kind!r}")
+        if not (isinstance(self.hidden, int) and 1 <= self.hidden <= 4096):
+            raise ParameterError(f"hidden must be an integer in [1, 4096], got {self.hidden!r}")
+        if not (isinstance(self.n_actions, int) and self.n_actions >= 2):
+            raise ParameterError(f"n_actions must be an integer >= 2, got {self.n_actions!r}")
+        _positive("dt", self.dt)
+        _positive("w_max", self.w_max)
+
+
+@dataclass
+class EnvConfig:
+    """ale-py vector environment: 84x84 grayscale, one frame (no stacking), frameskip 4."""
+
+    game: str = "pong"
+    action_set: str = "minimal"
+    frameskip: int = 4
+    noop_max: int = 30
+    repeat_action_probability: float = 0.0
+    reward_clipping: bool = True
+    max_episode_frames: int = 108000
+
+    def validate(self):
+        if self.action_set not in ACTION_SETS:
+            raise ParameterError(f"action_set must be one of {sorted(ACTION_SETS)}, got {self.action_set!r}")
+        if not (isinstance(self.frameskip, int) and self.frameskip >= 1):
+            raise ParameterError(f"frameskip must be an integer >= 1, got {self.frameskip!r}")
+        if not (0.0 <= self.repeat_action_probability <= 1.0):
+            raise ParameterError("repeat_action_probability must lie in [0, 1]")
+
+    @property
+    def actions(self) -> tuple[int, ...]:
+        return ACTION_SETS[self.action_set]
+
+
+@dataclass
+class TrainConfig:
+    """A2C with truncated BPTT (defaults follow the reference where it has one)."""
+
+    frames: int = 10_000_000      # emulator frames (= agent steps x frameskip)
+    num_envs: int = 16
+    n_steps: int = 20             # rollout length = BPTT truncation [agent steps]
+    lr: float = 7e-4              # linearly decayed to 0 over ``frames``
+    discount: float = 0.99
+    entropy_coef: float = 0.01
+    value_coef: float = 0.5
+    grad_clip: float = 40.0
+    adam_eps: float = 1e-5
+    seed: int = 0
+    threads: int = 1              # torch intra-op threads
+    checkpoint_every_s: float = 180.0   # latest checkpoint (resume point)
+    snapshot_every_frames: int = 500_000  # kept snapshots (pick the best one later)
+    log_every_updates: int = 10
+
+    def validate(self):
+        for name in ("frames", "num_envs", "n_steps", "threads", "log_every_updates", "snapshot_every_frames"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v >= 1):
+                raise ParameterError(f"train.{name} must be a positive integer, got {v!r}")
+        for name in ("lr", "grad_clip", "checkpoint_every_s", "adam_eps"):
+            _positive(f"train.{name}", getattr(self, name))
+        for name in ("discount",):
+            v = getattr(self, name)
+            if not (0.0 <= v <= 1.0):
+                raise ParameterError(f"train.{name} must lie in [0, 1], got {v!r}")
+        for name in ("entropy_coef", "value_coef"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0):
+                raise ParameterError(f"train.{name} must be >= 0, got {v!r}")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "RunConfig":
+        self.env.validate()
+        self.model.n_actions = len(self.env.actions)
+        self.model.validate()
+        self.train.validate()
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data) -> "RunConfig":
+        if not isinstance(data, dict):
+            raise DataFormatError("config must be a JSON object with 'model', 'env', 'train'")
+        unknown = set(data) - {"model", "env", "train"}
+        if unknown:
+            raise DataFormatError(f"unknown config sections: {sorted(unknown)}")
+        parts = {}
+        for name, klass in (("model", ModelConfig), ("env", EnvConfig), ("train", TrainConfig)):
+            parts[name] = _from_section(klass, data.get(name, {}), name)
+        return cls(**parts).validate()
+
+    @classmethod
+    def load(cls, path) -> "RunConfig":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{path}: not valid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+
+def _from_section(klass, section, name):
+    if not isinstance(section, dict):
+        raise DataFormatError(f"config section {name!r} must be an object")
+    known = {f.name: f for f in fields(klass)}
+    unknown = set(section) - set(known)
+    if unknown:
+        raise DataFormatError(f"unknown keys in config section {name!r}: {sorted(unknown)}")
+    obj = klass()
+    for key, value in section.items():
+        default = getattr(obj, key)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ParameterError(f"{name}.{key} must be true/false, got {value!r}")
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) \
+                and value.is_integer():
+            value = int(value)
+        setattr(obj, key, value)
+    return obj
+
+
+def _positive(name, v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise ParameterError(f"{name} must be a positive finite number, got {v!r}")
+
+
+def replace(cfg: RunConfig, **sections) -> RunConfig:
+    """Copy of ``cfg`` with ``sections`` = {"train": {"seed": 1}, ...} applied and validated."""
+    d = cfg.to_dict()
+    for sec, changes in sections.items():
+        d[sec].update(changes)
+    return RunConfig.from_dict(d)
+
+
+__all__ = ["RunConfig", "ModelConfig", "EnvConfig", "TrainConfig", "ACTION_SETS", "MODELS", "replace"]

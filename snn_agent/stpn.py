@@ -1,0 +1,124 @@
+"""The STPN layer (Short-Term Plasticity Neuron, Rodriguez, Guo & Moraitis, ICML 2022), recurrent
+variant, exactly as the reference Pong implementation computes it.
+
+Per layer, input x_t (dim I), hidden h_t (dim H), z_t = [x_t ; h_t] (dim K = I + H):
+
+    G_t      = W + F_t                                   (H x K, per batch element)
+    N_t[h]   = || G_t[h, :] ||_2 + 1e-16                 row norm per postsynaptic neuron
+    a_t[h]   = sum_f (G_t[h, f] / N_t[h]) z_t[f] + b[h]  pre-activation
+    h_{t+1}  = tanh(a_t)
+    F_{t+1}  = lambda (.) (F_t / N_t) + gamma (.) (h_{t+1} z_t^T)   Hebbian outer product
+
+W, b: long-term weights and bias; lambda, gamma: per-synapse trainable retention and plasticity
+(H x K); F: short-term weights, state, F_0 = 0 at every episode start.  All quantities are
+dimensionless ("weight units").
+
+The math lives in the pure function :func:`stpn_step` (no module state) so that other backends
+(the event-driven conversion) can reproduce it operation by operation, in float32 or float64.
+:class:`STPN` is a thin ``nn.Module`` wrapper with explicit state, in the style of snnTorch
+(``init_state()`` then ``h, state = layer(x, state)``).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+#: added to the row norm so that an all-zero row does not divide by zero (as the reference)
+NORM_EPS = 1e-16
+
+
+class STPNState(NamedTuple):
+    """Plastic state of one layer: ``h`` (B, H) and ``F`` (B, H, K)."""
+
+    h: torch.Tensor
+    F: torch.Tensor
+
+
+def stpn_step(W, b, lam, gamma, x, h, F, *, f_max: float | None = None, hebb_noise=None,
+              energy: bool = False):
+    """One STPN step (pure function). Shapes: W, lam, gamma (H, K); b (H); x (B, I); h (B, H);
+    F (B, H, K) with K = I + H.
+
+    Returns ``(h_new, F_new, extras)``; ``extras`` holds the per-step intermediates
+    ``z`` (B, K), ``norm`` N_t (B, H), ``pre`` a_t (B, H) and, if ``energy``, the reference's
+    energy proxy ``energy`` E_t = sum_h sum_f z_f^2 |G_hf / N_h| (B,).
+
+    Device-constrained options (m-STPN): ``f_max`` clips F_{t+1} to [-f_max, f_max] (bounded
+    volatile conductance); ``hebb_noise`` (broadcastable to (B, H, K)) multiplies the Hebbian
+    increment (cycle-to-cycle variability of the update pulses).
+    """
+    z = torch.cat([x, h], dim=-1)                              # (B, K)
+    G = W.unsqueeze(0) + F                                     # (B, H, K)
+    norm = torch.linalg.vector_norm(G, dim=-1) + NORM_EPS      # (B, H)
+    pre = torch.bmm(G, z.unsqueeze(-1)).squeeze(-1) / norm + b  # (B, H)
+    h_new = torch.tanh(pre)
+    hebb = gamma * (h_new.unsqueeze(-1) * z.unsqueeze(-2))     # (B, H, K)
+    if hebb_noise is not None:
+        hebb = hebb * hebb_noise
+    F_new = lam * (F / norm.unsqueeze(-1)) + hebb
+    if f_max is not None:
+        F_new = torch.clamp(F_new, -f_max, f_max)
+    extras = {"z": z, "norm": norm, "pre": pre}
+    if energy:
+        extras["energy"] = (z.square().unsqueeze(1) * (G.abs() / norm.unsqueeze(-1))).sum(dim=(1, 2))
+    return h_new, F_new, extras
+
+
+def reset_state(state: STPNState, done) -> STPNState:
+    """Zero the state of batch elements whose episode ended (``done`` (B,) bool): F_0 = 0, h_0 = 0."""
+    keep = (~torch.as_tensor(done, dtype=torch.bool, device=state.h.device)).to(state.h.dtype)
+    return STPNState(state.h * keep.unsqueeze(-1), state.F * keep.view(-1, 1, 1))
+
+
+def detach_state(state):
+    """Cut the autograd graph (truncated BPTT) without changing values."""
+    return type(state)(*(s.detach() for s in state))
+
+
+class STPN(nn.Module):
+    """STPN layer with explicit state; parameters initialised as in the reference.
+
+    ``lam`` ~ U(0, 1); ``gamma`` ~ U(-1e-3/sqrt(H), 1e-3/sqrt(H)); ``W``, ``b`` ~ U(-1/sqrt(H), 1/sqrt(H)).
+    """
+
+    #: no clipping of F in the plain STPN
+    f_max = None
+
+    def __init__(self, input_size: int, hidden_size: int):
+        super().__init__()
+        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        K, H = self.input_size + self.hidden_size, self.hidden_size
+        bound = 1.0 / math.sqrt(H)
+        self.W = nn.Parameter(torch.empty(H, K).uniform_(-bound, bound))
+        self.b = nn.Parameter(torch.empty(H).uniform_(-bound, bound))
+        self.lam = nn.Parameter(torch.empty(H, K).uniform_(0.0, 1.0))
+        g = 1e-3 / math.sqrt(H)
+        self.gamma = nn.Parameter(torch.empty(H, K).uniform_(-g, g))
+
+    @property
+    def n_synapses(self) -> int:
+        return self.hidden_size * (self.input_size + self.hidden_size)
+
+    def init_state(self, batch_size: int, dtype=None, device=None) -> STPNState:
+        """Zero state at an episode start."""
+        dtype = dtype or self.W.dtype
+        device = device or self.W.device
+        H, K = self.hidden_size, self.input_size + self.hidden_size
+        return STPNState(torch.zeros(batch_size, H, dtype=dtype, device=device),
+                         torch.zeros(batch_size, H, K, dtype=dtype, device=device))
+
+    def effective_params(self) -> dict:
+        """The tensors W, b, lam, gamma exactly as :func:`stpn_step` uses them, and ``f_max``."""
+        return {"W": self.W, "b": self.b, "lam": self.lam, "gamma": self.gamma, "f_max": self.f_max}
+
+    def forward(self, x, state: STPNState | None = None, energy: bool = False):
+        """``h_new, new_state, extras = layer(x, state)``; ``state=None`` starts from zero."""
+        if state is None:
+            state = self.init_state(x.shape[0], x.dtype, x.device)
+        p = self.effective_params()
+        h, F, extras = stpn_step(p["W"], p["b"], p["lam"], p["gamma"], x, state.h, state.F,
+                                 f_max=p["f_max"], energy=energy)
+        return h, STPNState(h, F), extras

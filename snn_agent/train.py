@@ -1,0 +1,220 @@
+"""The training run: A2C on Pong with periodic atomic checkpoints, snapshots and a training curve.
+
+Files in the output folder ``OUT``::
+
+    config.json                      the RunConfig of the run
+    checkpoint_latest.safetensors    resume point (every ``checkpoint_every_s`` seconds and at exit)
+    checkpoint_latest.resume.pt      optimiser + RNG state for ``--resume``
+    checkpoint_best.safetensors      best mean score over the last 20 episodes (>= 10 episodes)
+    snapshots/frames_<N>.safetensors kept every ``snapshot_every_frames`` emulator frames
+    curve.csv, curve.png             training curve (frames, episodes, score, losses, speed)
+
+Frames are emulator frames: one agent step = ``frameskip`` (4) frames.  Resuming continues the
+schedule (learning rate decay, frame count) from the latest checkpoint; the environments start
+new games (their emulator state is not saved) and the plastic state starts from zero.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import signal
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mstpn.errors import DataFormatError, MstpnError
+from mstpn.io import atomic_path, atomic_write_json, atomic_write_text
+from snn_agent.a2c import A2C
+from snn_agent.checkpoint import (build_policy, load_policy, load_resume_state, save_checkpoint,
+                                  save_resume_state)
+from snn_agent.config import RunConfig
+
+CURVE_FIELDS = ("frames", "agent_steps", "updates", "wall_s", "episodes", "score_mean20", "score_last",
+                "loss", "policy_loss", "value_loss", "entropy", "grad_norm", "lr", "steps_per_s")
+LATEST = "checkpoint_latest.safetensors"
+BEST = "checkpoint_best.safetensors"
+
+
+def write_curve(out: Path, rows: list[dict], png: bool = True) -> None:
+    """curve.csv (all rows) and, if ``png``, curve.png (score and entropy vs frames), atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CURVE_FIELDS)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in CURVE_FIELDS})
+    atomic_write_text(out / "curve.csv", buf.getvalue())
+    if not png or not rows:
+        return
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f = np.array([r["frames"] for r in rows], float)
+    s = np.array([np.nan if r["score_mean20"] in ("", None) else r["score_mean20"] for r in rows], float)
+    e = np.array([r["entropy"] for r in rows], float)
+    fig, ax = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    ax[0].plot(f, s)
+    ax[0].set_ylabel("score, mean of last 20 games")
+    ax[0].set_ylim(-21.5, 21.5)
+    ax[0].grid(alpha=0.3)
+    ax[1].plot(f, e)
+    ax[1].set_ylabel("policy entropy [nats]")
+    ax[1].set_xlabel("emulator frames")
+    ax[1].grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(out / "curve.png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+
+
+def read_curve(out: Path) -> list[dict]:
+    path = out / "curve.csv"
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            rows.append({k: (float(v) if v not in ("", None) else "") for k, v in r.items()})
+    return rows
+
+
+class _Stop(Exception):
+    pass
+
+
+def train(cfg: RunConfig, out, device: str = "cpu", resume: bool = False, progress: bool = True,
+          max_updates: int | None = None, env_factory=None, log=print) -> dict:
+    """Train (or resume) a policy; returns the final progress dict. ``env_factory(cfg, seed)``
+    replaces the Pong environment (tests)."""
+    out = Path(out)
+    cfg.validate()
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MstpnError("--device cuda requested but no CUDA device is available")
+    torch.set_num_threads(cfg.train.threads)
+    latest = out / LATEST
+    prog = {"frames": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "wall_s": 0.0,
+            "recent_score": None, "best_score": None, "next_snapshot": cfg.train.snapshot_every_frames}
+    rows: list[dict] = []
+    scores: deque = deque(maxlen=20)
+    if resume:
+        if not latest.exists():
+            raise DataFormatError(f"cannot resume: {latest} does not exist")
+        policy, meta = load_policy(latest, device=device)
+        saved = meta["config"]
+        if saved.to_dict()["model"] != cfg.to_dict()["model"] or saved.to_dict()["env"] != cfg.to_dict()["env"]:
+            log("resume: using the model and env settings stored in the checkpoint")
+        cfg = RunConfig(saved.model, saved.env, cfg.train).validate()
+        prog.update(meta["progress"])
+        rst = load_resume_state(latest)
+        scores.extend(rst["extra"].get("scores", []))
+        rows = read_curve(out)
+    else:
+        if latest.exists():
+            raise MstpnError(f"{out} already holds a run; use --resume to continue it or another --out")
+        torch.manual_seed(cfg.train.seed)
+        policy = build_policy(cfg, seed=cfg.train.seed).to(device)
+    np.random.seed(cfg.train.seed + prog["updates"])
+    atomic_write_json(out / "config.json", cfg.to_dict())
+    learner = A2C(policy, cfg.train, frames_per_step=cfg.env.frameskip)
+    if resume:
+        learner.opt.load_state_dict(rst["optimizer"])
+        torch.set_rng_state(rst["torch_rng"])
+    env_seed = cfg.train.seed * 100_003 + prog["updates"]
+    if env_factory is None:
+        from snn_agent.envs import PongVecEnv
+        env = PongVecEnv(cfg.env, cfg.train.num_envs, seed=env_seed, num_threads=1)
+    else:
+        env = env_factory(cfg, env_seed)
+
+    def checkpoint(path):
+        save_checkpoint(path, policy, cfg, progress=prog)
+
+    def save_latest():
+        checkpoint(latest)
+        save_resume_state(latest, learner.opt, extra={"scores": list(scores)})
+        write_curve(out, rows, png=True)
+
+    old_handler = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):
+        raise _Stop()
+
+    try:
+        signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not in the main thread
+        old_handler = None
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.train.frames, initial=min(prog["frames"], cfg.train.frames), unit="frame",
+                   unit_scale=True, dynamic_ncols=True, mininterval=5.0)
+    obs = env.reset()
+    state = policy.init_state(cfg.train.num_envs)
+    t_ckpt = time.monotonic()
+    t_log, steps_log = time.monotonic(), 0
+    wall0 = prog["wall_s"]
+    t_start = time.monotonic()
+    n_updates = 0
+    try:
+        while prog["frames"] < cfg.train.frames and (max_updates is None or n_updates < max_updates):
+            obs, state, st, n = learner.step(env, obs, state, prog["frames"])
+            n_updates += 1
+            prog["updates"] += 1
+            prog["agent_steps"] += n
+            prog["frames"] += n * cfg.env.frameskip
+            prog["wall_s"] = wall0 + time.monotonic() - t_start
+            steps_log += n
+            for _, score, _ in env.finished:
+                scores.append(score)
+                prog["episodes"] += 1
+            env.finished.clear()
+            if scores:
+                prog["recent_score"] = float(np.mean(scores))
+            if bar is not None:
+                bar.update(n * cfg.env.frameskip)
+            if prog["updates"] % cfg.train.log_every_updates == 0:
+                now = time.monotonic()
+                row = {"frames": prog["frames"], "agent_steps": prog["agent_steps"], "updates": prog["updates"],
+                       "wall_s": round(prog["wall_s"], 1), "episodes": prog["episodes"],
+                       "score_mean20": prog["recent_score"] if scores else "",
+                       "score_last": scores[-1] if scores else "", "loss": st.loss,
+                       "policy_loss": st.policy_loss, "value_loss": st.value_loss, "entropy": st.entropy,
+                       "grad_norm": st.grad_norm, "lr": st.lr, "steps_per_s": round(steps_log / (now - t_log), 1)}
+                rows.append(row)
+                t_log, steps_log = now, 0
+                write_curve(out, rows, png=False)
+                if bar is not None:
+                    bar.set_postfix(score=f"{prog['recent_score']:.2f}" if scores else "-",
+                                    ep=prog["episodes"], sps=row["steps_per_s"], refresh=False)
+                else:
+                    log(json.dumps(row))
+                if len(scores) >= 10 and (prog["best_score"] is None or prog["recent_score"] > prog["best_score"]):
+                    prog["best_score"] = prog["recent_score"]
+                    checkpoint(out / BEST)
+            if prog["frames"] >= prog["next_snapshot"]:
+                checkpoint(out / "snapshots" / f"frames_{prog['frames']:011d}.safetensors")
+                while prog["next_snapshot"] <= prog["frames"]:
+                    prog["next_snapshot"] += cfg.train.snapshot_every_frames
+            if time.monotonic() - t_ckpt >= cfg.train.checkpoint_every_s:
+                save_latest()
+                t_ckpt = time.monotonic()
+    except (KeyboardInterrupt, _Stop):
+        save_latest()
+        log(f"stopped at {prog['frames']} frames; checkpoint saved to {latest} (continue with --resume)")
+        if bar is not None:
+            bar.close()
+        env.close()
+        raise KeyboardInterrupt from None
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+    save_latest()
+    if bar is not None:
+        bar.close()
+    env.close()
+    return prog
