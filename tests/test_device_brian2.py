@@ -24,18 +24,19 @@ pytestmark = pytest.mark.brian2
 RTOL = 1e-6
 N_STEPS, DT = 400, 0.02          # 8 s: covers tau (1..10 s), tau_ppf (0.1 s), tau_meta (5 s)
 BIASES = [0.0, 0.15, 0.3, 0.45, 0.6, 0.6]
+T_REF = DeviceParams().t_ref    # pulse widths below are multiples of the reference width
 
 
 def _pulses():
     """Hand-placed pulses (bursts for facilitation, LT pulses of both signs, long silences) plus
     a seeded random sprinkle; (step, device, V, width)."""
-    hand = [(s, 0, 1.0, 1e-6) for s in (5, 6, 7, 8, 200, 201, 202, 203)] + [(300, 0, -1.0, 1e-6)]
-    hand += [(s, 1, 1.5, 1e-6) for s in (10, 11, 12)] + [(150, 1, -1.4, 1e-6), (151, 1, -1.4, 2e-6),
-                                                       (250, 1, 1.0, 1e-6)]
-    hand += [(s, 2, 1.3, 1e-6) for s in (20, 22, 24)] + [(s, 2, 1.0, 5e-7) for s in (100, 101, 180, 185)]
-    hand += [(350, 2, -1.0, 1e-6), (351, 2, -1.0, 1e-6)]
-    hand += [(s, 4, 0.8, 1e-6) for s in range(30, 41)]
-    hand += [(0, 5, -1.4, 1e-6), (60, 5, 1.2, 1e-6), (61, 5, 1.25, 1e-6), (320, 5, 1.0, 1e-6)]
+    hand = [(s, 0, 1.0, T_REF) for s in (5, 6, 7, 8, 200, 201, 202, 203)] + [(300, 0, -1.0, T_REF)]
+    hand += [(s, 1, 1.5, T_REF) for s in (10, 11, 12)] + [(150, 1, -1.4, T_REF), (151, 1, -1.4, 2 * T_REF),
+                                                       (250, 1, 1.0, T_REF)]
+    hand += [(s, 2, 1.3, T_REF) for s in (20, 22, 24)] + [(s, 2, 1.0, 0.5 * T_REF) for s in (100, 101, 180, 185)]
+    hand += [(350, 2, -1.0, T_REF), (351, 2, -1.0, T_REF)]
+    hand += [(s, 4, 0.8, T_REF) for s in range(30, 41)]
+    hand += [(0, 5, -1.4, T_REF), (60, 5, 1.2, T_REF), (61, 5, 1.25, T_REF), (320, 5, 1.0, T_REF)]
     taken = {(s, d) for s, d, _, _ in hand}
     rng = np.random.default_rng(11)
     extra = []
@@ -43,7 +44,7 @@ def _pulses():
         s, d = int(rng.integers(0, N_STEPS)), int(rng.integers(0, len(BIASES)))
         if (s, d) not in taken:
             taken.add((s, d))
-            extra.append((s, d, float(rng.choice([-1.4, -1.0, 0.7, 1.0, 1.3, 1.6])), 1e-6))
+            extra.append((s, d, float(rng.choice([-1.4, -1.0, 0.7, 1.0, 1.3, 1.6])), T_REF))
     return hand + extra
 
 
