@@ -69,7 +69,7 @@ class DeviceParams:
     # -- pulse efficacy s(V, t_p) -------------------------------------------------------------
     v_ref: float = _p(1.0, "V", 1e-3, 10.0, "assumption", "reference pulse amplitude (s = 1)")
     t_ref: float = _p(400e-6, "s", 1e-12, 1.0, "assumption",
-                    "reference pulse width (s = 1); equal to the default t_pulse")
+                    "reference pulse width (s = 1 at v_ref)")
     v0: float = _p(0.25, "V", 1e-3, 10.0, "assumption",
                    "voltage nonlinearity: s ~ (exp(|V|/v0)-1) (ionic hopping, exponential in V)")
     beta_t: float = _p(0.5, "1", 0.0, 2.0, "assumption", "width dependence: s ~ (t_p/t_ref)^beta_t")
@@ -90,7 +90,7 @@ class DeviceParams:
     p_leak_ref: float = _p(4.3e-9, "W", 0.0, 1e-3, "published",
                            "idle power per synapse at G = 0 under v_bias_max (4.3 nW at 0.6 V)")
     v_pulse: float = _p(1.0, "V", 0.0, 10.0, "assumption", "default update pulse amplitude")
-    t_pulse: float = _p(400e-6, "s", 1e-12, 1.0, "fitted-to-published-figure",
+    t_pulse: float = _p(427e-6, "s", 1e-12, 1.0, "fitted-to-published-figure",
                         "default update pulse width; with v_pulse and a mid-range G it gives ~3 pJ per "
                         "pulse, i.e. ~0.4 mJ per published Pong game (see mstpn.energy)")
     provenance: dict = field(default_factory=dict, compare=False, repr=False,

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from memristor.params import DeviceParams
+from mstpn.errors import DataFormatError
 from snn_agent.config import ModelConfig
 from snn_agent.device_constrained import MSTPN
 from snn_agent.stpn import STPN
@@ -103,7 +104,10 @@ class Policy(nn.Module):
         return self.core.init_state(batch_size, self.dtype, device or self.pi.weight.device)
 
     def features(self, obs):
-        x = torch.as_tensor(obs, device=self.pi.weight.device).to(self.dtype) / 255.0
+        x = torch.as_tensor(obs, device=self.pi.weight.device)
+        if x.dim() != 4 or tuple(x.shape[1:]) != (1, 84, 84):
+            raise DataFormatError(f"observations must have shape (batch, 1, 84, 84), got {tuple(x.shape)}")
+        x = x.to(self.dtype) / 255.0
         return self.torso(x)
 
     def forward(self, obs, state=None, energy: bool = False):

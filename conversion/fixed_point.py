@@ -1,0 +1,211 @@
+"""Loihi-style integer arithmetic for the converted network: the primitives, their bit budgets and
+the overflow monitor.  All functions work on int64 NumPy arrays; ``>>`` is an arithmetic shift
+(floor division by a power of two).  The order of operations here is part of the specification.
+
+Formats (a value x is stored as the integer X with x = X * 2**e; e is the "exponent" or LSB):
+
+===========================  ================================  ===================================
+quantity                     integer                           budget
+===========================  ================================  ===================================
+synaptic weights             8-bit mantissa, per-layer exponent -128..127 (``quantise_weights``)
+gamma (plasticity rate)      8-bit mantissa, per-layer exponent -128..127
+lambda (retention)           12-bit decay d = round(4096 (1-l)) 0..4095, l_q = 1 - d/4096
+neuron states u, y, a, F     24-bit signed                     |X| <= 2**23 - 1 (saturate)
+graded-event payloads        24-bit signed                     |X| <= 2**23 - 1 (saturate)
+plastic-layer registers      64-bit signed (row sums: sum G^2,  |X| <= 2**62
+(uW, sum G^2, G z, products) G z; not Loihi-1 native, see
+                             docs/event_driven.md)
+===========================  ================================  ===================================
+
+Rounding: ``rshift_round(x, s) = (x + 2**(s-1)) >> s`` (half up); ``round_div(a, n) =
+floor((2a + n) / (2n))`` for n > 0 (half up); ``decay(x, d) = sign(x) ((|x| (4096 - d)) >> 12)``
+(towards zero, as Loihi's current decay); ``isqrt`` is the exact floor square root.
+
+tanh: a table of tanh at steps of 2**s_exp (s_exp = max(-6, e_a)) over [0, 8], entries rounded to
+the output LSB, linear interpolation between entries (floor), odd symmetry, saturation at the
+last entry beyond 8.  Error: |h - tanh(a)| <= 1.5 LSB_h + step**2/8 * max|tanh''| (= 2.4e-5 for
+step 2**-6) + (1 - tanh(8) = 2.3e-7); ``tanh_lut_error_bound`` returns it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mstpn.errors import MstpnError, ParameterError
+
+INT = np.int64
+WEIGHT_BITS = 8
+STATE_BITS = 24
+PAYLOAD_BITS = 24
+DECAY_BITS = 12
+WIDE_BITS = 63
+STATE_MAX = (1 << (STATE_BITS - 1)) - 1     # 8,388,607
+WIDE_MAX = 1 << (WIDE_BITS - 1)             # 2**62
+DECAY_ONE = 1 << DECAY_BITS                 # 4096
+#: tanh table covers |a| in [0, TANH_RANGE]; finest table step 2**TANH_STEP_EXP
+TANH_RANGE = 8.0
+TANH_STEP_EXP = -6
+
+
+class FixedPointOverflowError(MstpnError, OverflowError):
+    """A value left its bit budget; names node, variable, index and step."""
+
+    def __init__(self, event: "OverflowEvent"):
+        self.event = event
+        super().__init__(str(event))
+
+
+# -- primitives -------------------------------------------------------------------------------
+def rshift_round(x, s: int) -> np.ndarray:
+    """x * 2**-s rounded half up (s > 0); exact left shift for s <= 0."""
+    x = np.asarray(x, INT)
+    s = int(s)
+    if s <= 0:
+        return x << -s
+    return (x + (1 << (s - 1))) >> s
+
+
+def round_div(a, n) -> np.ndarray:
+    """round(a / n) half up, for integer arrays a and n > 0 (broadcast): floor((2a + n) / (2n))."""
+    a, n = np.asarray(a, INT), np.asarray(n, INT)
+    return (2 * a + n) // (2 * n)
+
+
+def isqrt(s) -> np.ndarray:
+    """Exact floor(sqrt(s)) for 0 <= s <= 2**62 (float estimate, then +-1 correction)."""
+    s = np.asarray(s, INT)
+    if np.any(s < 0):
+        raise ParameterError("isqrt of a negative number")
+    r = np.floor(np.sqrt(s.astype(np.float64))).astype(INT)
+    r = np.where(r * r > s, r - 1, r)
+    r = np.where((r + 1) * (r + 1) <= s, r + 1, r)
+    return r
+
+
+def decay(x, d) -> np.ndarray:
+    """Loihi decay towards zero: sign(x) * ((|x| * (4096 - d)) >> 12), d in 0..4095."""
+    x, d = np.asarray(x, INT), np.asarray(d, INT)
+    return np.sign(x) * ((np.abs(x) * (DECAY_ONE - d)) >> DECAY_BITS)
+
+
+def decay_code(lam) -> np.ndarray:
+    """12-bit decay of a retention factor: d = clip(round(4096 (1 - lam)), 0, 4095)."""
+    lam = np.asarray(lam, np.float64)
+    if np.any(~np.isfinite(lam)) or np.any(lam < 0) or np.any(lam > 1):
+        raise ParameterError("lambda must lie in [0, 1] for a 12-bit decay")
+    return np.clip(np.rint(DECAY_ONE * (1.0 - lam)), 0, DECAY_ONE - 1).astype(INT)
+
+
+def weight_exponent(w, bits: int = WEIGHT_BITS) -> int:
+    """Smallest exponent e with round(w / 2**e) inside the signed ``bits`` range (0 for all-zero w)."""
+    w = np.asarray(w, np.float64)
+    m = float(np.max(np.abs(w))) if w.size else 0.0
+    if m == 0.0:
+        return 0
+    if not math.isfinite(m):
+        raise ParameterError("weights contain NaN/inf")
+    hi, lo = (1 << (bits - 1)) - 1, -(1 << (bits - 1))
+    e = math.floor(math.log2(m / hi)) - 1
+    while True:
+        q = np.rint(w / 2.0**e)
+        if q.max() <= hi and q.min() >= lo:
+            return int(e)
+        e += 1
+
+
+def quantise_weights(w, bits: int = WEIGHT_BITS) -> tuple[np.ndarray, int]:
+    """(mantissa int64 array, exponent) with w ~= mantissa * 2**exponent, mantissa in the signed
+    ``bits`` range, exponent the smallest that fits (max precision); round half to even."""
+    e = weight_exponent(w, bits)
+    return np.rint(np.asarray(w, np.float64) / 2.0**e).astype(INT), e
+
+
+def to_int(x, exp: int) -> np.ndarray:
+    """round(x / 2**exp) as int64 (values checked by the caller's budget)."""
+    return np.rint(np.asarray(x, np.float64) / 2.0**exp).astype(INT)
+
+
+# -- tanh -------------------------------------------------------------------------------------
+def tanh_table(a_exp: int, h_exp: int) -> tuple[np.ndarray, int]:
+    """(table, shift): table[i] = round(tanh(i * 2**s_exp) / 2**h_exp), i = 0..ceil(8 / 2**s_exp),
+    s_exp = max(TANH_STEP_EXP, a_exp), shift = s_exp - a_exp (a-LSBs per table step as a power of 2)."""
+    s_exp = max(TANH_STEP_EXP, int(a_exp))
+    n = int(math.ceil(TANH_RANGE / 2.0**s_exp))
+    table = np.rint(np.tanh(np.arange(n + 1) * 2.0**s_exp) / 2.0**h_exp).astype(INT)
+    return table, s_exp - int(a_exp)
+
+
+def tanh_int(a, table: np.ndarray, shift: int) -> np.ndarray:
+    """h = sign(a) * (T[i] + (((T[i+1] - T[i]) * f) >> shift)), i = |a| >> shift,
+    f = |a| & (2**shift - 1); |a| beyond the table gives T[-1]."""
+    a = np.asarray(a, INT)
+    mag = np.abs(a)
+    last = len(table) - 1
+    i = mag >> shift
+    inside = i < last
+    ic = np.minimum(i, last - 1)
+    f = mag & ((1 << shift) - 1)
+    h = np.where(inside, table[ic] + (((table[ic + 1] - table[ic]) * f) >> shift), table[last])
+    return np.sign(a) * h
+
+
+def tanh_lut_error_bound(a_exp: int, h_exp: int) -> float:
+    """Bound on |tanh_int(a) 2**h_exp - tanh(a 2**a_exp)| (see module docstring)."""
+    step = 2.0 ** max(TANH_STEP_EXP, int(a_exp))
+    return 1.5 * 2.0**h_exp + step**2 / 8 * 0.7699 + (1 - math.tanh(TANH_RANGE))
+
+
+# -- overflow monitor -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OverflowEvent:
+    node: str
+    variable: str
+    index: tuple      # (batch, unit index...) of the first offending element
+    step: int         # simulator step (frame) at which it happened
+    value: int
+    budget: int
+    count: int = 1    # how many elements left the budget in this check
+
+    def __str__(self):
+        return (f"fixed-point overflow in node {self.node!r}, variable {self.variable!r}, index "
+                f"{self.index}, step {self.step}: |{self.value}| > {self.budget} "
+                f"({self.count} element(s) this step)")
+
+
+@dataclass
+class OverflowMonitor:
+    """Checks values against their bit budget; saturates and records (or raises if ``strict``).
+
+    Keeps every event up to ``max_events`` (first per (node, variable, step)); ``counts`` holds the
+    total number of offending elements per (node, variable)."""
+
+    strict: bool = False
+    max_events: int = 1000
+    events: list = field(default_factory=list)
+    counts: dict = field(default_factory=dict)
+
+    def check(self, node: str, variable: str, x: np.ndarray, budget: int, step: int, saturate: bool = True):
+        x = np.asarray(x, INT)
+        bad = np.abs(x) > budget
+        if not bad.any():
+            return x
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        ev = OverflowEvent(node, variable, idx, int(step), int(x[idx]), int(budget), int(bad.sum()))
+        self.counts[(node, variable)] = self.counts.get((node, variable), 0) + ev.count
+        if self.strict:
+            raise FixedPointOverflowError(ev)
+        if len(self.events) < self.max_events:
+            self.events.append(ev)
+        return np.clip(x, -budget, budget) if saturate else x
+
+    @property
+    def first(self):
+        return self.events[0] if self.events else None
+
+    def report(self) -> str:
+        if not self.counts:
+            return "no fixed-point overflow"
+        lines = [f"{n}.{v}: {c} element-steps" for (n, v), c in self.counts.items()]
+        return "fixed-point overflows: " + "; ".join(lines) + f"; first: {self.first}"

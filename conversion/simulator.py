@@ -1,0 +1,417 @@
+"""Vectorised NumPy reference simulator of a converted :class:`~conversion.graph.Network`.
+
+It is the oracle for other backends: one call of :meth:`Simulator.step` is one algorithmic step
+(one agent frame) for a batch of B independent environments; afterwards ``sim.values[node]`` holds
+what each node exposes to its receivers (SigmaDelta: the sent value y_sent; Conv2d/Affine: the
+integrated input u; PlasticSTPN: the pre-activation a), ``sim.deltas[node]`` the events of this
+step (zero where none) and ``sim.state[node]`` every internal state (y, u, F, z, N, ...).
+
+Semantics per node: see :mod:`conversion.graph`.  Order within a step: nodes in evaluation order
+(no synaptic delay), then the plasticity phase of every PlasticSTPN (uses this step's N, z and the
+post activation), as Loihi's learning phase after the neuron phase.  Synapse nodes integrate their
+source's events (u += W e); a source without events (Input, graded Scale) is read densely.
+
+``fixed=True`` runs the integer specification of :mod:`conversion.fixed_point` with the network's
+``fixed`` parameters (:func:`conversion.quantise.quantise`); values are then int64 and
+:class:`StepResult` also gives the outputs converted back to float.
+
+Counted per node (``sim.stats``): ``events`` (emitted events or spikes), ``synops`` (synaptic
+operations actually performed: events x fan-out, plus the plastic layer's activity-driven F z
+products), ``dense`` (multiply-accumulates of the dense network for the same frames) and, for the
+plastic layer, ``plastic_ops`` (row norm, decay and Hebbian updates actually performed) against
+``plastic_dense``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from conversion import fixed_point as fx
+from conversion import graph as g
+from conversion.ops import conv2d, conv_fanout
+from mstpn.errors import DataFormatError, ParameterError
+
+INT = np.int64
+COUNTERS = ("events", "synops", "dense", "plastic_ops", "plastic_dense")
+
+
+@dataclass
+class StepResult:
+    logits: np.ndarray        # (B, n_actions) float
+    value: np.ndarray         # (B,) float
+    actions: np.ndarray       # (B,) argmax of the logits (first index on ties)
+    logits_int: np.ndarray | None = None  # fixed point only: the integer logits
+
+
+def _act_float(kind, u):
+    if kind == "relu":
+        return np.maximum(u, 0.0)
+    if kind == "tanh":
+        return np.tanh(u)
+    return u
+
+
+class Simulator:
+    """``Simulator(net, batch=1, fixed=False, monitor=None)``; ``reset(done)``; ``step(obs)``."""
+
+    def __init__(self, net: g.Network, batch: int = 1, fixed: bool = False, monitor: fx.OverflowMonitor | None = None):
+        self.net, self.B, self.fixed = net, int(batch), bool(fixed)
+        if self.B < 1:
+            raise ParameterError(f"batch must be >= 1, got {batch}")
+        if self.fixed:
+            if net.fixed is None:
+                raise ParameterError("network has no fixed-point parameters; quantise it first "
+                                     "(conversion.quantise.quantise or `mstpn convert` with calibration)")
+            if net.mode != "sigma_delta":
+                raise ParameterError("the fixed-point simulator runs the sigma-delta form only")
+        self.monitor = monitor if monitor is not None else fx.OverflowMonitor()
+        self.order = net.order
+        self.src = {n: (None if isinstance(net.nodes[n], g.Input) else net.source(n)) for n in self.order}
+        self.out_logits, self.out_value = self._outputs()
+        self._prepare()
+        self.t = 0
+        self.state: dict = {}
+        self.values: dict = {}
+        self.deltas: dict = {}
+        self.stats = {n: dict.fromkeys(COUNTERS, 0) for n in self.order}
+        self.frames = 0
+        self.reset()
+
+    # -- set-up -----------------------------------------------------------------------------
+    def _outputs(self):
+        outs = self.net.of_type(g.Output)
+        names = {n: n for n in outs}
+        logits = names.get("logits", outs[0] if outs else None)
+        value = names.get("value")
+        if logits is None:
+            raise DataFormatError("network has no Output node")
+        return logits, value
+
+    def _prepare(self):
+        """Fan-outs, dense MAC counts and (fixed point) integer parameters per node."""
+        net, self.fan, self.dense_macs, self.fp = self.net, {}, {}, {}
+        for n in self.order:
+            node = net.nodes[n]
+            if isinstance(node, g.Conv2d):
+                self.fan[n] = conv_fanout(node.in_shape, node.weight.shape, node.stride, node.padding).reshape(-1)
+                self.dense_macs[n] = int(np.prod(node.out_shape) * np.prod(node.weight.shape[1:]))
+            elif isinstance(node, g.Affine):
+                self.fan[n] = np.full(node.weight.shape[1], node.weight.shape[0], INT)
+                self.dense_macs[n] = int(node.weight.size)
+            elif isinstance(node, g.PlasticSTPN):
+                self.dense_macs[n] = 2 * int(node.W.size)  # W z and F z
+            if self.fixed:
+                self.fp[n] = net.fixed.get(n, {})
+        rate = [n for n in self.order if isinstance(net.nodes[n], g.RateIF)]
+        self.segment = []
+        if rate:
+            steps = {net.nodes[n].steps for n in rate}
+            if len(steps) != 1:
+                raise DataFormatError(f"all RateIF nodes must use the same number of steps, got {sorted(steps)}")
+            self.rate_steps = steps.pop()
+            first = min(self.order.index(self.src[rate[0]]), self.order.index(rate[0]))
+            self.segment = self.order[first: self.order.index(rate[-1]) + 1]
+            for n in self.segment:
+                if not isinstance(net.nodes[n], (g.Conv2d, g.RateIF)):
+                    raise DataFormatError(f"node {n!r} ({type(net.nodes[n]).__name__}) inside the rate-coded "
+                                          "segment; only Conv2d and RateIF are supported there")
+
+    # -- state ----------------------------------------------------------------------------------
+    def _init_node(self, n):
+        node, B, fixed = self.net.nodes[n], self.B, self.fixed
+        dt = INT if fixed else np.float64
+        fp = self.fp.get(n, {})
+        if isinstance(node, g.SigmaDelta):
+            shape = (B, *node.out_shape)
+            return {"y": np.zeros(shape, dt), "sent": np.zeros(shape, dt)}
+        if isinstance(node, g.RateIF):
+            return {"value": np.zeros((B, *node.out_shape)), "v": np.zeros((B, *node.out_shape))}
+        if isinstance(node, (g.Conv2d, g.Affine)):
+            shape = (B, *node.out_shape)
+            bias = fp["bias"] if fixed else node.bias
+            bias = bias.reshape((-1, 1, 1)) if isinstance(node, g.Conv2d) else bias
+            return {"u": np.broadcast_to(bias, shape).astype(dt)}
+        if isinstance(node, g.PlasticSTPN):
+            H, K = node.W.shape
+            return {"F": np.zeros((B, H, K), dt), "z": np.zeros((B, K), dt), "uW": np.zeros((B, H), dt),
+                    "N": np.zeros((B, H), dt), "dh": np.zeros((B, H), dt)}
+        return {}
+
+    def reset(self, done=None):
+        """Initial state for all batch elements (``done=None``) or those with ``done`` true."""
+        if done is None:
+            self.state = {n: self._init_node(n) for n in self.order}
+            return
+        done = np.asarray(done, bool).reshape(-1)
+        if done.shape != (self.B,):
+            raise ParameterError(f"done must have shape ({self.B},), got {done.shape}")
+        if not done.any():
+            return
+        for n in self.order:
+            fresh = self._init_node(n)
+            for k, arr in fresh.items():
+                self.state[n][k][done] = arr[done]
+
+    # -- stepping ---------------------------------------------------------------------------------
+    def step(self, obs) -> StepResult:
+        """Advance one frame; ``obs`` (B, *input shape) pixel values 0..255."""
+        obs = np.asarray(obs)
+        inp = self.order[0]
+        shape = (self.B, *self.net.nodes[inp].shape)
+        if obs.shape != shape:
+            raise ParameterError(f"observation has shape {obs.shape}, expected {shape}")
+        if not np.all(np.isfinite(obs)):
+            raise ParameterError("observation contains NaN/inf")
+        self.values, self.deltas = {}, {}
+        if self.fixed:
+            if np.any(obs != np.rint(obs)):
+                raise ParameterError("the fixed-point network takes integer pixel values")
+            self.values[inp] = obs.astype(INT)
+        else:
+            self.values[inp] = obs.astype(np.float64)
+        self.deltas[inp] = None
+        rest = self.order[1:]
+        if self.segment:
+            self._rate_segment()
+            rest = [n for n in rest if n not in self.segment]
+        for n in rest:
+            getattr(self, "_" + type(self.net.nodes[n]).__name__)(n)
+        for n in self.net.of_type(g.PlasticSTPN):
+            self._plasticity(n)
+        self.t += 1
+        self.frames += self.B
+        return self._result()
+
+    def _result(self) -> StepResult:
+        lo = self.values[self.out_logits]
+        val = self.values[self.out_value] if self.out_value else np.zeros((self.B, 1))
+        if self.fixed:
+            e_l = self.fp[self.net.source(self.out_logits)]["u_exp"]
+            e_v = self.fp[self.net.source(self.out_value)]["u_exp"] if self.out_value else 0
+            return StepResult(lo * 2.0**e_l, (val * 2.0**e_v).reshape(self.B), np.argmax(lo, axis=1), lo.copy())
+        return StepResult(lo.copy(), val.reshape(self.B).copy(), np.argmax(lo, axis=1))
+
+    def _count(self, n, key, x):
+        self.stats[n][key] += int(x)
+
+    # node kernels: each reads self.values/deltas of its source and writes its own
+    def _Scale(self, n):
+        s = self.src[n]
+        if self.fixed:  # folded into the next synapse's weights (conversion.quantise)
+            self.values[n], self.deltas[n] = self.values[s], self.deltas[s]
+            return
+        sc = self.net.nodes[n].scale
+        self.values[n] = sc * self.values[s]
+        d = self.deltas[s]
+        self.deltas[n] = None if d is None else sc * d
+
+    def _Flatten(self, n):
+        s = self.src[n]
+        self.values[n] = self.values[s].reshape(self.B, -1)
+        d = self.deltas[s]
+        self.deltas[n] = None if d is None else d.reshape(self.B, -1)
+
+    def _Output(self, n):
+        self.values[n] = self.values[self.src[n]]
+        self.deltas[n] = None
+
+    def _synapse_op(self, n, x):
+        node = self.net.nodes[n]
+        w = self.fp[n]["weight_mant"] if self.fixed else node.weight
+        if isinstance(node, g.Conv2d):
+            return conv2d(x, w, node.stride, node.padding)
+        return x @ w.T
+
+    def _syn(self, n):
+        s, st, node = self.src[n], self.state[n], self.net.nodes[n]
+        d = self.deltas[s]
+        self._count(n, "dense", self.dense_macs[n] * self.B)
+        if d is None:  # dense source: u = b + W x
+            bias = self.fp[n]["bias"] if self.fixed else node.bias
+            bias = bias.reshape((-1, 1, 1)) if isinstance(node, g.Conv2d) else bias
+            du = None
+            st["u"] = bias + self._synapse_op(n, self.values[s])
+            self._count(n, "synops", self.dense_macs[n] * self.B)
+        else:
+            du = self._synapse_op(n, d)
+            st["u"] = st["u"] + du
+            self._count(n, "synops", (d.reshape(self.B, -1) != 0) @ self.fan[n] @ np.ones(self.B, INT))
+            if self.fixed:
+                st["u"] = self.monitor.check(n, "u", st["u"], fx.STATE_MAX, self.t)
+        self.values[n], self.deltas[n] = st["u"], du
+
+    _Conv2d = _syn
+    _Affine = _syn
+
+    def _SigmaDelta(self, n):
+        node, st, s = self.net.nodes[n], self.state[n], self.src[n]
+        u = self.values[s]
+        if u.shape[1:] != node.out_shape:
+            u = u.reshape(self.B, *node.out_shape)
+        if self.fixed:
+            fp = self.fp[n]
+            if node.activation == "tanh":
+                y = fx.tanh_int(u, fp["lut"], int(fp["lut_shift"]))
+            else:
+                y = fx.rshift_round(u, int(fp["out_exp"]) - int(fp["in_exp"]))
+                if node.activation == "relu":
+                    y = np.maximum(y, 0)
+            y = self.monitor.check(n, "y", y, fx.STATE_MAX, self.t)
+            thr = fp["threshold"]
+        else:
+            y = _act_float(node.activation, u)
+            thr = node.threshold
+        e = y - st["sent"]
+        fire = np.abs(e) > thr
+        e = np.where(fire, e, 0)
+        if self.fixed:
+            e = self.monitor.check(n, "payload", e, fx.STATE_MAX, self.t)
+        st["y"], st["sent"] = y, st["sent"] + e
+        self._count(n, "events", fire.sum())
+        self.values[n], self.deltas[n] = st["sent"], e
+
+    def _PlasticSTPN(self, n):
+        node, st, s = self.net.nodes[n], self.state[n], self.src[n]
+        H, K = node.W.shape
+        I = K - H
+        dx = self.deltas[s]
+        if dx is None:
+            dx = self.values[s] - st["z"][:, :I]
+        dh = st["dh"]
+        if self.fixed:
+            fp = self.fp[n]
+            ez = int(fp["z_exp"])
+            dz = np.concatenate([dx << (int(fp["x_exp"]) - ez), dh << (int(fp["h_exp"]) - ez)], axis=1)
+            W = fp["w_mant"]
+        else:
+            dz = np.concatenate([dx, dh], axis=1)
+            W = node.W
+        st["z"] = st["z"] + dz
+        active = np.flatnonzero(np.any(dz != 0, axis=0))
+        if active.size:
+            st["uW"] = st["uW"] + dz[:, active] @ W[:, active].T
+        self._count(n, "synops", H * np.count_nonzero(dz))
+        z, F = st["z"], st["F"]
+        nz = np.count_nonzero(z)
+        self._count(n, "synops", H * nz)                     # F z over active presynaptic units
+        self._count(n, "dense", self.dense_macs[n] * self.B)
+        self._count(n, "plastic_ops", H * K * self.B)        # row norm (every synapse)
+        if self.fixed:
+            m = self.monitor
+            sG = int(fp["w_exp"]) - int(fp["f_exp"])
+            G = (W << sG) + F
+            S = m.check(n, "norm_sq", np.einsum("bhk,bhk->bh", G, G), fx.WIDE_MAX, self.t)
+            st["N"] = np.maximum(fx.isqrt(S), 1)
+            uW = m.check(n, "uW", st["uW"], fx.WIDE_MAX >> sG, self.t, saturate=False)
+            dot = m.check(n, "dot", (uW << sG) + np.einsum("bhk,bk->bh", F, z), fx.WIDE_MAX, self.t)
+            a = fx.round_div(dot, st["N"]) + fp["bias"]
+            a = m.check(n, "a", a, fx.STATE_MAX, self.t)
+        else:
+            G = W + F
+            st["N"] = np.sqrt(np.einsum("bhk,bhk->bh", G, G)) + node.norm_eps
+            a = (st["uW"] + np.einsum("bhk,bk->bh", F, z)) / st["N"] + node.b
+        st["a"] = a
+        self.values[n], self.deltas[n] = a, None
+
+    def _plasticity(self, n):
+        """F <- clip(lam F / N + gamma h z^T, +-f_max); then forward the post neurons' events."""
+        node, st = self.net.nodes[n], self.state[n]
+        H, K = node.W.shape
+        post = self.state[node.post]
+        h, z, F = post["y"], st["z"], st["F"]
+        nz = np.count_nonzero(z) * H
+        self._count(n, "plastic_ops", H * K * self.B + nz)   # decay of every synapse + Hebbian on active ones
+        self._count(n, "plastic_dense", 3 * H * K * self.B)  # norm, decay, Hebbian of the dense network
+        if self.fixed:
+            fp, m = self.fp[n], self.monitor
+            q = fx.round_div(F << -int(fp["f_exp"]), st["N"][:, :, None])
+            q = fx.decay(q, fp["decay"])
+            prod = m.check(n, "hebb_product", fp["gamma_mant"] * h[:, :, None] * z[:, None, :], fx.WIDE_MAX, self.t)
+            F = q + fx.rshift_round(prod, int(fp["hebb_shift"]))
+            if int(fp["f_max"]) >= 0:
+                F = np.clip(F, -int(fp["f_max"]), int(fp["f_max"]))
+            F = m.check(n, "F", F, fx.STATE_MAX, self.t)
+        else:
+            F = node.lam * (F / st["N"][:, :, None]) + node.gamma * (h[:, :, None] * z[:, None, :])
+            if np.isfinite(node.f_max):
+                F = np.clip(F, -node.f_max, node.f_max)
+        st["F"] = F
+        st["dh"] = self.deltas[node.post]
+
+    # -- rate-coded segment (float only) ---------------------------------------------------------
+    def _rate_segment(self):
+        net, T, B = self.net, self.rate_steps, self.B
+        cur, spikes, count = {}, {}, {}
+        for n in self.segment:
+            node = net.nodes[n]
+            if isinstance(node, g.RateIF):
+                self.state[n]["v"] = np.broadcast_to(node.v_init * node.v_threshold, (B, *node.out_shape)).copy()
+                count[n] = np.zeros((B, *node.out_shape))
+            elif not isinstance(net.nodes[self.src[n]], g.RateIF):  # graded input: constant current
+                self._Conv2d(n)
+                cur[n] = self.values[n]
+        for _ in range(T):
+            for n in self.segment:
+                node, s = net.nodes[n], self.src[n]
+                if isinstance(node, g.Conv2d) and isinstance(net.nodes[s], g.RateIF):
+                    x = spikes[s] * net.nodes[s].v_threshold
+                    cur[n] = node.bias.reshape(-1, 1, 1) + conv2d(x, node.weight, node.stride, node.padding)
+                    self._count(n, "synops", (spikes[s].reshape(B, -1) != 0) @ self.fan[n] @ np.ones(B, INT))
+                elif isinstance(node, g.RateIF):
+                    st = self.state[n]
+                    st["v"] = st["v"] + cur[s]
+                    sp = st["v"] >= node.v_threshold
+                    st["v"] = st["v"] - sp * node.v_threshold
+                    spikes[n] = sp
+                    count[n] += sp
+                    self._count(n, "events", sp.sum())
+        for n in self.segment:
+            node = net.nodes[n]
+            if isinstance(node, g.RateIF):
+                val = count[n] * node.v_threshold / T
+                self.deltas[n] = val - self.state[n]["value"]
+                self.state[n]["value"] = val
+                self.values[n] = val
+            else:
+                self.values[n], self.deltas[n] = cur[n], None
+                if isinstance(net.nodes[self.src[n]], g.RateIF):
+                    self._count(n, "dense", self.dense_macs[n] * B)
+
+    # -- summaries ---------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        """Per-node counters divided by the number of frames (per environment step)."""
+        f = max(self.frames, 1)
+        return {n: {k: v / f for k, v in c.items() if v} for n, c in self.stats.items() if any(c.values())}
+
+    def totals_per_frame(self) -> dict:
+        """events, synops (read path), dense MACs, plastic ops / dense plastic ops, per frame."""
+        f = max(self.frames, 1)
+        tot = {k: sum(c[k] for c in self.stats.values()) / f for k in COUNTERS}
+        tot["synops_ratio"] = tot["synops"] / tot["dense"] if tot["dense"] else float("nan")
+        return tot
+
+
+def run_sequence(sim: Simulator, frames, starts=None, record: tuple = ()) -> dict:
+    """Run a recorded sequence ``frames`` (T, B, *shape) (or (T, *shape) for B = 1); ``starts`` (T, B)
+    bool: reset those environments before processing that frame.  Returns logits (T, B, A), value
+    (T, B), actions (T, B) and, for each node in ``record``, its values (T, B, ...)."""
+    frames = np.asarray(frames)
+    if frames.ndim == len(sim.net.nodes[sim.order[0]].shape) + 1:
+        frames = frames[:, None]
+    T = frames.shape[0]
+    starts = np.zeros((T, sim.B), bool) if starts is None else np.asarray(starts, bool).reshape(T, sim.B)
+    out = {"logits": [], "value": [], "actions": []}
+    rec = {n: [] for n in record}
+    for t in range(T):
+        if starts[t].any():
+            sim.reset(starts[t])
+        r = sim.step(frames[t])
+        out["logits"].append(r.logits)
+        out["value"].append(r.value)
+        out["actions"].append(r.actions)
+        for n in record:
+            rec[n].append(np.array(sim.values[n]))
+    res = {k: np.stack(v) for k, v in out.items()}
+    res.update({n: np.stack(v) for n, v in rec.items()})
+    return res

@@ -1,0 +1,292 @@
+"""What a run did, per layer: the activity counts every energy model consumes.
+
+A run is a :class:`RunCounts`: the game's physical length (emulator ``frames`` at
+``frame_rate_hz``, ``steps`` agent steps of ``frameskip`` frames) and one :class:`LayerCounts`
+per layer.  Counts are totals over the whole run (not per step).
+
+* the dense STPN (and any dense layer) is counted analytically: :func:`stpn_layer_counts`,
+  :func:`pong_policy_counts`;
+* an event-driven simulator (``conversion``) fills :class:`LayerCounts` itself, e.g. with
+  :func:`event_layer_counts` from its per-layer event and update tallies.
+
+A JSON counts file (schema ``mstpn.energy-counts``) carries a :class:`RunCounts` between tools.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from mstpn.energy import constants as C
+from mstpn.errors import DataFormatError, ParameterError
+from mstpn.io import atomic_write_json
+
+SCHEMA = "mstpn.energy-counts"
+SCHEMA_VERSION = 1
+
+_COUNT_FIELDS = ("n_synapses", "plastic_synapses", "dense_macs", "synaptic_ops", "events",
+                 "update_pulses", "neuron_updates")
+
+
+def _count(name: str, v) -> int:
+    """A non-negative integer count, or ParameterError naming it."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ParameterError(f"count {name} must be a number, got {v!r}")
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ParameterError(f"count {name} must be finite, got {v!r}")
+        if v != int(v):
+            raise ParameterError(f"count {name} must be a whole number, got {v!r}")
+    if v < 0:
+        raise ParameterError(f"count {name} must be >= 0, got {v!r}")
+    return int(v)
+
+
+@dataclass(frozen=True)
+class LayerCounts:
+    """Activity of one layer over a run (all totals, dimensionless counts).
+
+    n_synapses       weights of the layer (connectivity, not activity)
+    plastic_synapses synapses with short-term plasticity (the STPN's H*(I+H); 0 for conv/linear)
+    dense_macs       multiply-accumulates of a dense, every-step evaluation
+    synaptic_ops     event-driven synaptic ops: for each incoming event, one op per fan-out synapse
+    events           events (spikes / graded deltas) delivered into the layer (spike transport)
+    update_pulses    plastic-synapse updates (memristor pulses): one per plastic synapse per step
+                     in the dense STPN, fewer with event-driven / thresholded updates
+    neuron_updates   neuron state updates (one per neuron per step when every neuron is updated)
+    memristive       True if the layer's synapses are memristive devices in the memristive scenario
+    """
+
+    name: str
+    n_synapses: int
+    plastic_synapses: int = 0
+    dense_macs: int = 0
+    synaptic_ops: int = 0
+    events: int = 0
+    update_pulses: int = 0
+    neuron_updates: int = 0
+    memristive: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ParameterError(f"layer name must be a non-empty string, got {self.name!r}")
+        for f in _COUNT_FIELDS:
+            object.__setattr__(self, f, _count(f"{self.name}.{f}", getattr(self, f)))
+        if not isinstance(self.memristive, bool):
+            raise ParameterError(f"{self.name}.memristive must be true or false, got {self.memristive!r}")
+        if self.plastic_synapses > self.n_synapses:
+            raise ParameterError(f"{self.name}: plastic_synapses ({self.plastic_synapses}) exceeds "
+                                 f"n_synapses ({self.n_synapses})")
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    """A run: its physical length and per-layer counts.
+
+    ``frames`` emulator frames at ``frame_rate_hz`` [Hz] give the duration [s]; ``steps`` agent
+    steps (policy evaluations) of ``frameskip`` frames each (the last one may be cut short when the
+    game ends, so frames <= steps * frameskip).
+    """
+
+    layers: tuple[LayerCounts, ...]
+    steps: int
+    frames: int
+    frameskip: int = int(C.FRAMESKIP.value)
+    frame_rate_hz: float = C.FRAME_RATE_HZ.value
+    source: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if not all(isinstance(layer, LayerCounts) for layer in self.layers):
+            raise ParameterError("layers must be LayerCounts")
+        names = [layer.name for layer in self.layers]
+        if len(set(names)) != len(names):
+            raise ParameterError(f"layer names must be unique, got {names}")
+        for f in ("steps", "frames"):
+            object.__setattr__(self, f, _count(f, getattr(self, f)))
+        object.__setattr__(self, "frameskip", _count("frameskip", self.frameskip))
+        if self.frameskip < 1:
+            raise ParameterError("frameskip must be >= 1")
+        fr = self.frame_rate_hz
+        if isinstance(fr, bool) or not isinstance(fr, (int, float)) or not math.isfinite(fr) or fr <= 0:
+            raise ParameterError(f"frame_rate_hz must be a positive number of Hz, got {fr!r}")
+        if self.frames > self.steps * self.frameskip:
+            raise ParameterError(f"{self.frames} frames do not fit in {self.steps} steps of "
+                                 f"{self.frameskip} frames")
+
+    @property
+    def duration_s(self) -> float:
+        """Physical duration of the run [s] = frames / frame_rate_hz."""
+        return self.frames / self.frame_rate_hz
+
+    def layer(self, name: str) -> LayerCounts:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ParameterError(f"no layer {name!r}; layers are {[l.name for l in self.layers]}")
+
+    # -- JSON ------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = {"schema": SCHEMA, "version": SCHEMA_VERSION}
+        d.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "layers"})
+        d["duration_s"] = self.duration_s
+        d["layers"] = [asdict(layer) for layer in self.layers]
+        return d
+
+    @classmethod
+    def from_dict(cls, data) -> "RunCounts":
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise DataFormatError(f"not an energy counts file (expected schema {SCHEMA!r})")
+        if data.get("version") != SCHEMA_VERSION:
+            raise DataFormatError(f"counts file version {data.get('version')!r} is not supported "
+                                  f"(expected {SCHEMA_VERSION})")
+        run_keys = {f.name for f in fields(cls)} | {"schema", "version", "duration_s"}
+        unknown = set(data) - run_keys
+        if unknown:
+            raise DataFormatError(f"unknown keys in counts file: {sorted(unknown)}")
+        layers = data.get("layers")
+        if not isinstance(layers, list) or not layers:
+            raise DataFormatError("counts file needs a non-empty 'layers' list")
+        layer_keys = {f.name for f in fields(LayerCounts)}
+        parsed = []
+        for i, entry in enumerate(layers):
+            if not isinstance(entry, dict):
+                raise DataFormatError(f"layer {i} must be an object")
+            bad = set(entry) - layer_keys
+            if bad:
+                raise DataFormatError(f"layer {i}: unknown keys {sorted(bad)} (known: {sorted(layer_keys)})")
+            if "name" not in entry or "n_synapses" not in entry:
+                raise DataFormatError(f"layer {i}: 'name' and 'n_synapses' are required")
+            parsed.append(LayerCounts(**entry))
+        for key in ("steps", "frames"):
+            if key not in data:
+                raise DataFormatError(f"counts file has no {key!r}")
+        kw = {k: data[k] for k in ("steps", "frames", "frameskip", "frame_rate_hz", "source") if k in data}
+        return cls(layers=tuple(parsed), **kw)
+
+    def save(self, path) -> None:
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path) -> "RunCounts":
+        path = Path(path)
+        if not path.is_file():
+            raise DataFormatError(f"{path}: no such counts file")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataFormatError(f"{path}: not valid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+
+# -- time base ----------------------------------------------------------------------------------
+def frames_for_steps(steps: int, frameskip: int = int(C.FRAMESKIP.value)) -> int:
+    """Emulator frames of ``steps`` full agent steps."""
+    return _count("steps", steps) * _count("frameskip", frameskip)
+
+
+def steps_for_frames(frames: int, frameskip: int = int(C.FRAMESKIP.value)) -> int:
+    """Agent steps needed to cover ``frames`` frames (the last step may be cut short)."""
+    frames, frameskip = _count("frames", frames), _count("frameskip", frameskip)
+    if frameskip < 1:
+        raise ParameterError("frameskip must be >= 1")
+    return -(-frames // frameskip)
+
+
+# -- analytic counts of dense layers --------------------------------------------------------------
+def stpn_synapses(n_in: int, n_hidden: int) -> int:
+    """Synapses of a recurrent STPN layer: H * (I + H) (169,984 for I = 2592, H = 64)."""
+    n_in, n_hidden = _count("n_in", n_in), _count("n_hidden", n_hidden)
+    return n_hidden * (n_in + n_hidden)
+
+
+def stpn_layer_counts(n_in: int, n_hidden: int, steps: int, name: str = "stpn",
+                      memristive: bool = True) -> LayerCounts:
+    """Dense recurrent STPN over ``steps`` agent steps (every synapse active every step).
+
+    Per step: H*(I+H) MACs; I+H input values delivered (each a dense 'event', so synaptic ops =
+    MACs); one update pulse per plastic synapse (:data:`constants.PULSES_PER_SYNAPSE_STEP`);
+    H neuron updates.
+    """
+    steps = _count("steps", steps)
+    n = stpn_synapses(n_in, n_hidden)
+    per = int(C.PULSES_PER_SYNAPSE_STEP.value)
+    return LayerCounts(name, n_synapses=n, plastic_synapses=n, dense_macs=n * steps,
+                       synaptic_ops=n * steps, events=(n_in + n_hidden) * steps,
+                       update_pulses=per * n * steps, neuron_updates=n_hidden * steps,
+                       memristive=memristive)
+
+
+def dense_layer_counts(name: str, n_synapses: int, macs_per_step: int, n_inputs: int,
+                       n_outputs: int, steps: int) -> LayerCounts:
+    """A non-plastic layer evaluated densely every step (conv: weights shared, so MACs > synapses)."""
+    steps = _count("steps", steps)
+    macs = _count("macs_per_step", macs_per_step) * steps
+    return LayerCounts(name, n_synapses=n_synapses, dense_macs=macs, synaptic_ops=macs,
+                       events=_count("n_inputs", n_inputs) * steps,
+                       neuron_updates=_count("n_outputs", n_outputs) * steps)
+
+
+def conv2d_counts(name: str, c_in: int, c_out: int, k: int, stride: int, h_in: int, w_in: int,
+                  steps: int) -> LayerCounts:
+    """Dense Conv2d (no padding): MACs per step = c_out * h_out * w_out * c_in * k * k."""
+    h_out, w_out = (h_in - k) // stride + 1, (w_in - k) // stride + 1
+    if h_out < 1 or w_out < 1:
+        raise ParameterError(f"{name}: kernel {k} does not fit a {h_in}x{w_in} input")
+    macs = c_out * h_out * w_out * c_in * k * k
+    return dense_layer_counts(name, c_out * c_in * k * k, macs, c_in * h_in * w_in,
+                              c_out * h_out * w_out, steps)
+
+
+def linear_counts(name: str, n_in: int, n_out: int, steps: int) -> LayerCounts:
+    """Dense Linear layer: n_in * n_out MACs per step."""
+    return dense_layer_counts(name, n_in * n_out, n_in * n_out, n_in, n_out, steps)
+
+
+def pong_policy_counts(steps: int, frames: int | None = None, n_actions: int = int(C.PONG_N_ACTIONS.value),
+                       hidden: int = int(C.PONG_HIDDEN.value), source: str = "analytic dense Pong policy"
+                       ) -> RunCounts:
+    """The whole reference Pong policy, dense, over ``steps`` agent steps.
+
+    84x84x1 -> Conv2d(1,16,k8,s4) -> Conv2d(16,32,k4,s2) -> flatten 2592 -> STPN(H) -> policy
+    head Linear(H, n_actions) and value head Linear(H, 1).  Only the STPN is memristive.
+    ``frames`` defaults to ``steps * frameskip``.
+    """
+    frames = frames_for_steps(steps) if frames is None else frames
+    n_in = 32 * 9 * 9
+    assert n_in == C.PONG_CONV_FEATURES.value
+    layers = (
+        conv2d_counts("conv1", 1, 16, 8, 4, 84, 84, steps),
+        conv2d_counts("conv2", 16, 32, 4, 2, 20, 20, steps),
+        stpn_layer_counts(n_in, hidden, steps, name="stpn"),
+        linear_counts("policy_head", hidden, n_actions, steps),
+        linear_counts("value_head", hidden, 1, steps),
+    )
+    return RunCounts(layers, steps=steps, frames=frames, source=source)
+
+
+def published_game_counts(stpn_only: bool = True) -> RunCounts:
+    """The publication's game (730 agent steps, 2,920 frames; see constants.PUB_GAME_STEPS): the
+    STPN layer alone (``stpn_only``, the publication's comparison scope) or the whole policy."""
+    steps = int(C.PUB_GAME_STEPS.value)
+    src = "published Pong game (730 steps, inferred from 35.6 mJ / (4.3 nW x 169,984))"
+    if stpn_only:
+        layer = stpn_layer_counts(int(C.PONG_CONV_FEATURES.value), int(C.PONG_HIDDEN.value), steps)
+        return RunCounts((layer,), steps=steps, frames=frames_for_steps(steps), source=src)
+    return pong_policy_counts(steps, source=src)
+
+
+# -- event-driven counts (for conversion's simulator) ---------------------------------------------
+def event_layer_counts(name: str, n_synapses: int, fan_out: int, events: int, steps: int,
+                       n_neurons: int, update_pulses: int = 0, plastic_synapses: int = 0,
+                       neuron_updates: int | None = None, memristive: bool = False) -> LayerCounts:
+    """Counts of an event-driven layer: synaptic ops = events * fan_out (each incoming event
+    touches the ``fan_out`` synapses of its presynaptic unit); ``dense_macs`` stays the dense
+    equivalent n_synapses * steps for comparison.  ``neuron_updates`` defaults to every neuron
+    every step (Loihi updates all compartments each timestep)."""
+    steps, events, fan_out = _count("steps", steps), _count("events", events), _count("fan_out", fan_out)
+    nu = _count("n_neurons", n_neurons) * steps if neuron_updates is None else neuron_updates
+    return LayerCounts(name, n_synapses=n_synapses, plastic_synapses=plastic_synapses,
+                       dense_macs=_count("n_synapses", n_synapses) * steps, synaptic_ops=events * fan_out,
+                       events=events, update_pulses=update_pulses, neuron_updates=nu, memristive=memristive)

@@ -1,0 +1,120 @@
+"""``mstpn train`` and ``mstpn evaluate`` (registered by the dispatcher :mod:`mstpn.cli`)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from mstpn.errors import MstpnError
+from mstpn.io import atomic_write_json
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train an STPN / m-STPN / LSTM Pong agent with A2C",
+                              description="Train a Pong agent (A2C, truncated BPTT). Settings: --config "
+                                          "JSON, then flags. Writes checkpoints, curve.csv/png to --out.")
+    p.add_argument("--config", type=Path, help="JSON {model:{...}, env:{...}, train:{...}}")
+    p.add_argument("--model", choices=("stpn", "mstpn", "lstm"), help="recurrent core (default stpn)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--frames", type=int, help="emulator frames to train in total (agent steps x 4)")
+    p.add_argument("--num-envs", type=int)
+    p.add_argument("--n-steps", type=int, help="rollout length = BPTT truncation [agent steps]")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--hidden", type=int)
+    p.add_argument("--action-set", choices=("minimal", "updown"))
+    p.add_argument("--threads", type=int, help="torch threads (default 1)")
+    p.add_argument("--checkpoint-every", type=float, help="seconds between resume checkpoints")
+    p.add_argument("--snapshot-every", type=int, help="emulator frames between kept snapshots")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="log JSON lines instead of a progress bar")
+    p.set_defaults(func=cmd_train)
+
+    e = subparsers.add_parser("evaluate", help="greedy play of a trained checkpoint",
+                              description="Play N greedy Pong games on CPU with fixed seeds; print mean/std score.")
+    e.add_argument("checkpoint", type=Path)
+    e.add_argument("--episodes", type=int, default=10)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--max-frames", type=int, help="cap per episode [emulator frames]")
+    e.add_argument("--num-envs", type=int, default=8, help="games played in parallel")
+    e.add_argument("--gif", type=Path, help="write the first game as an animated GIF")
+    e.add_argument("--json", type=Path, help="write the result as JSON")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
+
+_FLAG_TO_KEY = {"seed": ("train", "seed"), "frames": ("train", "frames"), "num_envs": ("train", "num_envs"),
+                "n_steps": ("train", "n_steps"), "lr": ("train", "lr"), "threads": ("train", "threads"),
+                "checkpoint_every": ("train", "checkpoint_every_s"),
+                "snapshot_every": ("train", "snapshot_every_frames"),
+                "model": ("model", "kind"), "hidden": ("model", "hidden"), "action_set": ("env", "action_set")}
+
+
+def build_config(args):
+    from snn_agent.config import RunConfig
+
+    if args.resume and (args.out / "config.json").exists():
+        base = RunConfig.load(args.out / "config.json").to_dict()
+    elif args.config is not None:
+        base = RunConfig.load(args.config).to_dict()
+    else:
+        base = RunConfig().validate().to_dict()
+    for flag, (sec, key) in _FLAG_TO_KEY.items():
+        v = getattr(args, flag, None)
+        if v is not None:
+            base[sec][key] = v
+    return RunConfig.from_dict(base)
+
+
+def cmd_train(args) -> int:
+    from snn_agent.train import train
+
+    cfg = build_config(args)
+    if args.resume and args.config is not None:
+        print("note: --resume uses the run's stored config.json; --config is ignored", file=sys.stderr)
+    prog = train(cfg, args.out, device=args.device, resume=args.resume, progress=not args.no_progress)
+    print(f"trained {prog['frames']} frames, {prog['episodes']} episodes, recent score "
+          f"{prog['recent_score']}; checkpoints in {args.out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from snn_agent.checkpoint import load_policy
+    from snn_agent.evaluate import evaluate
+
+    if args.episodes < 1 or args.num_envs < 1:
+        raise MstpnError("--episodes and --num-envs must be >= 1")
+    policy, meta = load_policy(args.checkpoint, device="cpu")
+    res = evaluate(policy, meta["config"].env, episodes=args.episodes, seed=args.seed,
+                   max_frames=args.max_frames, gif=args.gif, num_envs=args.num_envs,
+                   progress=not args.no_progress)
+    res["checkpoint"] = str(args.checkpoint)
+    res["model"] = meta["architecture"]["kind"]
+    res["frames_trained"] = meta["progress"].get("frames")
+    trunc = sum(res["truncated"])
+    print(f"{args.checkpoint}: {res['model']}, {res['episodes']} games, score {res['mean']:.2f} "
+          f"+- {res['std']:.2f}" + (f" ({trunc} cut at --max-frames)" if trunc else ""))
+    if args.json:
+        atomic_write_json(args.json, res)
+    return 0
+
+
+def main(argv=None) -> int:
+    """Stand-alone entry (``python -m snn_agent.cli train ...``), same behaviour as ``mstpn train``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m snn_agent.cli")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted (checkpoint saved where a run was in progress)", file=sys.stderr)
+        return 130
+    except (MstpnError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"{args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

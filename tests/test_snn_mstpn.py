@@ -1,0 +1,119 @@
+"""m-STPN: device-derived bounds always hold (lambda, gamma, W, F), quantisation + STE, noise, mapping."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from memristor.params import DeviceParams
+from snn_agent.device_constrained import DEFAULT_DT, MSTPN, DeviceMapping, quantise_ste
+from snn_agent.stpn import STPNState
+
+torch.set_num_threads(1)
+
+
+def test_mapping_numbers_from_device_params():
+    p = DeviceParams()
+    m = DeviceMapping(p, dt=1 / 15, w_max=1.0)
+    assert DEFAULT_DT == pytest.approx(1 / 15)
+    lo, hi = p.lambda_range(1 / 15)
+    assert (m.lam_min, m.lam_max) == (lo, hi)
+    # tau in [1, 10] s at the default bias range -> lambda = exp(-dt/tau)
+    assert m.lam_min == pytest.approx(math.exp(-1 / 15 / float(p.tau(p.v_bias_max))))
+    assert m.g_unit == pytest.approx((p.g_max - p.g_min) / 1.0)
+    assert m.f_max == pytest.approx(p.g_st_max / m.g_unit)
+    assert m.gamma_max == pytest.approx(p.a_st * m.s_pulse * m.f_max)
+    assert m.w_step == pytest.approx(1.0 / (p.n_levels - 1))
+
+
+def _layer(**kw):
+    torch.manual_seed(0)
+    return MSTPN(6, 4, **kw).double()
+
+
+def test_constrained_params_stay_in_range_for_any_raw_value():
+    layer = _layer()
+    m = layer.mapping
+    with torch.no_grad():
+        for raw in (layer.lam_raw, layer.gamma_raw, layer.w_raw):
+            raw.copy_(torch.linspace(-1e3, 1e3, raw.numel(), dtype=raw.dtype).view_as(raw))
+    lam, gam, W = layer.lam, layer.gamma, layer.W
+    assert lam.min() >= m.lam_min and lam.max() <= m.lam_max
+    assert lam.max() - lam.min() > 0.99 * (m.lam_max - m.lam_min)   # the range is reachable
+    assert gam.abs().max() <= m.gamma_max
+    assert W.abs().max() <= m.w_max + 1e-12
+    # W on the differential-pair level grid
+    k = W.detach() / m.w_step
+    torch.testing.assert_close(k, torch.round(k), rtol=0, atol=1e-9)
+
+
+def test_lambda_stays_in_range_during_training():
+    layer = _layer()
+    opt = torch.optim.SGD(layer.parameters(), lr=100.0)
+    x = torch.randn(3, 6, dtype=torch.float64)
+    for _ in range(5):
+        st = None
+        loss = 0
+        for _ in range(3):
+            h, st, _ = layer(x, st)
+            loss = loss + h.sum() + st.F.sum()
+        opt.zero_grad()
+        (-loss).backward()
+        opt.step()
+        assert layer.lam.min() >= layer.mapping.lam_min and layer.lam.max() <= layer.mapping.lam_max
+        assert layer.gamma.abs().max() <= layer.mapping.gamma_max
+
+
+def test_F_bounded_by_volatile_conductance_range():
+    layer = _layer(noise=False)
+    m = layer.mapping
+    with torch.no_grad():
+        layer.gamma_raw.fill_(1e3)          # gamma at its maximum
+    x = 50.0 * torch.ones(2, 6, dtype=torch.float64)   # large inputs drive the Hebbian term hard
+    st = layer.init_state(2)
+    for _ in range(50):
+        _, st, _ = layer(x, st)
+        assert st.F.abs().max() <= m.f_max + 1e-12
+    assert st.F.abs().max().item() == pytest.approx(m.f_max)   # saturated, i.e. the clip is active
+
+
+def test_quantisation_straight_through_gradient():
+    w = torch.tensor([0.011, -0.024, 0.5], requires_grad=True)
+    q = quantise_ste(w, 0.02)
+    torch.testing.assert_close(q.detach(), torch.tensor([0.02, -0.02, 0.5]))
+    (q * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    torch.testing.assert_close(w.grad, torch.tensor([1.0, 2.0, 3.0]))
+
+
+def test_noise_only_while_training():
+    layer = _layer(noise=True)
+    x = torch.randn(2, 6, dtype=torch.float64)
+    st0 = STPNState(torch.zeros(2, 4, dtype=torch.float64), torch.zeros(2, 4, 10, dtype=torch.float64))
+    layer.eval()
+    _, a, _ = layer(x, st0)
+    _, b, _ = layer(x, st0)
+    assert torch.equal(a.F, b.F)
+    layer.train()
+    _, c, _ = layer(x, st0)
+    assert not torch.allclose(c.F, a.F)
+    rel = ((c.F - a.F).abs() / a.F.abs().clamp_min(1e-30))[a.F.abs() > 0]
+    assert rel.max() < 10 * layer.mapping.params.c2c_sigma       # multiplicative, c2c-sized
+
+
+def test_hardware_view_conductances_and_biases():
+    layer = _layer()
+    p, m = layer.mapping.params, layer.mapping
+    g = layer.conductances()
+    for k in ("g_plus", "g_minus"):
+        assert g[k].min() >= p.g_min - 1e-20 and g[k].max() <= p.g_max + 1e-20
+    np.testing.assert_allclose((g["g_plus"] - g["g_minus"]) / m.g_unit, layer.W.detach().numpy(), atol=1e-12)
+    v = layer.bias_voltages()
+    assert v.min() >= p.v_bias_min - 1e-9 and v.max() <= p.v_bias_max + 1e-9
+    lam_back = np.exp(-m.dt / p.tau(np.clip(v, p.v_bias_min, p.v_bias_max)))
+    np.testing.assert_allclose(lam_back, layer.lam.detach().numpy(), rtol=1e-9)
+
+
+def test_other_step_duration_changes_lambda_range():
+    fast = DeviceMapping(DeviceParams(), dt=1 / 60)
+    slow = DeviceMapping(DeviceParams(), dt=1 / 15)
+    assert fast.lam_min > slow.lam_min and fast.lam_max > slow.lam_max

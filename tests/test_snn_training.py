@@ -1,0 +1,170 @@
+"""Training: losses go down on tiny synthetic tasks, A2C resets state at episode ends, train() loop
+writes curve/checkpoints and resumes."""
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from snn_agent.a2c import A2C, nstep_returns
+from snn_agent.config import ModelConfig, RunConfig, TrainConfig
+from snn_agent.device_constrained import MSTPN
+from snn_agent.policy import LSTMCore, Policy
+from snn_agent.stpn import STPN
+
+torch.set_num_threads(1)
+
+
+class BanditEnv:
+    """Frames are all black (class 0) or all white (class 1); reward 1 for action == class.
+    Episodes last ``length`` steps; SAME_STEP autoreset like the Pong env."""
+
+    def __init__(self, n, length=5, seed=0):
+        self.n, self.length = n, length
+        self.rng = np.random.default_rng(seed)
+        self.finished = []
+        self.t = np.zeros(n, dtype=int)
+        self.ret = np.zeros(n)
+
+    def _obs(self):
+        self.c = self.rng.integers(0, 2, self.n)
+        return np.repeat(self.c[:, None, None, None] * 255, 84 * 84, axis=1).reshape(self.n, 1, 84, 84).astype(np.uint8)
+
+    def reset(self):
+        return self._obs()
+
+    def step(self, a):
+        r = (np.asarray(a) == self.c).astype(np.float32)
+        self.t += 1
+        self.ret += r
+        done = self.t >= self.length
+        for i in np.flatnonzero(done):
+            self.finished.append((int(i), float(self.ret[i]), int(self.t[i])))
+        self.t[done] = 0
+        self.ret[done] = 0
+        return self._obs(), r, done, {}
+
+    def close(self):
+        pass
+
+
+def test_nstep_returns_by_hand():
+    r = torch.tensor([[1.0], [0.0], [2.0]])
+    d = torch.tensor([[0.0], [1.0], [0.0]])
+    R = nstep_returns(r, d, torch.tensor([10.0]), 0.5)
+    # R2 = 2 + 0.5*10 = 7; R1 = 0 + 0 (episode ended) = 0; R0 = 1 + 0.5*0 = 1
+    assert R[:, 0].tolist() == [1.0, 0.0, 7.0]
+
+
+@pytest.mark.parametrize("core", ["stpn", "mstpn", "lstm"])
+def test_supervised_memory_task_loss_decreases(core):
+    """Recall the sign of the first input after 3 blank steps: needs the recurrent state."""
+    torch.manual_seed(0)
+    I, H, T, B = 4, 16, 4, 32
+    layer = {"stpn": lambda: STPN(I, H), "mstpn": lambda: MSTPN(I, H, quantise=False, noise=False),
+             "lstm": lambda: LSTMCore(I, H)}[core]()
+    head = torch.nn.Linear(H, 1)
+    opt = torch.optim.Adam(list(layer.parameters()) + list(head.parameters()), lr=1e-2)
+    gen = torch.Generator().manual_seed(1)
+
+    def loss_fn():
+        sign = torch.randint(0, 2, (B, 1), generator=gen).float() * 2 - 1
+        xs = [sign * torch.ones(B, I)] + [torch.zeros(B, I)] * (T - 1)
+        st = None
+        for x in xs:
+            h, st, _ = layer(x, st)
+        return torch.nn.functional.mse_loss(head(h), sign)
+
+    with torch.no_grad():
+        before = np.mean([loss_fn().item() for _ in range(5)])
+    for _ in range(60):
+        loss = loss_fn()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after = np.mean([loss_fn().item() for _ in range(5)])
+    assert after < 0.5 * before, (before, after)
+
+
+class SpyCore(torch.nn.Module):
+    """Wraps a core and records the state it is given at every call."""
+
+    def __init__(self, core):
+        super().__init__()
+        self.core = core
+        self.seen = []
+
+    def init_state(self, *a, **k):
+        return self.core.init_state(*a, **k)
+
+    def forward(self, x, state=None, energy=False):
+        self.seen.append(state)
+        return self.core(x, state, energy=energy)
+
+
+def test_a2c_resets_plastic_state_at_episode_end_and_detaches():
+    torch.manual_seed(0)
+    pol = Policy(ModelConfig(kind="stpn", hidden=8, n_actions=2))
+    pol.core = SpyCore(pol.core)
+    env = BanditEnv(3, length=2)
+    learner = A2C(pol, TrainConfig(n_steps=3, num_envs=3, frames=1000))
+    obs, st = env.reset(), pol.init_state(3)
+    obs, st, stats, n = learner.step(env, obs, st, 0)
+    assert n == 9 and np.isfinite(stats.loss)
+    seen = pol.core.seen
+    # calls: step0, step1, step2 (after the episode end at step 1), bootstrap
+    assert seen[1].F.abs().sum() > 0                      # F grew within the episode
+    assert not seen[2].F.any() and not seen[2].h.any()     # reset after done (F_0 = 0)
+    assert not st.F.requires_grad and st.F.abs().sum() > 0  # carried, detached
+
+
+@pytest.mark.parametrize("kind", ["stpn", "lstm"])
+def test_a2c_learns_bandit(kind):
+    torch.manual_seed(0)
+    pol = Policy(ModelConfig(kind=kind, hidden=16, n_actions=2))
+    env = BanditEnv(8, length=5, seed=0)
+    learner = A2C(pol, TrainConfig(n_steps=5, num_envs=8, frames=10**9, lr=3e-3, entropy_coef=0.0))
+    obs, st = env.reset(), pol.init_state(8)
+    white = np.full((1, 1, 84, 84), 255, np.uint8)
+    black = np.zeros((1, 1, 84, 84), np.uint8)
+
+    def p_correct():
+        with torch.no_grad():
+            pw = torch.softmax(pol(white)[0], -1)[0, 1].item()
+            pb = torch.softmax(pol(black)[0], -1)[0, 0].item()
+        return (pw + pb) / 2
+
+    before = p_correct()
+    for _ in range(80):
+        obs, st, stats, _ = learner.step(env, obs, st, 0)
+    after = p_correct()
+    assert after > 0.75 and after > before + 0.2, (before, after)   # chance level is 0.5
+
+
+def test_train_loop_writes_curve_checkpoints_and_resumes(tmp_path):
+    from snn_agent.checkpoint import load_policy
+    from snn_agent.train import BEST, LATEST, train
+
+    cfg = RunConfig.from_dict({"model": {"kind": "stpn", "hidden": 8}, "env": {"action_set": "updown"},
+                               "train": {"num_envs": 4, "n_steps": 5, "frames": 10**6, "log_every_updates": 2,
+                                         "snapshot_every_frames": 200, "lr": 1e-3}})
+    factory = lambda c, seed: BanditEnv(c.train.num_envs, length=3, seed=seed)  # noqa: E731
+    prog = train(cfg, tmp_path, progress=False, max_updates=6, env_factory=factory, log=lambda *_: None)
+    assert prog["updates"] == 6 and prog["frames"] == 6 * 4 * 5 * 4 and prog["episodes"] > 0
+    rows = list(csv.DictReader(open(tmp_path / "curve.csv")))
+    assert [int(r["updates"]) for r in rows] == [2, 4, 6]
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    assert (tmp_path / LATEST).exists() and (tmp_path / BEST).exists()
+    assert len(list((tmp_path / "snapshots").glob("frames_*.safetensors"))) >= 2
+    _, meta = load_policy(tmp_path / LATEST)
+    assert meta["progress"]["frames"] == prog["frames"]
+    # a second run into the same folder without --resume is refused
+    from mstpn.errors import MstpnError
+    with pytest.raises(MstpnError, match="--resume"):
+        train(cfg, tmp_path, progress=False, max_updates=1, env_factory=factory)
+    prog2 = train(cfg, tmp_path, resume=True, progress=False, max_updates=2, env_factory=factory,
+                  log=lambda *_: None)
+    assert prog2["updates"] == 8 and prog2["frames"] == 8 * 80
+    rows = list(csv.DictReader(open(tmp_path / "curve.csv")))
+    assert [int(float(r["updates"])) for r in rows] == [2, 4, 6, 8]
