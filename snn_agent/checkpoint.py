@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import struct
 from pathlib import Path
 
@@ -244,7 +243,3 @@ def load_resume_state(checkpoint_path) -> dict:
     if not isinstance(state, dict) or state.get("schema") != SCHEMA + ".resume" or state.get("version") != VERSION:
         raise DataFormatError(f"{path}: not a resume state of this mstpn version")
     return state
-
-
-def finite_or_none(x):
-    return x if isinstance(x, (int, float)) and math.isfinite(x) else None

@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import signal
 import time
 from collections import deque
@@ -36,6 +35,7 @@ from snn_agent.config import RunConfig
 
 CURVE_FIELDS = ("frames", "agent_steps", "updates", "wall_s", "episodes", "score_mean20", "score_last",
                 "loss", "policy_loss", "value_loss", "entropy", "grad_norm", "lr", "steps_per_s")
+_INT_FIELDS = ("frames", "agent_steps", "updates", "episodes")
 LATEST = "checkpoint_latest.safetensors"
 BEST = "checkpoint_best.safetensors"
 
@@ -79,7 +79,8 @@ def read_curve(out: Path) -> list[dict]:
     rows = []
     with open(path, newline="", encoding="utf-8") as fh:
         for r in csv.DictReader(fh):
-            rows.append({k: (float(v) if v not in ("", None) else "") for k, v in r.items()})
+            rows.append({k: ("" if v in ("", None) else int(float(v)) if k in _INT_FIELDS else float(v))
+                         for k, v in r.items()})
     return rows
 
 
@@ -112,7 +113,7 @@ def train(cfg: RunConfig, out, device: str = "cpu", resume: bool = False, progre
         prog.update(meta["progress"])
         rst = load_resume_state(latest)
         scores.extend(rst["extra"].get("scores", []))
-        rows = read_curve(out)
+        rows = [r for r in read_curve(out) if r["frames"] <= prog["frames"]]  # drop rows past the checkpoint
     else:
         if latest.exists():
             raise MstpnError(f"{out} already holds a run; use --resume to continue it or another --out")

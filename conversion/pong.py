@@ -1,0 +1,101 @@
+"""Pong sequences for calibration, equivalence tests and benchmarks (ale-py via snn_agent.envs).
+
+Scores are raw game scores (points won - points lost); actions are greedy (argmax of the logits,
+first index on ties), as ``mstpn evaluate``.  One game = one episode of one environment.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from mstpn.errors import ParameterError
+
+
+@dataclass
+class Recording:
+    frames: np.ndarray     # (T, 1, 84, 84) uint8, the observation the agent saw at each step
+    starts: np.ndarray     # (T,) bool: an episode starts at this frame (reset the state before it)
+    actions: np.ndarray    # (T,) int, the action taken
+    logits: np.ndarray | None  # (T, A) float64 logits of the PyTorch policy (None if not recorded)
+    score: float           # score of the first game (partial if it did not finish)
+    finished: bool         # whether the first game ended within the recording
+
+
+def _env(env_cfg, seed: int):
+    from snn_agent.envs import PongVecEnv
+
+    return PongVecEnv(dataclasses.replace(env_cfg, reward_clipping=False), 1, seed=seed, num_threads=1)
+
+
+def record(policy, env_cfg, n_frames: int | None = None, seed: int = 0, random_actions: bool = False,
+           full_game: bool = False, max_frames: int = 30_000) -> Recording:
+    """Play Pong with the PyTorch ``policy`` (greedy, run in float64) or random actions and record
+    the observations; stops after ``n_frames`` or, with ``full_game``, when the first game ends."""
+    import torch
+
+    if n_frames is None and not full_game:
+        raise ParameterError("give n_frames or full_game=True")
+    limit = max_frames if n_frames is None else int(n_frames)
+    if limit < 1:
+        raise ParameterError(f"n_frames must be >= 1, got {n_frames}")
+    rng = np.random.default_rng(seed)
+    pol = copy.deepcopy(policy).double().eval() if policy is not None else None
+    env = _env(env_cfg, seed)
+    frames, starts, actions, logits = [], [], [], []
+    score, finished = 0.0, False
+    try:
+        obs = env.reset()
+        state, start = None, True
+        with torch.no_grad():
+            for _ in range(limit):
+                frames.append(obs[0].copy())
+                starts.append(start)
+                if start:
+                    state = None
+                if pol is not None:
+                    lo, _, state, _ = pol(torch.as_tensor(obs), state)
+                    logits.append(lo[0].numpy().copy())
+                    a = int(lo[0].argmax())
+                else:
+                    a = 0
+                if random_actions:
+                    a = int(rng.integers(env.n_actions))
+                actions.append(a)
+                obs, reward, done, _ = env.step(np.array([a]))
+                if not finished:
+                    score += float(reward[0])
+                start = bool(done[0])
+                if start:
+                    finished = True
+                    if full_game:
+                        break
+    finally:
+        env.close()
+    return Recording(np.stack(frames), np.asarray(starts), np.asarray(actions),
+                     np.stack(logits) if logits else None, score, finished)
+
+
+def play(sim, env_cfg, seed: int = 0, max_frames: int = 30_000) -> dict:
+    """Closed loop: the simulator (batch 1) plays one greedy game. Returns score, steps, finished,
+    actions."""
+    if sim.B != 1:
+        raise ParameterError("play() needs a simulator with batch 1")
+    env = _env(env_cfg, seed)
+    sim.reset()
+    score, actions, finished = 0.0, [], False
+    try:
+        obs = env.reset()
+        for _ in range(int(max_frames)):
+            a = int(sim.step(obs).actions[0])
+            actions.append(a)
+            obs, reward, done, _ = env.step(np.array([a]))
+            score += float(reward[0])
+            if done[0]:
+                finished = True
+                break
+    finally:
+        env.close()
+    return {"score": score, "steps": len(actions), "finished": finished, "actions": np.asarray(actions)}
