@@ -6,9 +6,12 @@ Statistics come from the float simulator run with the network as given (convert 
 it exposes: u of a synapse node, y of a neuron node, a of the plastic layer), ``p999`` (99.9th
 percentile of |value| over units and frames) and, for the plastic layer, ``F`` (largest |F|).
 
-Default thresholds (sigma-delta): an event is sent when the activation moved by more than
-``rel`` x (the layer's 99.9th-percentile |activation|); ``rel`` is per layer (:data:`DEFAULT_REL`).
-The input layer uses an absolute pixel threshold (default 0: every changed pixel is an event).
+Thresholds (sigma-delta): an event is sent when the activation moved by more than ``rel`` x (the
+layer's 99.9th-percentile |activation|), one ``rel`` for every hidden layer; the input layer uses an
+absolute pixel threshold (default 0: every changed pixel is an event).  The default ``rel``
+(:func:`tune_thresholds`) is the largest value of :data:`REL_LADDER` whose float network still picks
+the PyTorch policy's action on at least ``target`` (default 99 %) of the calibration frames: a
+policy with small logit margins gets small thresholds, a confident one sparse events.
 Default rate-coded IF thresholds: v_threshold = the layer's 99.9th-percentile activation, so
 ``steps`` sub-steps resolve activations in steps of v_threshold / steps.
 """
@@ -22,9 +25,11 @@ from conversion import graph as g
 from conversion.simulator import Simulator
 from mstpn.errors import ParameterError
 
-#: default relative thresholds per SigmaDelta node name (others: DEFAULT_REL_OTHER)
-DEFAULT_REL = {"sd1": 0.02, "sd2": 0.02, "h": 0.01}
-DEFAULT_REL_OTHER = 0.02
+#: candidate relative thresholds, largest (sparsest) first
+REL_LADDER = (0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 5e-4, 2e-4, 1e-4, 0.0)
+DEFAULT_TARGET = 0.99
+#: relative threshold used when no reference actions are available to tune against
+DEFAULT_REL = 0.001
 DEFAULT_INPUT_THRESHOLD = 0.0  # pixel units
 
 
@@ -74,23 +79,23 @@ def calibrate(net: g.Network, frames, starts=None, batch: int = 1) -> Calibratio
     return cal
 
 
-def set_default_thresholds(net: g.Network, cal: Calibration, rel: dict | float | None = None,
-                           input_threshold: float = DEFAULT_INPUT_THRESHOLD) -> dict:
-    """Set every SigmaDelta threshold (in place) by the rule above; returns {node: threshold}."""
+def set_thresholds(net: g.Network, cal: Calibration, rel: float,
+                   input_threshold: float = DEFAULT_INPUT_THRESHOLD) -> dict:
+    """Set every SigmaDelta threshold (in place) to rel x p99.9 (input: ``input_threshold``
+    pixels); returns {node: threshold}."""
     chosen = {}
     for n in net.of_type(g.SigmaDelta):
         node = net.nodes[n]
         if isinstance(net.nodes[net.source(n)], g.Input):
             th = float(input_threshold)
         else:
-            r = rel if isinstance(rel, (int, float)) else (rel or DEFAULT_REL).get(n, DEFAULT_REL_OTHER)
-            th = float(r) * cal.p999.get(n, 0.0)
+            th = float(rel) * cal.p999.get(n, 0.0)
         if not (np.isfinite(th) and th >= 0):
             raise ParameterError(f"threshold of {n} must be a finite number >= 0, got {th}")
         node.threshold = np.full(node.out_shape, th)
         chosen[n] = th
     net.metadata["thresholds"] = {"rule": "rel * p99.9(|activation|) per layer; input absolute",
-                                  "rel": rel if rel is not None else DEFAULT_REL, "input": input_threshold,
+                                  "rel": float(rel), "input": float(input_threshold),
                                   "values": chosen}
     return chosen
 
@@ -106,3 +111,41 @@ def set_rate_thresholds(net: g.Network, cal: Calibration, names: dict) -> dict:
         chosen[n] = th
     net.metadata["rate_thresholds"] = {"rule": "p99.9(|activation|) of the dense network", "values": chosen}
     return chosen
+
+
+def tune_thresholds(net: g.Network, cal: Calibration, frames, starts, ref_actions, target: float = DEFAULT_TARGET,
+                    input_threshold: float = DEFAULT_INPUT_THRESHOLD, ladder=REL_LADDER) -> tuple[float, float]:
+    """Largest ``rel`` of ``ladder`` whose float network agrees with ``ref_actions`` (T,) on at
+    least ``target`` of the frames; sets those thresholds and returns (rel, agreement)."""
+    from conversion.simulator import run_sequence
+
+    if not 0.0 < target <= 1.0:
+        raise ParameterError(f"target agreement must lie in (0, 1], got {target}")
+    ref = np.asarray(ref_actions).reshape(-1)
+
+    def agreement(r):
+        set_thresholds(net, cal, r, input_threshold)
+        return float(np.mean(run_sequence(Simulator(net), frames, starts)["actions"].reshape(-1) == ref))
+
+    for rel in ladder:
+        agree = agreement(rel)
+        if agree >= target:
+            break
+    else:  # none meets the target: the exact (threshold 0) network
+        rel = 0.0
+        agree = agreement(rel) if ladder[-1] != 0.0 else agree
+    net.metadata["thresholds"].update(rule=f"largest rel in {list(ladder)} with calibration action agreement "
+                                      f">= {target}", calibration_agreement=agree, target=target)
+    return rel, agree
+
+
+def set_default_thresholds(net: g.Network, cal: Calibration, frames=None, starts=None, ref_actions=None,
+                           target: float = DEFAULT_TARGET, input_threshold: float = DEFAULT_INPUT_THRESHOLD) -> float:
+    """The default thresholds of ``mstpn convert``: tuned with :func:`tune_thresholds` when the
+    calibration ``frames`` and the policy's ``ref_actions`` on them are given (pass
+    ``rec.frames, rec.starts, rec.actions`` of :func:`conversion.pong.record`), else the untuned
+    conservative ``DEFAULT_REL``.  Returns the relative threshold used."""
+    if frames is not None and ref_actions is not None:
+        return tune_thresholds(net, cal, frames, starts, ref_actions, target, input_threshold)[0]
+    set_thresholds(net, cal, DEFAULT_REL, input_threshold)
+    return DEFAULT_REL

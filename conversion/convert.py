@@ -15,6 +15,7 @@ converted network then equals the dense one); :mod:`conversion.calibrate` sets t
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -38,6 +39,7 @@ def policy_arrays(policy) -> dict:
     convs = [m for m in policy.torso if m.__class__.__name__ == "Conv2d"]
     if len(convs) != 2:
         raise ParameterError(f"expected 2 conv layers in the torso, found {len(convs)}")
+    core = copy.deepcopy(core).double()   # effective parameters computed in float64 (m-STPN: tanh, sigmoid)
     p = core.effective_params()
     out = {"stpn": {k: _np(p[k]) for k in ("W", "b", "lam", "gamma")},
            "f_max": math.inf if p.get("f_max") is None else float(p["f_max"])}

@@ -9,7 +9,8 @@ quantity                     integer                           budget
 ===========================  ================================  ===================================
 synaptic weights             8-bit mantissa, per-layer exponent -128..127 (``quantise_weights``)
 gamma (plasticity rate)      8-bit mantissa, per-layer exponent -128..127
-lambda (retention)           12-bit decay d = round(4096 (1-l)) 0..4095, l_q = 1 - d/4096
+lambda (retention)           Q12 L = round(4096 l), = 12-bit  |L| <= 8191; for l in [0,1]
+                             decay d = 4096 - L               d in 0..4095 (Loihi decay)
 neuron states u, y, a, F     24-bit signed                     |X| <= 2**23 - 1 (saturate)
 graded-event payloads        24-bit signed                     |X| <= 2**23 - 1 (saturate)
 plastic-layer registers      64-bit signed (row sums: sum G^2,  |X| <= 2**62
@@ -44,6 +45,7 @@ WIDE_BITS = 63
 STATE_MAX = (1 << (STATE_BITS - 1)) - 1     # 8,388,607
 WIDE_MAX = 1 << (WIDE_BITS - 1)             # 2**62
 DECAY_ONE = 1 << DECAY_BITS                 # 4096
+LAM_MAX = (1 << 13) - 1                     # signed Q12 retention multiplier, |lambda| < 2
 #: tanh table covers |a| in [0, TANH_RANGE]; finest table step 2**TANH_STEP_EXP
 TANH_RANGE = 8.0
 TANH_STEP_EXP = -6
@@ -91,11 +93,32 @@ def decay(x, d) -> np.ndarray:
 
 
 def decay_code(lam) -> np.ndarray:
-    """12-bit decay of a retention factor: d = clip(round(4096 (1 - lam)), 0, 4095)."""
+    """12-bit Loihi decay of a retention factor in [0, 1]: d = clip(round(4096 (1 - lam)), 0, 4095)."""
     lam = np.asarray(lam, np.float64)
     if np.any(~np.isfinite(lam)) or np.any(lam < 0) or np.any(lam > 1):
         raise ParameterError("lambda must lie in [0, 1] for a 12-bit decay")
     return np.clip(np.rint(DECAY_ONE * (1.0 - lam)), 0, DECAY_ONE - 1).astype(INT)
+
+
+def lam_code(lam) -> np.ndarray:
+    """Retention factor as a signed Q12 multiplier L = round(4096 lam), |L| <= LAM_MAX.  For lam in
+    [1/4096, 1] this is exactly the 12-bit decay d = 4096 - L (0..4095) of :func:`decay`; a trained
+    plain STPN may have lam < 0 or > 1, which the same multiply-shift handles (not a Loihi decay)."""
+    lam = np.asarray(lam, np.float64)
+    if np.any(~np.isfinite(lam)):
+        raise ParameterError("lambda contains NaN/inf")
+    L = np.rint(DECAY_ONE * lam).astype(INT)
+    if np.any(np.abs(L) > LAM_MAX):
+        i = tuple(int(v) for v in np.argwhere(np.abs(L) > LAM_MAX)[0])
+        raise ParameterError(f"lambda {float(lam[i]):.4g} at index {i} is outside the Q12 range "
+                             f"(|lambda| < {LAM_MAX / DECAY_ONE:.4g})")
+    return L
+
+
+def mul_q12(x, L) -> np.ndarray:
+    """x * L / 4096 rounded towards zero: sign(x L) ((|x| |L|) >> 12); = decay(x, 4096 - L) for L >= 0."""
+    x, L = np.asarray(x, INT), np.asarray(L, INT)
+    return np.sign(x) * np.sign(L) * ((np.abs(x) * np.abs(L)) >> DECAY_BITS)
 
 
 def weight_exponent(w, bits: int = WEIGHT_BITS) -> int:

@@ -221,8 +221,6 @@ class PlasticSTPN:
                 raise ParameterError(f"PlasticSTPN.{name} has shape {a.shape}, expected {shape}")
         if K <= H:
             raise ParameterError(f"PlasticSTPN.W must be H x (I + H) with I > 0, got {self.W.shape}")
-        if np.any(self.lam < 0):
-            raise ParameterError("PlasticSTPN.lam must be >= 0")
         self.f_max = float(self.f_max)
         if not self.f_max > 0:
             raise ParameterError(f"PlasticSTPN.f_max must be > 0 (inf = unbounded), got {self.f_max}")

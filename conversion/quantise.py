@@ -15,7 +15,7 @@ Rules (``hr`` = headroom factor over the calibrated maxima, default 4 = 2 bits):
   left, exactly); the pre-activation a has LSB 2**z_exp (hr x max|a| must fit 24 bits, which may
   coarsen x and h); F has LSB 2**f_exp, the finest with hr x max|F| in 24 bits and
   K (127 * 2**(w_exp - f_exp) + 2**23)**2 <= 2**62 (row sum of G**2 in a 64-bit register);
-  gamma 8-bit mantissa + exponent; lambda 12-bit decay; f_max rounded down to the F LSB.
+  gamma 8-bit mantissa + exponent; lambda Q12 (= 12-bit decay for lambda in [0, 1]); f_max rounded down to the F LSB.
 * thresholds: floor(threshold / 2**e) per unit (an event needs |y - y_sent| > that integer).
 """
 from __future__ import annotations
@@ -143,7 +143,7 @@ def quantise(net: g.Network, cal: Calibration, headroom: float = DEFAULT_HEADROO
             _check_fit(f"{n}.b", bias)
             f_max = -1 if not math.isfinite(st.f_max) else min(int(math.floor(st.f_max / 2.0**f_exp)), fx.STATE_MAX)
             fixed[n] = {"w_mant": w_mant, "w_exp": w_exp, "f_exp": f_exp, "gamma_mant": g_mant, "gamma_exp": g_exp,
-                        "decay": fx.decay_code(st.lam), "bias": bias, "x_exp": x_exp, "h_exp": h_exp, "z_exp": z_exp,
+                        "lam_q12": fx.lam_code(st.lam), "bias": bias, "x_exp": x_exp, "h_exp": h_exp, "z_exp": z_exp,
                         "a_exp": z_exp, "hebb_shift": f_exp - (g_exp + h_exp + z_exp), "f_max": f_max}
             this_out = z_exp
         elif isinstance(node, g.Scale):

@@ -171,11 +171,11 @@ class Simulator:
         else:
             self.values[inp] = obs.astype(np.float64)
         self.deltas[inp] = None
-        rest = self.order[1:]
-        if self.segment:
-            self._rate_segment()
-            rest = [n for n in rest if n not in self.segment]
-        for n in rest:
+        for n in self.order[1:]:
+            if n in self.segment:
+                if n == self.segment[0]:
+                    self._rate_segment()
+                continue
             getattr(self, "_" + type(self.net.nodes[n]).__name__)(n)
         for n in self.net.of_type(g.PlasticSTPN):
             self._plasticity(n)
@@ -326,7 +326,7 @@ class Simulator:
         if self.fixed:
             fp, m = self.fp[n], self.monitor
             q = fx.round_div(F << -int(fp["f_exp"]), st["N"][:, :, None])
-            q = fx.decay(q, fp["decay"])
+            q = fx.mul_q12(q, fp["lam_q12"])
             prod = m.check(n, "hebb_product", fp["gamma_mant"] * h[:, :, None] * z[:, None, :], fx.WIDE_MAX, self.t)
             F = q + fx.rshift_round(prod, int(fp["hebb_shift"]))
             if int(fp["f_max"]) >= 0:

@@ -109,7 +109,8 @@ class LavaRunner:
             self.inj.send(self._zeros)
         out = StepOut(None)
         for layer in self.spec.layers:
-            rec = np.asarray(self.ext[layer.name].receive())
+            recs = [self.ext[layer.name].receive() for _ in range(self.period)]
+            rec = np.asarray(recs[self.spec.depth(layer.name) - 1])
             n = layer.size
             out.acts[layer.name] = rec[:n].copy()
             out.events[layer.name] = int(rec[n])

@@ -7,7 +7,8 @@ the plastic STPN layer) together with the sigma-delta neurons that send its outp
 * ``a_in``  (n_in,)  graded events from the layer below (the input layer: the frame's pixels)
 * ``s_out`` (n,)     graded events of this layer (0 where nothing is sent)
 * ``rec_out`` (n + 2,) the layer's activation, its event count and its synaptic operations, for
-  recording (sent in the step the layer computes; read through a lava Extractor)
+  recording (sent every step, as an Extractor receives every step; meaningful in the step the
+  layer computes, zeros otherwise)
 
 Timing (the Loihi convention of lava.proc.dense: a synapse delivers one step later): in every time
 step the model first sends the events it computed in the previous step, then receives.  A layer at
@@ -59,12 +60,14 @@ class _SDModelBase(PyLoihiProcessModel):
         self.kernel = self._make_kernel(proc_params)
         self._buf = np.zeros(self.layer.size)
         self._zeros = np.zeros(self.layer.size)
+        self._rec_idle = np.zeros(self.layer.size + 2)
 
     def run_spk(self) -> None:
         self.s_out.send(self._buf)             # events computed in the previous step (one-step delay)
         inp = self.a_in.recv()
         if (self.time_step - 1) % self.period != self.phase:
             self._buf = self._zeros
+            self.rec_out.send(self._rec_idle)   # an Extractor receives every step
             return
         act, delta, synops, events = self._compute(inp)
         self._buf = delta

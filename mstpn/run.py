@@ -1,0 +1,207 @@
+"""The main job: play Pong with the shipped policy on the event-driven backend, compare simulators,
+account for energy, and write a report folder.
+
+Steps (each result also lands in ``OUT/run.json``)::
+
+    checkpoint --load_policy--> PyTorch policy (float64)
+               --record-------> calibration frames (the policy playing, fixed seed)
+               --convert------> sigma-delta network, thresholds + Loihi-style fixed point calibrated
+    game:      event-driven NumPy simulator in closed loop with ale-py Pong -> score, GIF, counts
+    compare:   the same recorded sequence on every requested backend -> agreement, errors, speed
+    energy:    counts of the game -> memristive vs GPU vs Loihi-style table and bar chart
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mstpn.errors import DataFormatError, ParameterError
+from mstpn.io import atomic_write_json, atomic_write_text
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "artifacts" / "stpn" / "policy.safetensors"
+CALIBRATION_FRAMES = 200
+
+
+def prepare_network(policy, env_cfg, seed: int = 0, calibration_frames: int = CALIBRATION_FRAMES,
+                    log=print):
+    """Convert ``policy`` exactly as ``mstpn convert`` does (thresholds tuned for 99% action
+    agreement and Loihi-style fixed point, calibrated on frames the policy plays itself)."""
+    from conversion.cli import convert_with_calibration
+
+    return convert_with_calibration(policy, env_cfg, calib_frames=calibration_frames, seed=seed, log=log)
+
+
+def play_event_driven(net, env_cfg, seed: int = 0, max_frames: int | None = None, fixed: bool = False,
+                      progress: bool = True) -> dict:
+    """One greedy game of the converted network in closed loop; returns score, steps, frames,
+    the observations (for the GIF) and the simulator (for its event counters)."""
+    from conversion.simulator import Simulator
+    from snn_agent.envs import PongVecEnv
+
+    env_cfg = dataclasses.replace(env_cfg, reward_clipping=False)
+    max_steps = (max_frames or env_cfg.max_episode_frames) // env_cfg.frameskip
+    if max_steps < 1:
+        raise ParameterError(f"max_frames must be at least one agent step ({env_cfg.frameskip} frames)")
+    sim = Simulator(net, batch=1, fixed=fixed)
+    env = PongVecEnv(env_cfg, 1, seed=seed, num_threads=1)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=max_steps, unit="step", desc="playing Pong (event-driven)", dynamic_ncols=True)
+    score, steps, finished, seen = 0.0, 0, False, []
+    t0 = time.perf_counter()
+    try:
+        obs = env.reset()
+        for _ in range(max_steps):
+            seen.append(obs[0, 0].copy())
+            action = int(sim.step(obs).actions[0])
+            obs, reward, done, _ = env.step(np.array([action]))
+            score += float(reward[0])
+            steps += 1
+            if bar is not None:
+                bar.update(1)
+                if reward[0]:
+                    bar.set_postfix(score=f"{score:+.0f}")
+            if done[0]:
+                finished = True
+                break
+    finally:
+        env.close()
+        if bar is not None:
+            bar.close()
+    wall = time.perf_counter() - t0
+    return dict(score=score, steps=steps, frames=steps * env_cfg.frameskip, finished=finished,
+                wall_s=wall, steps_per_s=steps / wall if wall > 0 else float("nan"),
+                observations=seen, simulator=sim)
+
+
+def counts_from_simulator(sim, steps: int, frames: int):
+    """Energy counts (:class:`mstpn.energy.counts.RunCounts`) of a run of the event-driven simulator.
+
+    Per synaptic layer: events delivered into it and event-driven synaptic ops (the simulator's
+    counters), dense MACs for comparison, neuron updates (every unit, every step); for the plastic
+    STPN layer, update pulses = the plastic updates the simulator performed (one per plastic synapse
+    per step in the dense form) and it is the memristive layer.
+    """
+    from conversion import graph as g
+    from mstpn.energy.counts import LayerCounts, RunCounts
+
+    layers = []
+    for name in sim.order:
+        node = sim.net.nodes[name]
+        st = sim.stats[name]
+        if isinstance(node, (g.Conv2d, g.Affine)):
+            n_syn = int(node.weight.size)
+            n_out = int(np.prod(node.out_shape)) if hasattr(node, "out_shape") else int(node.weight.shape[0])
+            layers.append(LayerCounts(name, n_synapses=n_syn, dense_macs=st["dense"], synaptic_ops=st["synops"],
+                                      events=st["events"], neuron_updates=n_out * steps))
+        elif isinstance(node, g.PlasticSTPN):
+            n_syn = int(node.W.size)
+            layers.append(LayerCounts(name, n_synapses=n_syn, plastic_synapses=n_syn, dense_macs=st["dense"],
+                                      synaptic_ops=st["synops"], events=st["events"],
+                                      update_pulses=st["plastic_ops"], neuron_updates=int(node.W.shape[0]) * steps,
+                                      memristive=True))
+    return RunCounts(tuple(layers), steps=steps, frames=frames, source="event-driven NumPy simulator, one game")
+
+
+def run_main_job(checkpoint=None, out="out/run", seed: int = 0, max_frames: int | None = None,
+                 compare_frames: int = 100, backends=None, gif: bool = True, progress: bool = True) -> dict:
+    """The whole main job; returns the summary written to ``OUT/run.json``."""
+    import torch
+
+    from mstpn.energy.report import energy_report
+    from snn_agent.checkpoint import config_from_metadata, load_policy
+
+    torch.set_num_threads(1)
+    out = Path(out)
+    checkpoint = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"checkpoint {checkpoint} not found")
+    policy, meta = load_policy(checkpoint, dtype=torch.float64)
+    env_cfg = config_from_metadata(meta).env
+    summary = {"checkpoint": str(checkpoint), "model": meta.get("model", {}), "seed": seed,
+               "trained_frames": meta.get("progress", {}).get("frames")}
+
+    t0 = time.perf_counter()
+    net = prepare_network(policy, env_cfg, seed=seed, log=lambda msg: print(f"convert: {msg}") if progress else None)
+    summary["conversion"] = {"calibration_frames": CALIBRATION_FRAMES, "wall_s": time.perf_counter() - t0,
+                             "thresholds": net.metadata.get("thresholds", {}).get("values", {})}
+
+    game = play_event_driven(net, env_cfg, seed=seed, max_frames=max_frames, progress=progress)
+    sim = game.pop("simulator")
+    observations = game.pop("observations")
+    summary["game"] = game
+    summary["game"]["events_per_frame"] = sim.totals_per_frame()
+    if gif and observations:
+        from snn_agent.evaluate import write_gif
+        write_gif(out / "game.gif", observations)
+
+    if compare_frames:
+        summary["comparison"] = compare_backends(net, policy, env_cfg, seed, compare_frames, backends, out, progress)
+
+    counts = counts_from_simulator(sim, game["steps"], game["frames"])
+    report = energy_report(counts)
+    report.write(out / "energy")
+    summary["energy"] = {"table": report.format_table(), "files": "energy/"}
+    atomic_write_json(out / "run.json", _jsonable(summary))
+    atomic_write_text(out / "README.md", render_markdown(summary))
+    return summary
+
+
+def compare_backends(net, policy, env_cfg, seed: int, n_frames: int, backends, out: Path, progress: bool) -> dict:
+    """Record ``n_frames`` of the policy playing and run them on each backend (mstpn.compare)."""
+    from conversion.pong import record
+    from mstpn import compare
+
+    rec = record(policy, env_cfg, n_frames=n_frames, seed=seed + 1)
+    return compare.compare_network(net, rec.frames, backends or compare.DEFAULT_BACKENDS, policy=policy,
+                                   out=out / "compare", progress=progress)
+
+
+def render_markdown(s: dict) -> str:
+    game = s["game"]
+    lines = [
+        "# mstpn run", "",
+        f"Checkpoint `{s['checkpoint']}` ({s['model'].get('kind', '?')} core, "
+        f"trained {s.get('trained_frames') or '?'} frames), seed {s['seed']}.", "",
+        "## Game (event-driven sigma-delta network, NumPy reference simulator)", "",
+        f"- score: **{game['score']:+.0f}** over {game['steps']} agent steps ({game['frames']} frames, "
+        f"{'finished' if game['finished'] else 'capped before the end'})",
+        f"- speed: {game['steps_per_s']:.1f} agent steps/s",
+        f"- events per frame: {game['events_per_frame'].get('events', float('nan')):.0f}; synaptic ops per "
+        f"frame vs dense MACs: {game['events_per_frame'].get('synops_ratio', float('nan')):.3f}", "",
+        "![game](game.gif)", "",
+    ]
+    comp = s.get("comparison")
+    if comp:
+        lines += ["## Cross-simulator agreement (recorded sequence)", "", comp.get("table_md", ""), "",
+                  "Details: [compare/report.md](compare/report.md)", ""]
+    lines += ["## Energy of this game", "", "```", s["energy"]["table"], "```", "",
+              "![energy](energy/energy.png)", ""]
+    return "\n".join(lines)
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+def load_run(out) -> dict:
+    path = Path(out) / "run.json"
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"{path}: not a run summary ({exc})") from None
