@@ -123,7 +123,7 @@ def run_main_job(checkpoint=None, out="out/run", seed: int = 0, max_frames: int 
         raise FileNotFoundError(f"checkpoint {checkpoint} not found")
     policy, meta = load_policy(checkpoint, dtype=torch.float64)
     env_cfg = config_from_metadata(meta).env
-    summary = {"checkpoint": str(checkpoint), "model": meta.get("model", {}), "seed": seed,
+    summary = {"checkpoint": str(checkpoint), "model": meta.get("architecture", {}), "seed": seed,
                "trained_frames": meta.get("progress", {}).get("frames")}
 
     t0 = time.perf_counter()
