@@ -118,7 +118,7 @@ def test_relaxation_is_exact_closed_form():
     and r, q decay with tau_ppf, tau_meta (closed form, rtol 1e-12: only rounding)."""
     p = DeviceParams()
     batch = make_devices(p, [0.3], variability=False)
-    drive = make_drive(p, 60, 1, 0.05, [(7, 0, 1.0, 1e-6)], noise=False)
+    drive = make_drive(p, 60, 1, 0.05, [(7, 0, p.v_ref, p.t_ref)], noise=False)   # s = 1
     tr = ms.simulate(batch, drive)
     k = np.arange(7, 60)
     assert np.all(tr.g_st[:7] == 0) and np.all(tr.r[:7] == 0)
