@@ -153,13 +153,20 @@ def run_main_job(checkpoint=None, out="out/run", seed: int = 0, max_frames: int 
 
 
 def compare_backends(net, policy, env_cfg, seed: int, n_frames: int, backends, out: Path, progress: bool) -> dict:
-    """Record ``n_frames`` of the policy playing and run them on each backend (mstpn.compare)."""
+    """Record ``n_frames`` of the policy playing and run them on each backend (mstpn.compare);
+    writes ``OUT/compare/report.md``."""
     from conversion.pong import record
     from mstpn import compare
+    from mstpn.netspec import spec_from_network
 
     rec = record(policy, env_cfg, n_frames=n_frames, seed=seed + 1)
-    return compare.compare_network(net, rec.frames, backends or compare.DEFAULT_BACKENDS, policy=policy,
-                                   out=out / "compare", progress=progress)
+    spec = spec_from_network(net)
+    log = (lambda msg: print(f"compare: {msg}")) if progress else None
+    comps, results = compare.compare_sequence(spec, rec.frames[:, 0], backends or compare.DEFAULT_BACKENDS,
+                                              policy=policy, progress=log)
+    summary = compare.Summary(comps, out_dir=out / "compare")
+    compare.write_report(summary, results, out / "compare", spec)
+    return {"frames": int(len(rec.frames)), "ok": bool(summary.ok), "table_md": summary.table()}
 
 
 def render_markdown(s: dict) -> str:

@@ -1,0 +1,27 @@
+"""The examples run as a researcher would run them, and print what they claim."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args):
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+def test_brian2_example(tmp_path):
+    png = tmp_path / "g.png"
+    r = run("examples/brian2_memristive_synapses.py", "--duration", "0.5", "--out", png)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "output spikes" in r.stdout and png.stat().st_size > 0
+
+
+def test_lava_example():
+    pytest.importorskip("lava_procs.memristor")
+    r = run("examples/lava_memristor_array.py")
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [l for l in r.stdout.splitlines() if "G after the burst" in l]
+    assert [l.split()[0] for l in lines] == ["floating_pt", "fixed_pt"]
