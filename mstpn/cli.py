@@ -40,21 +40,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def dispatch(args, prog: str = "mstpn") -> int:
+    """Run a parsed command: user errors -> one line on stderr + exit 2; Ctrl-C -> exit 130."""
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted (files are written atomically: none is half-written; "
+              "a training run saved its resume checkpoint)", file=sys.stderr)
+        return 130
+    except (MstpnError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"{prog} {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        result = args.func(args)
-    except KeyboardInterrupt:
-        print("mstpn: interrupted (no partial files were written)", file=sys.stderr)
-        return 130
-    except (MstpnError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"mstpn {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    return int(result or 0)
+    return dispatch(args)
 
 
 if __name__ == "__main__":

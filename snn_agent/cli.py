@@ -105,15 +105,9 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m snn_agent.cli")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted (checkpoint saved where a run was in progress)", file=sys.stderr)
-        return 130
-    except (MstpnError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"{args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    from mstpn.cli import dispatch
+
+    return dispatch(parser.parse_args(argv), prog="python -m snn_agent.cli")
 
 
 if __name__ == "__main__":
