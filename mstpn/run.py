@@ -152,21 +152,57 @@ def run_main_job(checkpoint=None, out="out/run", seed: int = 0, max_frames: int 
     return summary
 
 
+#: backends of the main job's comparison: the converted network's NumPy reference simulator in
+#: float and fixed point (always), then the simulator backends of mstpn.compare
+CORE_BACKENDS = ("numpy", "numpy-fixed")
+
+
 def compare_backends(net, policy, env_cfg, seed: int, n_frames: int, backends, out: Path, progress: bool) -> dict:
-    """Record ``n_frames`` of the policy playing and run them on each backend (mstpn.compare);
-    writes ``OUT/compare/report.md``."""
+    """Record ``n_frames`` of the PyTorch policy playing (its float64 logits are the reference) and
+    run them on each backend: action agreement, max |logit error|, frames per second.  Backends
+    that are missing or cannot express the network are reported as such, not hidden."""
     from conversion.pong import record
+    from conversion.simulator import Simulator, run_sequence
+
+    rec = record(policy, env_cfg, n_frames=n_frames, seed=seed + 1)
+    rows = []
+    for name in backends or (*CORE_BACKENDS, "lava", "lava-fixed", "brian2", "snntorch"):
+        t0 = time.perf_counter()
+        try:
+            if name in CORE_BACKENDS:
+                res = run_sequence(Simulator(net, fixed=name == "numpy-fixed"), rec.frames, rec.starts)
+                logits, actions = res["logits"][:, 0], res["actions"][:, 0]
+            else:
+                logits, actions = _external_backend(name, net, policy, rec)
+        except Exception as exc:  # noqa: BLE001 - a backend's failure is a result, reported in the table
+            rows.append(dict(backend=name, error=f"{type(exc).__name__}: {exc}".splitlines()[0][:200]))
+            continue
+        wall = time.perf_counter() - t0
+        rows.append(dict(backend=name, frames=int(len(actions)), fps=len(actions) / wall,
+                         action_agreement=float(np.mean(actions == rec.actions)),
+                         max_logit_error=float(np.max(np.abs(logits - rec.logits)))))
+    table = ["| backend | frames | frames/s | actions = PyTorch | max abs logit error |", "|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            table.append(f"| {r['backend']} | - | - | - | not run: {r['error']} |")
+        else:
+            table.append(f"| {r['backend']} | {r['frames']} | {r['fps']:.1f} | {r['action_agreement']:.1%} | "
+                         f"{r['max_logit_error']:.2e} |")
+    return {"frames": int(len(rec.frames)), "reference": "PyTorch policy, float64", "rows": rows,
+            "table_md": "\n".join(table)}
+
+
+def _external_backend(name: str, net, policy, rec):
+    """Logits and actions of an mstpn.compare backend on the recording."""
     from mstpn import compare
     from mstpn.netspec import spec_from_network
 
-    rec = record(policy, env_cfg, n_frames=n_frames, seed=seed + 1)
     spec = spec_from_network(net)
-    log = (lambda msg: print(f"compare: {msg}")) if progress else None
-    comps, results = compare.compare_sequence(spec, rec.frames[:, 0], backends or compare.DEFAULT_BACKENDS,
-                                              policy=policy, progress=log)
-    summary = compare.Summary(comps, out_dir=out / "compare")
-    compare.write_report(summary, results, out / "compare", spec)
-    return {"frames": int(len(rec.frames)), "ok": bool(summary.ok), "table_md": summary.table()}
+    comps, results = compare.compare_sequence(spec, rec.frames[:, 0], [name], policy=policy)
+    res = results[name]
+    if res.error:
+        raise RuntimeError(res.error)
+    return np.asarray(res.logits), np.asarray(res.actions)
 
 
 def render_markdown(s: dict) -> str:

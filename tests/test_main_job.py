@@ -29,13 +29,17 @@ def test_run_writes_report_and_is_reproducible(checkpoint, tmp_path):
     outs = []
     for k in range(2):
         out = tmp_path / f"run{k}"
-        r = mstpn("run", "--checkpoint", checkpoint, "--out", out, "--max-frames", 120, "--compare-frames", 0,
-                  "--seed", 5, "--no-progress")
+        r = mstpn("run", "--checkpoint", checkpoint, "--out", out, "--max-frames", 120, "--compare-frames", 20,
+                  "--backends", "numpy,numpy-fixed,nosuch", "--seed", 5, "--no-progress")
         assert r.returncode == 0, r.stderr[-3000:]
         assert "score" in r.stdout and "memristive" in r.stdout
         for f in ("README.md", "run.json", "game.gif", "energy/energy.png", "energy/energy.json"):
             assert (out / f).is_file(), f
         outs.append(json.loads((out / "run.json").read_text()))
+    rows = {r["backend"]: r for r in outs[0]["comparison"]["rows"]}
+    assert rows["numpy"]["frames"] == 20 and 0.0 <= rows["numpy"]["action_agreement"] <= 1.0
+    assert rows["numpy-fixed"]["max_logit_error"] >= 0.0
+    assert "error" in rows["nosuch"]                       # reported, not hidden, not fatal
     g0, g1 = outs[0]["game"], outs[1]["game"]
     assert g0["steps"] == 30 and g0["frames"] == 120 and not g0["finished"]
     assert (g0["score"], g0["events_per_frame"]) == (g1["score"], g1["events_per_frame"])   # same seed, same run
