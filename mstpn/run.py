@@ -84,8 +84,8 @@ def counts_from_simulator(sim, steps: int, frames: int):
 
     Per synaptic layer: events delivered into it and event-driven synaptic ops (the simulator's
     counters), dense MACs for comparison, neuron updates (every unit, every step); for the plastic
-    STPN layer, update pulses = the plastic updates the simulator performed (one per plastic synapse
-    per step in the dense form) and it is the memristive layer.
+    STPN layer (the memristive one), update pulses = the Hebbian increments the simulator performed
+    (at most one per plastic synapse per step).
     """
     from conversion import graph as g
     from mstpn.energy.counts import LayerCounts, RunCounts
@@ -101,10 +101,13 @@ def counts_from_simulator(sim, steps: int, frames: int):
                                       events=st["events"], neuron_updates=n_out * steps))
         elif isinstance(node, g.PlasticSTPN):
             n_syn = int(node.W.size)
+            # the simulator counts per step: row norm (every synapse) + decay (every synapse) +
+            # Hebbian increments on the synapses whose pre and post are non-zero; only the last are
+            # programming pulses (relaxation is the device's own physics, the norm is neuron-side)
+            pulses = max(0, st["plastic_ops"] - 2 * n_syn * steps)
             layers.append(LayerCounts(name, n_synapses=n_syn, plastic_synapses=n_syn, dense_macs=st["dense"],
-                                      synaptic_ops=st["synops"], events=st["events"],
-                                      update_pulses=st["plastic_ops"], neuron_updates=int(node.W.shape[0]) * steps,
-                                      memristive=True))
+                                      synaptic_ops=st["synops"], events=st["events"], update_pulses=pulses,
+                                      neuron_updates=int(node.W.shape[0]) * steps, memristive=True))
     return RunCounts(tuple(layers), steps=steps, frames=frames, source="event-driven NumPy simulator, one game")
 
 
