@@ -14,14 +14,13 @@ The model itself (equations) is documented in :mod:`memristor.reference` and doc
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from mstpn.errors import DataFormatError, ParameterError
-from mstpn.io import atomic_write_json
+from mstpn.io import atomic_write_json, read_json
 
 PROVENANCE_TAGS = ("published", "fitted-to-published-figure", "assumption", "fitted-to-user-data")
 SCHEMA = "mstpn.device-params"
@@ -207,11 +206,7 @@ class DeviceParams:
     @classmethod
     def load(cls, path) -> "DeviceParams":
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{path}: not valid JSON ({exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path))
 
 
 def _field(name: str):

@@ -13,13 +13,12 @@ Steps (each result also lands in ``OUT/run.json``)::
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from mstpn.errors import DataFormatError, ParameterError
+from mstpn.errors import ParameterError
 from mstpn.io import atomic_write_json, atomic_write_text
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "artifacts" / "stpn" / "policy.safetensors"
@@ -246,8 +245,6 @@ def _jsonable(x):
 
 
 def load_run(out) -> dict:
-    path = Path(out) / "run.json"
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{path}: not a run summary ({exc})") from None
+    from mstpn.io import read_json
+
+    return read_json(Path(out) / "run.json")

@@ -5,11 +5,11 @@ defaults below, unknown keys are an error (typos should not pass silently).
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from mstpn.io import read_json
 from mstpn.errors import DataFormatError, ParameterError
 
 MODELS = ("stpn", "mstpn", "lstm")
@@ -138,11 +138,7 @@ class RunConfig:
     @classmethod
     def load(cls, path) -> "RunConfig":
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataFormatError(f"{path}: not valid JSON ({exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path))
 
 
 def _from_section(klass, section, name):

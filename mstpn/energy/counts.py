@@ -13,14 +13,13 @@ A JSON counts file (schema ``mstpn.energy-counts``) carries a :class:`RunCounts`
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from mstpn.energy import constants as C
 from mstpn.errors import DataFormatError, ParameterError
-from mstpn.io import atomic_write_json
+from mstpn.io import atomic_write_json, read_json
 
 SCHEMA = "mstpn.energy-counts"
 SCHEMA_VERSION = 1
@@ -173,11 +172,7 @@ class RunCounts:
         path = Path(path)
         if not path.is_file():
             raise DataFormatError(f"{path}: no such counts file")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataFormatError(f"{path}: not valid JSON ({exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path))
 
 
 # -- time base ----------------------------------------------------------------------------------

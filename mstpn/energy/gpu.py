@@ -12,13 +12,13 @@ Dynamic energy per step = (E_window - P_idle * t_window) / steps.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from mstpn.energy.models import GpuStepFigures
+from mstpn.io import read_json
 from mstpn.errors import BackendUnavailableError, DataFormatError, ParameterError
 
 SCHEMA = "mstpn.gpu-energy"
@@ -208,10 +208,7 @@ def load_measurement(path, case: str = "stpn_layer") -> dict[str, GpuStepFigures
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"{path}: no such GPU measurement file")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataFormatError(f"{path}: not valid JSON ({exc})") from None
+    data = read_json(path)
     if not isinstance(data, dict) or data.get("schema") != SCHEMA or data.get("version") != SCHEMA_VERSION:
         raise DataFormatError(f"{path}: not a GPU measurement file (schema {SCHEMA!r} v{SCHEMA_VERSION})")
     try:
