@@ -26,7 +26,8 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mstpn", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="mstpn", description="Memristive STPN on neuromorphic backends: "
+                                     "device model, Pong agents, conversion, simulators, energy.")
     parser.add_argument("--version", action="version", version=f"mstpn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
