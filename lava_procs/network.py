@@ -1,75 +1,188 @@
 """The converted Pong policy as a Lava process graph, run frame by frame (issue #5).
 
 Backends: ``lava`` (floating_pt models, float64), ``lava-fixed`` (fixed_pt models, bit-accurate
-against conversion's NumPy fixed-point simulator) and ``loihi2`` (the same graph compiled for Loihi 2
+against conversion's NumPy fixed-point simulator) and ``loihi2`` (the same graph for Loihi 2
 hardware through lava-loihi; it raises BackendUnavailableError where lava-loihi or a board is
 missing).
 
-Graph: lava Injector (the host sends each frame) -> SDLayer(input) -> SDLayer(conv1) ->
-SDLayer(conv2) -> SDLayer(stpn) -> SDLayer(pi), SDLayer(v); every SDLayer's ``rec_out`` goes to a
-lava Extractor, from which the host reads activations, event counts and synaptic operations.
-One frame = ``period`` Lava time steps, because every layer delivers its events one step later
-(the lava Dense convention, see :mod:`lava_procs.stpn_layer`); the host sends the frame in the
-frame's first step (zeros in the others) and reads the heads after the last.  The run is one
-non-blocking ``RunSteps`` over all frames; in closed loop (Pong) the host computes the action from
-the logits of frame t before it sends frame t+1, which the Injector (blocking receive) waits for.
+The converted :class:`conversion.graph.Network` is cut into *layers* (:func:`layers_of`): each
+ends at a node that emits events (SigmaDelta) or at an Output; pass-through nodes (Scale, Flatten)
+join the layer after them.  For the Pong network::
+
+    [input, sd_in] -> [scale, conv1, sd1] -> [conv2, sd2] -> [flatten, stpn, h] -> [pi, logits]
+                                                                                -> [v, value]
+
+Each layer is one :class:`lava_procs.stpn_layer.SDLayer` process; the events of its last node
+travel to the next layer's ``a_in`` port.  A lava Injector carries each frame from the host into
+the first layer, a lava Extractor per layer brings its values, event counts and synaptic
+operations back.  One frame = ``period`` Lava time steps, because every layer delivers its events
+one step later (the lava Dense convention, see :mod:`lava_procs.stpn_layer`).  Each frame is one
+blocking ``run(RunSteps(period))``: the host sends the frame, runs, reads the logits, and in closed
+loop steps Pong before it sends the next frame.
+
+The arithmetic of the nodes inside a layer is that of :class:`conversion.simulator.Simulator`
+(floating point, or its integer specification for fixed_pt), applied to that layer's nodes only
+(:class:`LayerKernel`); specification and oracle share one implementation, as for the memristor
+process, so what the Lava graph adds (and what is tested) is the process structure, the event
+messages between processes and the timing.
 """
 from __future__ import annotations
 
 import numpy as np
 
 import lava_procs
-from mstpn.errors import BackendUnavailableError, MstpnError
-from mstpn.netspec import NetSpec, UnsupportedNetworkError
+from mstpn.errors import BackendUnavailableError
 
 
-def _check(spec: NetSpec):
-    if spec.meta.get("mode", "sigma_delta") != "sigma_delta":
-        raise UnsupportedNetworkError("the Lava backends run sigma-delta networks; this file is in "
-                                      f"{spec.meta.get('mode')!r} mode (rate-coded IF: use the snntorch backend)")
+from mstpn.compare import UnsupportedNetworkError  # noqa: E402
+
+
+def layers_of(net) -> list:
+    """[(name, nodes, external source node or None)] in evaluation order (see module doc)."""
+    from conversion import graph as g
+
+    if net.mode != "sigma_delta" or net.of_type(g.RateIF):
+        raise UnsupportedNetworkError("the Lava backends run the sigma-delta form; this network is "
+                                      f"{net.mode!r} (rate-coded IF: use the snntorch backend)")
+    terminal = [n for n in net.order if isinstance(net.nodes[n], (g.SigmaDelta, g.Output))]
+    out, used = [], set()
+    for t in terminal:          # a layer = the terminal node and the pass-through chain before it
+        nodes, n = [t], t
+        while not isinstance(net.nodes[n], g.Input):
+            s = net.source(n)
+            if s in terminal:
+                break
+            if s in used:
+                raise UnsupportedNetworkError(f"node {s!r} feeds two layers; only chains are supported")
+            nodes.insert(0, s)
+            n = s
+        used |= set(nodes)
+        out.append(nodes)
+    rest = [n for n in net.order if n not in used]
+    if rest:
+        raise UnsupportedNetworkError(f"nodes {rest} end the network without a neuron or an Output")
+    layers = []
+    for nodes in out:
+        ext = set()
+        for n in nodes:
+            if not isinstance(net.nodes[n], g.Input):
+                ext |= {s for s in net.sources(n) if s not in nodes and net.order.index(s) < net.order.index(n)}
+        if len(ext) > 1:
+            raise UnsupportedNetworkError(f"layer {nodes} reads more than one other layer ({sorted(ext)})")
+        src = ext.pop() if ext else None
+        if src is None and not isinstance(net.nodes[nodes[0]], g.Input):
+            raise UnsupportedNetworkError(f"layer {nodes} has no input")
+        layers.append((nodes[-1], nodes, src))
+    return layers
+
+
+def layer_depths(layers) -> dict:
+    depth = {}
+    for name, _, src in layers:
+        depth[name] = 1 if src is None else depth[src] + 1
+    return depth
+
+
+class LayerKernel:
+    """The nodes ``nodes`` of ``net``, stepped with conversion's simulator arithmetic.
+
+    ``step(payload)``: payload = the frame (first layer) or the events of the source layer's last
+    node (flat); returns (values of the last node, its events (None for an Output), events, synops).
+    """
+
+    def __init__(self, net, nodes, src, fixed: bool):
+        from conversion import graph as g
+        from conversion.simulator import Simulator
+
+        self.sim = Simulator(net, batch=1, fixed=fixed)
+        self.nodes, self.src, self.fixed = list(nodes), src, fixed
+        self.kinds = [type(net.nodes[n]).__name__ for n in nodes]
+        self.plastic = [n for n in nodes if isinstance(net.nodes[n], g.PlasticSTPN)]
+        if src is not None:
+            self.src_shape = (1, *net.nodes[src].out_shape)
+            self.sent = np.zeros(self.src_shape, np.int64 if fixed else np.float64)
+        self.reset()
+
+    def reset(self):
+        self.sim.reset()
+        if self.src is not None:
+            self.sent[:] = 0
+
+    def _counters(self):
+        st = self.sim.stats
+        return sum(st[n]["events"] for n in self.nodes), sum(st[n]["synops"] for n in self.nodes)
+
+    def step(self, payload):
+        sim = self.sim
+        ev0, syn0 = self._counters()
+        sim.values, sim.deltas = {}, {}
+        if self.src is None:   # the Input node: the frame
+            inp = self.nodes[0]
+            obs = np.asarray(payload).reshape((1, *sim.net.nodes[inp].shape))
+            sim.values[inp] = obs.astype(np.int64) if self.fixed else obs.astype(np.float64)
+            sim.deltas[inp] = None
+            todo = self.nodes[1:]
+        else:                  # events of the source layer; its y_sent is their running sum
+            e = np.asarray(payload).reshape(self.src_shape)
+            e = np.rint(e).astype(np.int64) if self.fixed else e.astype(np.float64)
+            self.sent = self.sent + e
+            sim.values[self.src], sim.deltas[self.src] = self.sent, e
+            todo = self.nodes
+        for n, kind in zip(todo, self.kinds[len(self.kinds) - len(todo):]):
+            getattr(sim, "_" + kind)(n)
+        for n in self.plastic:
+            sim._plasticity(n)
+        sim.t += 1
+        sim.frames += 1
+        last = self.nodes[-1]
+        ev1, syn1 = self._counters()
+        delta = sim.deltas.get(last)
+        return (np.asarray(sim.values[last]).reshape(-1), None if delta is None else np.asarray(delta).reshape(-1),
+                ev1 - ev0, syn1 - syn0)
 
 
 class LavaRunner:
-    """Frame-by-frame Lava run of ``spec``; ``fixed_point`` selects the fixed_pt models."""
+    """Frame-by-frame Lava run of ``net``; ``fixed_point`` selects the fixed_pt models."""
 
-    def __init__(self, spec: NetSpec, fixed_point: bool = False, max_frames: int = 200_000, loihi2: bool = False):
+    def __init__(self, net, fixed_point: bool = False, loihi2: bool = False):
         lava_procs.require_lava()
-        _check(spec)
-        self.spec, self.fixed_point = spec, fixed_point
-        self.name = "lava-fixed" if fixed_point else "lava"
-        self.period = max(spec.depth(n) for n in spec.names)
-        self.max_frames = int(max_frames)
-        self.loihi2 = loihi2
-        self.fixed = fixed_params(spec) if fixed_point else None
+        if fixed_point and net.fixed is None:
+            raise UnsupportedNetworkError("lava-fixed needs a network with fixed-point parameters "
+                                          "(mstpn convert with calibration)")
+        self.net, self.fixed_point, self.loihi2 = net, fixed_point, loihi2
+        self.name = "loihi2" if loihi2 else "lava-fixed" if fixed_point else "lava"
+        self.layers = layers_of(net)
+        self.depth = layer_depths(self.layers)
+        self.period = max(self.depth.values())
         self._running = False
         self._build()
 
     def _build(self):
         from lava.proc.io.extractor import Extractor
         from lava.proc.io.injector import Injector
-        from lava.proc.io.utils import ChannelConfig, ReceiveEmpty, ReceiveNotEmpty, SendFull
 
         from lava_procs.stpn_layer import SDLayer
 
-        spec = self.spec
-        self.procs, self.ext = {}, {}
-        for layer in spec.layers:
-            in_shape = None if layer.source is None else spec[layer.source].shape
-            n_in = 84 * 84 if layer.source is None else int(np.prod(in_shape))
-            proc = SDLayer(layer=layer, in_shape=in_shape, n_in=n_in, phase=spec.depth(layer.name) - 1,
-                           period=self.period, fixed=None if self.fixed is None else self.fixed.get(layer.name))
-            if layer.source is not None:
-                self.procs[layer.source].s_out.connect(proc.a_in)
-            self.procs[layer.name] = proc
-            ext = Extractor(shape=(layer.size + 2,), buffer_size=4)
+        net = self.net
+        self.procs, self.ext, self.sizes = {}, {}, {}
+        for name, nodes, src in self.layers:
+            n = int(np.prod(net.nodes[name].out_shape))
+            n_in = int(np.prod(net.nodes[nodes[0]].shape)) if src is None else int(np.prod(net.nodes[src].out_shape))
+            proc = SDLayer(net=net, nodes=nodes, src=src, n=n, n_in=n_in, phase=self.depth[name] - 1,
+                           period=self.period, name=name)
+            if src is not None:
+                self.procs[src].s_out.connect(proc.a_in)
+            self.procs[name], self.sizes[name] = proc, n
+            ext = Extractor(shape=(n + 2,), buffer_size=4 * self.period)  # holds a whole frame: no deadlock
             proc.rec_out.connect(ext.in_port)
-            self.ext[layer.name] = ext
-        cfg = ChannelConfig(send_full=SendFull.BLOCKING, receive_empty=ReceiveEmpty.BLOCKING,
-                            receive_not_empty=ReceiveNotEmpty.FIFO)
-        self.inj = Injector(shape=(84 * 84,), buffer_size=2 * self.period, channel_config=cfg)
-        self.inj.out_port.connect(self.procs[spec.layers[0].name].a_in)
-        self._zeros = np.zeros(84 * 84)
-        self._root = self.procs[spec.layers[0].name]
+            self.ext[name] = ext
+        first = self.layers[0]
+        self.n_obs = int(np.prod(net.nodes[first[1][0]].shape))
+        self.inj = Injector(shape=(self.n_obs,), buffer_size=2 * self.period)
+        self.inj.out_port.connect(self.procs[first[0]].a_in)
+        self._zeros = np.zeros(self.n_obs)
+        self._root = self.procs[first[0]]
+        self._cfg = self.run_config()
 
     def run_config(self):
         from lava.magma.core.run_configs import Loihi2SimCfg
@@ -82,44 +195,39 @@ class LavaRunner:
                             exception_proc_model_map={Extractor: PyLoihiExtractorModel,
                                                       Injector: PyLoihiInjectorModel})
 
-    def _start(self):
-        from lava.magma.core.run_conditions import RunSteps
-
-        self._root.run(condition=RunSteps(num_steps=self.max_frames * self.period, blocking=False),
-                       run_cfg=self.run_config())
-        self._running = True
-        self._frames = 0
-
     def reset(self):
         """A new episode: the Lava graph is rebuilt (its state lives in the ProcessModels)."""
         if self._running:
             self.close()
             self._build()
-        self._frames = 0
 
     def step(self, obs):
+        from lava.magma.core.run_conditions import RunSteps
+
         from mstpn.compare import StepOut
 
-        if not self._running:
-            self._start()
-        if self._frames >= self.max_frames:
-            raise MstpnError(f"Lava run limited to {self.max_frames} frames; raise max_frames")
+        if not self._running:   # the Injector's channel exists once the runtime is created
+            self._root.create_runtime(run_cfg=self._cfg)
+            self._running = True
+        # the frame in the frame's first time step, zeros in the others (the Injector's buffer
+        # holds them until the run consumes them, one per step)
         self.inj.send(np.asarray(obs, np.float64).reshape(-1))
         for _ in range(self.period - 1):
             self.inj.send(self._zeros)
+        self._root.run(condition=RunSteps(num_steps=self.period, blocking=True), run_cfg=self._cfg)
         out = StepOut(None)
-        for layer in self.spec.layers:
-            recs = [self.ext[layer.name].receive() for _ in range(self.period)]
-            rec = np.asarray(recs[self.spec.depth(layer.name) - 1])
-            n = layer.size
-            out.acts[layer.name] = rec[:n].copy()
-            out.events[layer.name] = int(rec[n])
-            out.synops[layer.name] = int(rec[n + 1])
-        if self.fixed_point:
-            out.raw = {k: np.rint(v).astype(np.int64) for k, v in out.acts.items()}
-            out.acts = {k: self.fixed.to_float(k, v) for k, v in out.raw.items()}
-        out.logits = out.acts[self.spec.outputs["logits"]].copy()
-        self._frames += 1
+        for name, _, _ in self.layers:
+            recs = [self.ext[name].receive() for _ in range(self.period)]
+            rec = np.asarray(recs[self.depth[name] - 1])
+            n = self.sizes[name]
+            val = rec[:n].copy()
+            if self.fixed_point:
+                out.raw[name] = np.rint(val).astype(np.int64)
+                val = val * 2.0 ** value_exponent(self.net, name)
+            out.acts[name] = val
+            out.events[name] = int(rec[n])
+            out.synops[name] = int(rec[n + 1])
+        out.logits = out.acts[logits_node(self.net)].copy()
         return out
 
     def close(self):
@@ -129,6 +237,28 @@ class LavaRunner:
                 self._root.stop()
             except Exception:  # noqa: BLE001 - a stopped runtime may complain; nothing is left to free
                 pass
+
+
+def logits_node(net) -> str:
+    from conversion import graph as g
+
+    outs = net.of_type(g.Output)
+    return "logits" if "logits" in outs else outs[0]
+
+
+def value_exponent(net, name) -> int:
+    """Exponent e of a node's integer value (value = int * 2**e) in the fixed-point network."""
+    from conversion import graph as g
+
+    node = net.nodes[name]
+    if isinstance(node, g.Output):
+        return int(net.fixed[net.source(name)]["u_exp"])
+    if isinstance(node, g.Input):
+        return 0
+    fp = net.fixed.get(name, {})
+    if isinstance(node, g.SigmaDelta):
+        return int(fp.get("out_exp", 0))
+    return int(fp.get("u_exp", 0))
 
 
 def make_float_runner(spec, **options):
@@ -179,17 +309,6 @@ def make_loihi2_runner(spec, **options):
     if not ok:
         raise BackendUnavailableError(f"backend 'loihi2' needs Loihi 2 hardware and lava-loihi: {why}")
     raise UnsupportedNetworkError("backend 'loihi2': SDLayer has Python (CPU) ProcessModels only; a "
-                                  "Loihi 2 NcProcessModel for it is not written yet")
+                                  "Loihi 2 NcProcessModel (microcode neurons) for it is not written yet")
 
 
-# -- fixed point (adapter to conversion's fixed-point simulator) ---------------------------------
-def fixed_params(spec: NetSpec):
-    raise BackendUnavailableError("lava-fixed needs conversion.fixed_point (not available yet)")
-
-
-def make_fixed_kernel(layer, in_shape, fixed):
-    raise BackendUnavailableError("lava-fixed needs conversion.fixed_point (not available yet)")
-
-
-def conversion_fixed_runner(spec, **options):
-    raise BackendUnavailableError("numpy-fixed needs conversion.simulator (not available yet)")

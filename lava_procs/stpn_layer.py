@@ -1,8 +1,8 @@
 """Lava Process of one layer of the converted network (synapses + sigma-delta neurons) and its
 floating_pt / fixed_pt ProcessModels.
 
-One :class:`SDLayer` = one layer of :class:`mstpn.netspec.NetSpec` (input encoder, conv, dense or
-the plastic STPN layer) together with the sigma-delta neurons that send its output:
+One :class:`SDLayer` = one layer of :func:`lava_procs.network.layers_of` (input encoder, conv,
+dense head or the plastic STPN layer with its tanh neurons), ending in the node that sends events:
 
 * ``a_in``  (n_in,)  graded events from the layer below (the input layer: the frame's pixels)
 * ``s_out`` (n,)     graded events of this layer (0 where nothing is sent)
@@ -17,9 +17,9 @@ computes only then (``phase``); a frame takes ``period`` = (depth of the deepest
 Between its phases a layer sends zeros and changes nothing, so the result equals the
 NumPy reference step for step.
 
-The layer state (sigma, y_sent, x_hat, h, F) lives in a kernel object inside the model (float64:
-:class:`mstpn.sd_kernels.LayerKernel`; fixed point: the integer kernel of ``conversion``'s
-fixed-point simulator, shared with the NumPy oracle as for the memristor process).
+The layer state (u, y, y_sent, z, F, N) lives in a :class:`lava_procs.network.LayerKernel` inside
+the model, which applies conversion's simulator arithmetic (float64, or the integer specification)
+to the layer's nodes: specification and oracle share one implementation.
 """
 from __future__ import annotations
 
@@ -38,14 +38,12 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 
 class SDLayer(AbstractProcess):
-    """``layer``: a :class:`mstpn.netspec.Layer`; ``n_in``: size of the incoming event vector;
-    ``phase``/``period``: the sub-step (0-based) of each frame at which the layer computes;
-    ``fixed``: fixed-point parameters for the fixed_pt model (None for float)."""
+    """``net``: the converted Network; ``nodes``: this layer's nodes; ``src``: the node whose events
+    arrive on ``a_in`` (None: the frame); ``n``/``n_in``: output / input sizes;
+    ``phase``/``period``: the sub-step (0-based) of each frame at which the layer computes."""
 
-    def __init__(self, *, layer, in_shape, n_in: int, phase: int, period: int, fixed=None, name=None):
-        super().__init__(layer=layer, in_shape=in_shape, phase=phase, period=period, fixed=fixed,
-                         name=name or layer.name)
-        n = layer.size
+    def __init__(self, *, net, nodes, src, n: int, n_in: int, phase: int, period: int, name=None):
+        super().__init__(net=net, nodes=list(nodes), src=src, phase=phase, period=period, n=n, name=name)
         self.a_in = InPort(shape=(n_in,))
         self.s_out = OutPort(shape=(n,))
         self.rec_out = OutPort(shape=(n + 2,))
@@ -55,65 +53,52 @@ class SDLayer(AbstractProcess):
 class _SDModelBase(PyLoihiProcessModel):
     def __init__(self, proc_params):
         super().__init__(proc_params)
-        self.layer = proc_params["layer"]
-        self.phase, self.period = int(proc_params["phase"]), int(proc_params["period"])
-        self.kernel = self._make_kernel(proc_params)
-        self._buf = np.zeros(self.layer.size)
-        self._zeros = np.zeros(self.layer.size)
-        self._rec_idle = np.zeros(self.layer.size + 2)
+        self.n = int(proc_params["n"])
+        self.my_phase, self.my_period = int(proc_params["phase"]), int(proc_params["period"])  # "phase" is taken by PyLoihiProcessModel
+        from lava_procs.network import LayerKernel
+
+        self.kernel = LayerKernel(proc_params["net"], proc_params["nodes"], proc_params["src"], self.FIXED)
+        self._buf = np.zeros(self.n)
+        self._zeros = np.zeros(self.n)
+        self._rec_idle = np.zeros(self.n + 2)
 
     def run_spk(self) -> None:
         self.s_out.send(self._buf)             # events computed in the previous step (one-step delay)
         inp = self.a_in.recv()
-        if (self.time_step - 1) % self.period != self.phase:
+        if (self.time_step - 1) % self.my_period != self.my_phase:
             self._buf = self._zeros
             self.rec_out.send(self._rec_idle)   # an Extractor receives every step
             return
-        act, delta, synops, events = self._compute(inp)
-        self._buf = delta
+        val, delta, events, synops = self.kernel.step(inp)
+        self._buf = self._zeros if delta is None else delta.astype(np.float64)
         self.frames[0] += 1
-        self.rec_out.send(np.concatenate([act, [events, synops]]))
+        self.rec_out.send(np.concatenate([np.asarray(val, np.float64), [events, synops]]))
 
 
 @implements(proc=SDLayer, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
 class PySDLayerFloat(_SDModelBase):
-    """float64 sigma-delta layer (kernels of :mod:`mstpn.sd_kernels`)."""
+    """float64 layer (conversion's float simulator arithmetic)."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     rec_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     frames: np.ndarray = LavaPyType(np.ndarray, int)
 
-    def _make_kernel(self, proc_params):
-        from mstpn.sd_kernels import LayerKernel
-
-        return LayerKernel(self.layer, proc_params["in_shape"])
-
-    def _compute(self, inp):
-        act, delta, synops = self.kernel.step(inp)
-        return act, delta, synops, int(np.count_nonzero(delta))
+    FIXED = False
 
 
 @implements(proc=SDLayer, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
 class PySDLayerFixed(_SDModelBase):
-    """Bit-accurate integer layer: the integer kernel of conversion's fixed-point simulator.
-    Events travel as integers (graded payloads, exact in the float64 channel below 2**53)."""
+    """Bit-accurate integer layer: the integer specification of conversion's fixed-point simulator.
+    Events travel as integers in a float64 channel (exact: payloads fit 24 bits)."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     rec_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     frames: np.ndarray = LavaPyType(np.ndarray, int)
 
-    def _make_kernel(self, proc_params):
-        from lava_procs.network import make_fixed_kernel
-
-        return make_fixed_kernel(self.layer, proc_params["in_shape"], proc_params["fixed"])
-
-    def _compute(self, inp):
-        act, delta, synops = self.kernel.step(np.rint(inp).astype(np.int64) if self.layer.kind != "input" else inp)
-        return (np.asarray(act, np.float64), np.asarray(delta, np.float64), synops,
-                int(np.count_nonzero(delta)))
+    FIXED = True

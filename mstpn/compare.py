@@ -1,15 +1,16 @@
 """Cross-simulator comparison of the converted Pong policy (issue #5).
 
-Every backend is a *runner* built from one :class:`mstpn.netspec.NetSpec`::
+Every backend is a *runner* built from one converted :class:`conversion.graph.Network` (the file
+of ``mstpn convert``, read by :func:`load_network`)::
 
-    runner = make_runner(name, spec)
+    runner = make_runner(name, net)
     runner.reset()                        # new episode: F = 0, h = 0, sigma-delta state = 0
     out = runner.step(obs)                # obs uint8 (84, 84); one frame
     out.logits, out.acts[layer], out.events[layer], out.synops[layer]
     runner.close()
 
-Backends (``BACKENDS``): ``torch`` (the PyTorch policy, float64), ``numpy`` (float sigma-delta
-reference, :mod:`mstpn.sd_kernels`), ``numpy-fixed`` (conversion's fixed-point simulator),
+Backends (``BACKENDS``): ``torch`` (the PyTorch policy rebuilt from the file's weights, float64),
+``numpy`` / ``numpy-fixed`` (conversion's reference simulator, float / fixed point: the oracle),
 ``snntorch`` (rate-coded IF, :mod:`snn_agent.snntorch_backend`), ``brian2`` / ``brian2-cython``
 (:mod:`brian_models.network`), ``lava`` / ``lava-fixed`` (:mod:`lava_procs.network`, floating_pt
 and bit-accurate fixed_pt), ``loihi2`` (Lava on Loihi 2 hardware; needs lava-loihi + a board).
@@ -30,7 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from mstpn.errors import BackendUnavailableError, DataFormatError, MstpnError
-from mstpn.netspec import NetSpec, UnsupportedNetworkError, spec_from_policy  # noqa: F401
+
+
+class UnsupportedNetworkError(MstpnError, ValueError):
+    """The network contains something a backend cannot express (the message says what)."""
 
 #: every backend name -> (module, factory); imported lazily so a missing optional package only
 #: disables its own backend
@@ -63,8 +67,8 @@ class StepOut:
     raw: dict = field(default_factory=dict)       # fixed point: layer -> integer state (bit-exact checks)
 
 
-def make_runner(name: str, spec: NetSpec, **options):
-    """Build backend ``name`` for ``spec`` (BackendUnavailableError if its package is missing,
+def make_runner(name: str, net, **options):
+    """Build backend ``name`` for ``net`` (BackendUnavailableError if its package is missing,
     UnsupportedNetworkError if it cannot express the network)."""
     import importlib
 
@@ -75,68 +79,109 @@ def make_runner(name: str, spec: NetSpec, **options):
         mod = importlib.import_module(module)
     except ImportError as exc:
         raise BackendUnavailableError(f"backend {name!r} is not available: {exc}") from None
-    return getattr(mod, factory)(spec, **options)
+    return getattr(mod, factory)(net, **options)
 
 
 # -- reference runners ---------------------------------------------------------------------------
-class NumpyRunner:
-    """Float64 sigma-delta reference (layer kernels of :mod:`mstpn.sd_kernels`)."""
+#: the layers whose values are compared: the nodes that send events or outputs (see
+#: lava_procs.network.layers_of); torch gives the same quantities under these names
+def layer_names(net) -> list:
+    from conversion import graph as g
 
-    name = "numpy"
+    return [n for n in net.order if isinstance(net.nodes[n], (g.SigmaDelta, g.RateIF, g.Output))]
 
-    def __init__(self, spec: NetSpec):
-        from mstpn.sd_kernels import LayerKernel
 
-        self.spec = spec
-        self.kernels = {}
-        for layer in spec.layers:
-            in_shape = None if layer.source is None else spec[layer.source].shape
-            self.kernels[layer.name] = LayerKernel(layer, in_shape)
+def logits_node(net) -> str:
+    from conversion import graph as g
+
+    outs = net.of_type(g.Output)
+    if not outs:
+        raise DataFormatError("network has no Output node")
+    return "logits" if "logits" in outs else outs[0]
+
+
+class SimRunner:
+    """conversion's NumPy reference simulator (batch 1): ``numpy`` (float64) / ``numpy-fixed``."""
+
+    def __init__(self, net, fixed: bool = False):
+        from conversion.simulator import Simulator
+        from mstpn.errors import ParameterError
+
+        try:
+            self.sim = Simulator(net, batch=1, fixed=fixed)
+        except ParameterError as exc:
+            raise UnsupportedNetworkError(str(exc)) from None
+        self.net, self.fixed = net, fixed
+        self.name = "numpy-fixed" if fixed else "numpy"
+        self.layers = layer_names(net)
+        self.logits = logits_node(net)
 
     def reset(self):
-        for k in self.kernels.values():
-            k.reset()
+        self.sim.reset()
 
     def step(self, obs) -> StepOut:
-        deltas, out = {}, StepOut(None)
-        for layer in self.spec.layers:
-            inp = obs if layer.source is None else deltas[layer.source]
-            a, delta, syn = self.kernels[layer.name].step(inp)
-            deltas[layer.name] = delta
-            out.acts[layer.name] = a
-            out.events[layer.name] = int(np.count_nonzero(delta))
-            out.synops[layer.name] = syn
-        out.logits = out.acts[self.spec.outputs["logits"]].copy()
+        from lava_procs.network import layers_of, value_exponent
+
+        sim = self.sim
+        before = {n: dict(c) for n, c in sim.stats.items()}
+        shape = sim.net.nodes[sim.order[0]].shape
+        sim.step(np.asarray(obs).reshape((1, *shape)))
+        out = StepOut(None)
+        groups = {name: nodes for name, nodes, _ in layers_of(self.net)} if self.net.mode == "sigma_delta" else \
+            {n: [n] for n in self.layers}
+        for name in self.layers:
+            v = np.asarray(sim.values[name]).reshape(-1)
+            if self.fixed:
+                out.raw[name] = v.astype(np.int64)
+                v = v * 2.0 ** value_exponent(self.net, name)
+            out.acts[name] = v.astype(np.float64)
+            nodes = groups.get(name, [name])
+            out.events[name] = sum(sim.stats[n]["events"] - before[n]["events"] for n in nodes)
+            out.synops[name] = sum(sim.stats[n]["synops"] - before[n]["synops"] for n in nodes)
+        out.logits = out.acts[self.logits].copy()
         return out
 
     def close(self):
         pass
 
 
-def _numpy_runner(spec, **_):
-    return NumpyRunner(spec)
+def _numpy_runner(net, **_):
+    return SimRunner(net, fixed=False)
 
 
-def policy_from_spec(spec: NetSpec):
-    """A float64 :class:`snn_agent.policy.Policy` carrying the weights of ``spec``."""
+def _numpy_fixed_runner(net, **_):
+    if net.fixed is None:
+        raise UnsupportedNetworkError("numpy-fixed needs a network with fixed-point parameters "
+                                      "(mstpn convert with calibration)")
+    return SimRunner(net, fixed=True)
+
+
+def policy_from_network(net):
+    """A float64 :class:`snn_agent.policy.Policy` carrying the weights of the converted ``net``
+    (nodes conv1, conv2, stpn, pi, v of conversion.convert.build_network)."""
     import torch
 
+    from conversion import graph as g
     from snn_agent.config import ModelConfig
     from snn_agent.policy import Policy
 
-    stpn = [layer for layer in spec.layers if layer.kind == "stpn"]
-    if [layer.kind for layer in spec.layers] != ["input", "conv", "conv", "stpn", "dense", "dense"] or len(stpn) != 1:
-        raise UnsupportedNetworkError("the torch backend expects input-conv-conv-stpn-heads (the Pong policy)")
-    policy = Policy(ModelConfig(kind="stpn", hidden=stpn[0].size, n_actions=spec.n_actions)).double().eval()
-    conv1, conv2, core = spec.layers[1:4]
-    pi, v = spec[spec.outputs["logits"]], spec[spec.outputs.get("value", spec.layers[5].name)]
+    need = {"conv1": g.Conv2d, "conv2": g.Conv2d, "stpn": g.PlasticSTPN, "pi": g.Affine, "v": g.Affine}
+    for k, kind in need.items():
+        if not isinstance(net.nodes.get(k), kind):
+            raise UnsupportedNetworkError(f"the torch backend rebuilds the Pong policy and needs node {k!r} "
+                                          f"of kind {kind.__name__}")
+    st = net.nodes["stpn"]
+    if np.isfinite(st.f_max):
+        raise UnsupportedNetworkError("the torch backend rebuilds a plain STPN; this network bounds F (m-STPN)")
+    policy = Policy(ModelConfig(kind="stpn", hidden=st.hidden_size, n_actions=net.nodes["pi"].weight.shape[0]))
+    policy = policy.double().eval()
     t = lambda a: torch.as_tensor(np.asarray(a, np.float64))  # noqa: E731
     with torch.no_grad():
-        for mod, layer in ((policy.torso[0], conv1), (policy.torso[2], conv2), (policy.pi, pi), (policy.v, v)):
-            mod.weight.copy_(t(layer.params["weight"]))
-            mod.bias.copy_(t(layer.params["bias"]))
+        for mod, k in ((policy.torso[0], "conv1"), (policy.torso[2], "conv2"), (policy.pi, "pi"), (policy.v, "v")):
+            mod.weight.copy_(t(net.nodes[k].weight))
+            mod.bias.copy_(t(net.nodes[k].bias))
         for key in ("W", "b", "lam", "gamma"):
-            getattr(policy.core, key).copy_(t(core.params[key]))
+            getattr(policy.core, key).copy_(t(getattr(st, key)))
     return policy
 
 
@@ -145,10 +190,11 @@ class TorchRunner:
 
     name = "torch"
 
-    def __init__(self, spec: NetSpec, policy=None):
-        self.spec = spec
-        self.policy = policy.double().eval() if policy is not None else policy_from_spec(spec)
+    def __init__(self, net, policy=None):
+        self.net = net
+        self.policy = policy.double().eval() if policy is not None else policy_from_network(net)
         self.state = None
+        self.logits_name = logits_node(net)
 
     def reset(self):
         self.state = None
@@ -160,30 +206,19 @@ class TorchRunner:
             x = torch.as_tensor(np.asarray(obs, np.float64)).reshape(1, 1, 84, 84)
             feats1 = torch.relu(self.policy.torso[0](x / 255.0))
             logits, value, self.state, extras = self.policy(x, self.state)
-        L = self.spec.layers
-        vals = [(x / 255.0).reshape(-1), feats1.reshape(-1), extras["features"][0], extras["h"][0]]
-        acts = {layer.name: v.numpy().copy() for layer, v in zip(L[:4], vals)}
-        acts[self.spec.outputs["logits"]] = logits[0].numpy().copy()
-        if "value" in self.spec.outputs:
-            acts[self.spec.outputs["value"]] = value.reshape(-1).numpy().copy()
+        acts = {"sd_in": x.reshape(-1), "sd1": feats1.reshape(-1), "sd2": extras["features"][0],
+                "if1": feats1.reshape(-1), "if2": extras["features"][0],
+                "h": extras["h"][0], self.logits_name: logits[0], "value": value.reshape(-1)}
+        names = set(layer_names(self.net))
+        acts = {k: v.numpy().astype(np.float64).copy() for k, v in acts.items() if k in names}
         return StepOut(logits[0].numpy().copy(), acts)
 
     def close(self):
         pass
 
 
-def _torch_runner(spec, policy=None, **_):
-    return TorchRunner(spec, policy)
-
-
-def _numpy_fixed_runner(spec, **options):
-    try:
-        from conversion import simulator  # noqa: F401
-    except ImportError as exc:
-        raise BackendUnavailableError(f"the numpy-fixed backend needs conversion.simulator ({exc})") from None
-    from lava_procs.network import conversion_fixed_runner  # adapter lives next to its Lava twin
-
-    return conversion_fixed_runner(spec, **options)
+def _torch_runner(net, policy=None, **_):
+    return TorchRunner(net, policy)
 
 
 # -- runs ----------------------------------------------------------------------------------------
@@ -234,36 +269,38 @@ def run_sequence(runner, frames: np.ndarray, name: str | None = None, keep_acts:
     return res
 
 
-def record_frames(spec: NetSpec, n_frames: int, seed: int = 0, policy=None) -> np.ndarray:
-    """Observations (T, 84, 84) uint8 of the PyTorch policy playing Pong greedily from ``seed``."""
+def env_config(net):
+    """The Pong environment the network was converted for (metadata "env"), else the default."""
+    import dataclasses
+
     from snn_agent.config import EnvConfig
-    from snn_agent.envs import PongVecEnv
 
-    runner = TorchRunner(spec, policy)
-    env = PongVecEnv(EnvConfig(action_set=spec.meta.get("action_set", "minimal")), 1, seed=seed)
-    try:
-        obs = env.reset()
-        frames = []
-        for _ in range(n_frames):
-            frames.append(obs[0, 0].copy())
-            out = runner.step(obs[0, 0])
-            obs, _, done, _ = env.step([int(np.argmax(out.logits))])
-            if done[0]:
-                runner.reset()
-        return np.stack(frames)
-    finally:
-        env.close()
+    env = net.metadata.get("env") or {}
+    fields = {f.name for f in dataclasses.fields(EnvConfig)}
+    return EnvConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in env.items() if k in fields})
 
 
-def play_game(runner, spec: NetSpec, seed: int = 0, max_steps: int | None = None, progress=None) -> dict:
+def record_frames(net, n_frames: int, seed: int = 0, policy=None) -> np.ndarray:
+    """Observations (T, 84, 84) uint8 of the PyTorch policy playing Pong greedily from ``seed``
+    (conversion.pong.record; the recording continues into the next game if one ends)."""
+    from conversion import pong
+
+    policy = policy if policy is not None else policy_from_network(net)
+    rec = pong.record(policy, env_config(net), n_frames=n_frames, seed=seed)
+    if rec.starts[1:].any():
+        cut = int(np.flatnonzero(rec.starts[1:])[0]) + 1   # keep one episode: no reset mid-sequence
+        return rec.frames[:cut, 0]
+    return rec.frames[:, 0]
+
+
+def play_game(runner, net, seed: int = 0, max_steps: int | None = None, progress=None) -> dict:
     """One full Pong game on ``runner``, frame by frame (set input, run one frame, read the action).
     Returns score (points won - lost), agent steps, seconds, truncated."""
     import dataclasses
 
-    from snn_agent.config import EnvConfig
     from snn_agent.envs import PongVecEnv
 
-    cfg = dataclasses.replace(EnvConfig(action_set=spec.meta.get("action_set", "minimal")), reward_clipping=False)
+    cfg = dataclasses.replace(env_config(net), reward_clipping=False)
     limit = max_steps or cfg.max_episode_frames // cfg.frameskip
     env = PongVecEnv(cfg, 1, seed=seed)
     score, steps, done = 0.0, 0, False
@@ -360,25 +397,17 @@ class Summary:
         return "\n".join(lines)
 
 
-def load_spec(path) -> NetSpec:
-    """NetSpec of a converted network file (or of a policy checkpoint, converted on the fly)."""
+def load_network(path):
+    """The converted network file (conversion.nirfile.read_network; DataFormatError if it is not one)."""
+    from conversion.nirfile import read_network
+
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
     if path.is_dir():
-        raise DataFormatError(f"{path}: is a folder, expected a converted network file")
-    try:
-        from conversion.adapter_for_backends import spec_from_file  # noqa: F401  (if conversion provides it)
-    except ImportError:
-        spec_from_file = None
-    if spec_from_file is not None:
-        return spec_from_file(path)
-    from mstpn.netspec import spec_from_file as _from_file
-
-    return _from_file(path)
+        raise DataFormatError(f"{path}: is a folder, expected a converted network file (mstpn convert)")
+    return read_network(path)
 
 
-def compare_sequence(spec: NetSpec, frames: np.ndarray, backends, policy=None, progress=None,
+def compare_sequence(net, frames: np.ndarray, backends, policy=None, progress=None,
                      options: dict | None = None) -> tuple[list, dict]:
     """Run ``frames`` on each backend; returns (comparisons, results by backend)."""
     results = {}
@@ -391,7 +420,7 @@ def compare_sequence(spec: NetSpec, frames: np.ndarray, backends, policy=None, p
             progress(f"{name}: {len(frames)} frames ...")
         try:
             t0 = time.perf_counter()
-            runner = make_runner(name, spec, **({"policy": policy} if name == "torch" else {}),
+            runner = make_runner(name, net, **({"policy": policy} if name == "torch" else {}),
                                  **options.get(name, {}))
             build = time.perf_counter() - t0
             try:
@@ -420,35 +449,35 @@ def run_comparison(net_path, frames: int = 100, backends=DEFAULT_BACKENDS, obs_p
         raise MstpnError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
     if frames < 1:
         raise MstpnError("--frames must be >= 1")
-    spec = load_spec(net_path)
+    net = load_network(net_path)
     if obs_path is not None:
         obs = np.load(obs_path)
         if obs.ndim != 3 or obs.shape[1:] != (84, 84):
             raise DataFormatError(f"{obs_path}: expected (T, 84, 84) frames, got {obs.shape}")
         obs = obs[:frames]
     else:
-        obs = record_frames(spec, frames, seed)
-    comps, results = compare_sequence(spec, obs, backends, progress=progress)
+        obs = record_frames(net, frames, seed)
+    comps, results = compare_sequence(net, obs, backends, progress=progress)
     if game:
         for c in comps:
             if c.error:
                 continue
             try:
-                runner = make_runner(c.backend, spec)
+                runner = make_runner(c.backend, net)
                 try:
-                    g = play_game(runner, spec, seed=seed, max_steps=max_game_steps, progress=progress)
+                    g = play_game(runner, net, seed=seed, max_steps=max_game_steps, progress=progress)
                 finally:
                     runner.close()
                 c.score, c.game_steps, c.game_fps = g["score"], g["steps"], g["steps"] / g["seconds"]
             except MstpnError as exc:
                 c.error = f"game failed: {exc}"
     summary = Summary(comps, out_dir=Path(out_dir))
-    write_report(summary, results, Path(out_dir), spec)
+    write_report(summary, results, Path(out_dir), net)
     return summary
 
 
 # -- report --------------------------------------------------------------------------------------
-def _plots(results: dict, comps: list, out: Path, spec: NetSpec) -> list:
+def _plots(results: dict, comps: list, out: Path, net) -> list:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -462,11 +491,11 @@ def _plots(results: dict, comps: list, out: Path, spec: NetSpec) -> list:
     # activity rasters (events per unit over time) of the NumPy reference, per layer
     src = ok.get("numpy")
     if src is not None and src.acts:
-        layers = [n for n in spec.names if n in src.acts]
+        layers = [n for n in layer_names(net) if n in src.acts]
         fig, axes = plt.subplots(1, len(layers), figsize=(3 * len(layers), 3), squeeze=False)
         for ax, name in zip(axes[0], layers):
             a = src.acts[name]
-            changed = np.abs(np.diff(a, axis=0, prepend=0.0)) > spec[name].threshold
+            changed = np.diff(a, axis=0, prepend=0.0) != 0     # a unit's sent value changed: an event
             ax.imshow(changed.T, aspect="auto", interpolation="nearest", cmap="Greys")
             ax.set_title(f"{name} ({int(changed.sum())} events)", fontsize=8)
             ax.set_xlabel("frame")
@@ -506,11 +535,12 @@ def _plots(results: dict, comps: list, out: Path, spec: NetSpec) -> list:
     return files
 
 
-def write_report(summary: Summary, results: dict, out: Path, spec: NetSpec) -> None:
+def write_report(summary: Summary, results: dict, out: Path, net) -> None:
     from mstpn.io import atomic_write_json, atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
-    files = _plots(results, summary.comparisons, out, spec)
+    files = _plots(results, summary.comparisons, out, net)
+    names_ = layer_names(net)
     np_fps = next((c.fps for c in summary.comparisons if c.backend == "numpy" and not c.error), None)
     lines = ["# Cross-simulator comparison", "",
              f"Recorded sequence: {max((c.frames for c in summary.comparisons), default=0)} frames; "
@@ -521,19 +551,19 @@ def write_report(summary: Summary, results: dict, out: Path, spec: NetSpec) -> N
             ratio = f"{c.fps / np_fps:.3f}x" if np_fps else "-"
             lines.append(f"- {c.backend}: {c.fps:.2f} fps ({ratio})")
     lines += ["", "## Per-layer activation error (max |a - a_torch|, relative to max |a_torch|)", "",
-              "| backend | " + " | ".join(spec.names) + " |", "|---|" + "---|" * len(spec.names)]
+              "| backend | " + " | ".join(names_) + " |", "|---|" + "---|" * len(names_)]
     for c in summary.comparisons:
         if c.layer_max_abs:
             lines.append(f"| {c.backend} | " + " | ".join(
                 f"{c.layer_max_abs[n]:.1e} ({c.layer_rel[n]:.1e})" if n in c.layer_max_abs else "-"
-                for n in spec.names) + " |")
+                for n in names_) + " |")
     lines += ["", "## Events and synaptic operations per frame (mean)", "",
-              "| backend | " + " | ".join(f"{n} ev / syn" for n in spec.names) + " |",
-              "|---|" + "---|" * len(spec.names)]
+              "| backend | " + " | ".join(f"{n} ev / syn" for n in names_) + " |",
+              "|---|" + "---|" * len(names_)]
     for c in summary.comparisons:
         if c.events:
             lines.append(f"| {c.backend} | " + " | ".join(
-                f"{c.events.get(n, float('nan')):.0f} / {c.synops.get(n, float('nan')):.0f}" for n in spec.names) + " |")
+                f"{c.events.get(n, float('nan')):.0f} / {c.synops.get(n, float('nan')):.0f}" for n in names_) + " |")
     lines += [""] + [f"![{f}]({f})" for f in files] + [""]
     atomic_write_text(out / "report.md", "\n".join(lines))
     payload = [{k: v for k, v in c.__dict__.items()} for c in summary.comparisons]

@@ -197,10 +197,8 @@ def compare_backends(net, policy, env_cfg, seed: int, n_frames: int, backends, o
 def _external_backend(name: str, net, policy, rec):
     """Logits and actions of an mstpn.compare backend on the recording."""
     from mstpn import compare
-    from mstpn.netspec import spec_from_network
 
-    spec = spec_from_network(net)
-    comps, results = compare.compare_sequence(spec, rec.frames[:, 0], [name], policy=policy)
+    comps, results = compare.compare_sequence(net, rec.frames[:, 0], [name], policy=policy)
     res = results[name]
     if res.error:
         raise RuntimeError(res.error)

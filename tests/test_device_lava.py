@@ -4,19 +4,13 @@ import sys
 import numpy as np
 import pytest
 
-import lava_procs
 from memristor import fixed_point as fp
 from memristor import reference as ref
 from memristor.backends import get_simulator
 from memristor.params import DeviceParams
 from mstpn.errors import BackendUnavailableError
 
-try:
-    lava_procs.require_lava()
-    HAVE_LAVA = True
-except BackendUnavailableError:
-    HAVE_LAVA = False
-needs_lava = pytest.mark.skipif(not HAVE_LAVA, reason="lava-nc not installed")
+from lava_available import HAVE_LAVA, needs_lava  # noqa: E402,F401
 
 
 from device_scenarios import scenario  # noqa: E402

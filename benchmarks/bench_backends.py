@@ -1,0 +1,99 @@
+"""Speed of every backend on the same recorded Pong sequence, as ratios to the NumPy reference,
+and (``--games``) one full Pong game on every backend, frame by frame.
+
+    python benchmarks/bench_backends.py [NET.nir | --checkpoint CKPT] [--frames 100] [--games]
+                                        [--backends B ...] [--out DIR]
+
+Without NET, the shipped STPN checkpoint (artifacts/stpn) is converted with calibration on 300
+frames (sigma-delta with fixed point, and the rate form for snnTorch's rate-coded file).  Prints a
+table: backend, frames/s, ratio to numpy, action agreement with PyTorch, bit-exactness (fixed
+point), and with --games the score and length of the game; writes DIR/bench_backends.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mstpn import compare as C  # noqa: E402
+from mstpn.errors import MstpnError  # noqa: E402
+from mstpn.io import atomic_write_json  # noqa: E402
+
+ALL = ("torch", "numpy", "numpy-fixed", "snntorch", "brian2", "brian2-cython", "lava", "lava-fixed", "loihi2")
+SLOW = {"brian2": 30, "brian2-cython": 30}   # frames of the speed run for the slow backends
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("net", nargs="?", type=Path, help="converted network (default: convert the shipped STPN)")
+    ap.add_argument("--checkpoint", type=Path, default=ROOT / "artifacts" / "stpn" / "policy.safetensors")
+    ap.add_argument("--frames", type=int, default=100)
+    ap.add_argument("--backends", nargs="+", default=[b for b in ALL if b != "brian2-cython"])
+    ap.add_argument("--games", action="store_true", help="play one full game on every backend")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=Path("bench_out"))
+    args = ap.parse_args(argv)
+
+    from conversion.cli import convert_with_calibration
+    from snn_agent.checkpoint import load_policy
+
+    policy, meta = load_policy(args.checkpoint)
+    if args.net:
+        net = C.load_network(args.net)
+    else:
+        net = convert_with_calibration(policy, meta["config"].env, calib_frames=300, seed=0, log=print)
+    frames = C.record_frames(net, args.frames, seed=args.seed, policy=policy)
+    print(f"recorded {len(frames)} frames")
+    ref = C.run_sequence(C.make_runner("torch", net, policy=policy), frames, "torch")
+    oracle = C.run_sequence(C.make_runner("numpy-fixed", net), frames, "numpy-fixed") if net.fixed else None
+    rows = []
+    for name in args.backends:
+        row = dict(backend=name)
+        try:
+            n = min(len(frames), SLOW.get(name, len(frames)))
+            t0 = time.perf_counter()
+            runner = C.make_runner(name, net, **({"policy": policy} if name == "torch" else {}))
+            row["build_s"] = time.perf_counter() - t0
+            try:
+                res = C.run_sequence(runner, frames[:n], name)
+                if args.games:
+                    g = C.play_game(runner, net, seed=args.seed, progress=print)
+                    row.update(score=g["score"], game_steps=g["steps"], game_s=g["seconds"],
+                               game_fps=g["steps"] / g["seconds"], finished=not g["truncated"])
+            finally:
+                runner.close()
+            sub = C.RunResult("torch", logits=ref.logits[:n])
+            c = C.compare_runs(res, sub, oracle if name in C.FIXED_BACKENDS else None)
+            row.update(frames=n, fps=res.fps, agreement=c.agreement_torch, bit_exact=c.bit_exact,
+                       max_logit_err=c.logit_max_abs)
+        except MstpnError as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"
+        rows.append(row)
+        print(row, flush=True)
+    base = next((r["fps"] for r in rows if r["backend"] == "numpy" and "fps" in r), None)
+    print("\n| backend | frames | frames/s | x numpy | actions = torch | bit-exact | game score | game steps | game steps/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['backend']} | - | - | - | - | - | - | - | {r['error'][:90]} |")
+            continue
+        ratio = r["fps"] / base if base else float("nan")
+        r["ratio_to_numpy"] = ratio
+        print(f"| {r['backend']} | {r['frames']} | {r['fps']:.1f} | {ratio:.3f} | {r['agreement']:.1%} | "
+              f"{'-' if r['bit_exact'] is None else r['bit_exact']} | {r.get('score', '-')} | "
+              f"{r.get('game_steps', '-')} | {r.get('game_fps', float('nan')):.1f} |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / "bench_backends.json",
+                      json.loads(json.dumps(rows, default=lambda o: o.item() if isinstance(o, np.generic) else str(o))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

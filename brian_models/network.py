@@ -1,0 +1,272 @@
+"""The converted Pong policy as a Brian2 network, run frame by frame (issue #5).
+
+Built from a converted :class:`conversion.graph.Network` (sigma-delta form, float64):
+
+* every SigmaDelta node is a ``NeuronGroup`` with ``u`` (integrated synaptic input, initialised to
+  the bias), ``y = act(u)`` (a subexpression), ``sent`` and a per-unit ``thr``; its event is Brian2's
+  native threshold/reset: ``threshold='abs(y - sent) > thr'``, ``reset='sent = sent + (y - sent)'``.
+  The graded payload is read by the synapses as ``y_pre - sent_pre`` (the synapses slot comes
+  before the reset slot, so this is the event's value e);
+* Conv2d and Affine nodes are ``Synapses`` with precomputed connectivity (i, j, w): every (input
+  unit, output unit, kernel weight) triple of the convolution (409,600 synapses for conv1,
+  663,552 for conv2), ``on_pre='u_post += w * (y_pre - sent_pre)'``; a Scale node is folded into
+  the next synapse's weights.  Affine -> Output heads are NeuronGroups whose ``u`` is read;
+* the plastic STPN layer is two ``Synapses`` objects (x -> h, 2592 x 64, and the recurrent
+  h -> h, 64 x 64) carrying per-synapse W, F, lam, gamma.  Row norms and G z are native Brian2
+  *summed variables* (``n2_post = (W + F)**2``, ``dot_post = (W + F) * z``); the neuron-side
+  operations (N = sqrt(sum) + eps, a = dot / N + b, y = tanh(a)) are ``run_regularly`` code of the
+  h NeuronGroup; the plasticity F <- clip(lam F / N + gamma y z, +-f_max) is ``run_regularly`` code
+  of the Synapses (slot ``end``, after the neurons).  Everything is Brian2 code generation
+  (numpy or cython target); nothing runs in a Python ``network_operation``.
+
+Timing: like Lava, a graded event reaches the next layer's threshold one Brian2 step later, so one
+frame is ``period`` steps (one per event-sending stage: 4 for Pong).  The host sets the input
+group's ``x`` to the frame, runs ``period`` steps, and reads the heads' ``u``.  The STPN layer must
+compute once per frame, in the frame's last step (after the x events of the layer below arrived):
+its code is gated by ``gate = int(step % period == period - 1)`` with ``step = int(t / dt + 0.5)``.
+Every SigmaDelta group's threshold is gated the same way to its own sub-step (depth - 1), so that
+each layer sends at most one event per unit and frame, as the oracle does (ungated, a layer would
+already fire in sub-step 0 on its bias, before its input arrived, and then a second time).
+
+Relation to the memristive synapse (brian_models/memristor_synapse.py): F is the volatile part
+G_ST of a differential device pair (F = (g_st+ - g_st-) / g_unit) and lam the retention over one
+frame, lam = exp(-dt_frame / tau(V_bias)) (the device's ``dg_st/dt = -g_st / tau``); the Hebbian
+term gamma y z is the change of G_ST caused by an update pulse in the linear, small-pulse regime
+of the device's soft-bounded rule (k (g_st_max - g_st) ~ k g_st_max when g_st << g_st_max), and
+f_max the conductance bound.  The plain STPN here uses the linear form, as the oracle does, so
+the network agrees with conversion's simulator; the division by the row norm N (F / N) and the
+tanh are neuron-side operations with no device counterpart.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mstpn.compare import StepOut, UnsupportedNetworkError
+from mstpn.errors import BackendUnavailableError, MstpnError
+
+TARGETS = ("numpy", "cython")
+
+
+def _b2():
+    try:
+        import brian2
+    except ImportError as exc:
+        raise BackendUnavailableError(f"the brian2 backend needs brian2 ({exc}); pip install brian2") from None
+    return brian2
+
+
+def _act_expr(kind: str) -> str:
+    return {"identity": "u", "relu": "clip(u, 0, inf)", "tanh": "tanh(u)"}[kind]
+
+
+def _gate(phase: int) -> str:
+    """Subexpression that is 1 in sub-step ``phase`` of every frame (``period`` steps), else 0."""
+    return f"gate = int((int(t / dt + 0.5) % period) == {int(phase)}) : integer"
+
+
+def conv_connectivity(node):
+    """(i, j, w_index) of every synapse of a valid Conv2d node (C-order flat indices)."""
+    ci_n, h, w = node.in_shape
+    co_n, _, kh, kw = node.weight.shape
+    (sh, sw), (ph, pw) = node.stride, node.padding
+    if ph or pw:
+        raise UnsupportedNetworkError(f"brian2: Conv2d padding {node.padding} is not supported")
+    _, ho, wo = node.out_shape
+    co, oy, ox, ci, ky, kx = np.meshgrid(np.arange(co_n), np.arange(ho), np.arange(wo), np.arange(ci_n),
+                                         np.arange(kh), np.arange(kw), indexing="ij")
+    i = ((ci * h + oy * sh + ky) * w + ox * sw + kx).ravel()
+    j = ((co * ho + oy) * wo + ox).ravel()
+    widx = (((co * ci_n + ci) * kh + ky) * kw + kx).ravel()
+    return i, j, widx
+
+
+class Brian2Runner:
+    """Frame-by-frame Brian2 run of a converted sigma-delta network (``target``: numpy or cython)."""
+
+    def __init__(self, net, target: str = "numpy"):
+        b2 = _b2()
+        if target not in ("numpy", "cython"):
+            raise MstpnError(f"brian2 target {target!r}: frame-by-frame runs support numpy and cython "
+                             "(cpp_standalone, which compiles a whole run at once, is not supported)")
+        self.b2, self.net, self.target = b2, net, target
+        self.name = "brian2" if target == "numpy" else f"brian2-{target}"
+        self._build()
+
+    # -- construction -------------------------------------------------------------------------
+    def _build(self):
+        from conversion import graph as g
+
+        from lava_procs.network import layers_of
+
+        b2, net = self.b2, self.net
+        b2.prefs.codegen.target = self.target
+        b2.BrianLogger.log_level_error()
+        layers = layers_of(net)          # same cut as Lava: [(name, nodes, src)]
+        self.layers = layers
+        depth = {}
+        for name, nodes, src in layers:
+            depth[name] = 1 if src is None else depth[src] + (0 if isinstance(net.nodes[name], g.Output) else 1)
+        # an Output (head) integrates in the step its source fires: no extra step
+        self.period = max(depth.values())
+        self.depth = depth
+        self.clock = b2.Clock(dt=1 * b2.ms)
+        objs, groups, ns = [], {}, {"period": self.period}
+        fan = {}
+        for name, nodes, src in layers:
+            kinds = [type(net.nodes[n]).__name__ for n in nodes]
+            last = net.nodes[name]
+            n_out = int(np.prod(last.out_shape))
+            stpn = [n for n in nodes if kinds[nodes.index(n)] == "PlasticSTPN"]
+            if kinds[0] == "Input":
+                if kinds != ["Input", "SigmaDelta"] or last.activation != "identity":
+                    raise UnsupportedNetworkError(f"brian2: input layer {nodes} must be Input -> SigmaDelta(identity)")
+                grp = b2.NeuronGroup(n_out, "x : 1\nsent : 1\nthr : 1 (constant)\nnev : 1\nnsyn : 1\nfan : 1 (constant)\n"
+                                     + _gate(0), threshold="abs(x - sent) > thr and gate == 1", reset="sent = sent + (x - sent)\nnev += 1\nnsyn += fan",
+                                     clock=self.clock, name=f"g_{name}", namespace=ns)
+                grp.thr = last.threshold.reshape(-1)
+                groups[name] = grp
+                objs.append(grp)
+                continue
+            if stpn:
+                groups[name] = self._build_stpn(net, nodes, src, groups, objs, ns)
+                continue
+            syn_nodes = [n for n in nodes if kinds[nodes.index(n)] in ("Conv2d", "Affine")]
+            other = [k for k in kinds if k not in ("Scale", "Flatten", "Conv2d", "Affine", "SigmaDelta", "Output")]
+            if len(syn_nodes) != 1 or other:
+                raise UnsupportedNetworkError(f"brian2: layer {nodes} ({kinds}) is not synapse [+ neuron] ")
+            sn = net.nodes[syn_nodes[0]]
+            scale = 1.0
+            for n, k in zip(nodes, kinds):
+                if k == "Scale":
+                    sc = np.unique(net.nodes[n].scale)
+                    if sc.size != 1:
+                        raise UnsupportedNetworkError(f"brian2: Scale {n!r} must be uniform to fold into weights")
+                    scale *= float(sc[0])
+            n_u = int(np.prod(sn.out_shape))
+            if isinstance(last, g.SigmaDelta):
+                eqs = (f"u : 1\ny = {_act_expr(last.activation)} : 1\nsent : 1\nthr : 1 (constant)\n"
+                       "nev : 1\nnsyn : 1\nfan : 1 (constant)\n" + _gate(depth[name] - 1))
+                grp = b2.NeuronGroup(n_u, eqs, threshold="abs(y - sent) > thr and gate == 1",
+                                     reset="sent = sent + (y - sent)\nnev += 1\nnsyn += fan",
+                                     clock=self.clock, name=f"g_{name}", namespace=ns)
+                grp.thr = np.broadcast_to(last.threshold.reshape(-1), (n_u,))
+            else:   # Output: its u is read
+                grp = b2.NeuronGroup(n_u, "u : 1", clock=self.clock, name=f"g_{name}", namespace=ns)
+            bias = sn.bias.reshape(-1, 1, 1) if isinstance(sn, g.Conv2d) else sn.bias
+            grp.u = np.broadcast_to(bias, sn.out_shape).reshape(-1)
+            pre = groups[src]
+            if isinstance(sn, g.Conv2d):
+                i, j, widx = conv_connectivity(sn)
+                w = sn.weight.reshape(-1)[widx] * scale
+            else:
+                j, i = np.meshgrid(np.arange(sn.weight.shape[0]), np.arange(sn.weight.shape[1]), indexing="ij")
+                i, j = i.ravel(), j.ravel()
+                w = sn.weight[j, i] * scale
+            payload = "(x_pre - sent_pre)" if "x" in pre.variables else "(y_pre - sent_pre)"
+            syn = b2.Synapses(pre, grp, "w : 1 (constant)", on_pre=f"u_post += w * {payload}",
+                              clock=self.clock, name=f"s_{name}", namespace=ns)
+            syn.connect(i=i, j=j)
+            syn.w = w
+            fan[src] = fan.get(src, 0) + np.bincount(i, minlength=len(pre))
+            groups[name] = grp
+            objs += [grp, syn]
+        for src, f in fan.items():
+            groups[src].fan = f
+        self.groups = groups
+        self.network = b2.Network(*objs)
+        self.namespace = ns
+        self._frames = 0
+        self.network.store("episode_start")   # reset() = restore (state and t = 0)
+
+    def _build_stpn(self, net, nodes, src, groups, objs, ns):
+
+        b2 = self.b2
+        kinds = [type(net.nodes[n]).__name__ for n in nodes]
+        if [k for k in kinds if k not in ("Flatten",)] != ["PlasticSTPN", "SigmaDelta"]:
+            raise UnsupportedNetworkError(f"brian2: plastic layer {nodes} must be [Flatten] -> PlasticSTPN -> SigmaDelta")
+        st = net.nodes[[n for n, k in zip(nodes, kinds) if k == "PlasticSTPN"][0]]
+        post = net.nodes[nodes[-1]]
+        H, K = st.W.shape
+        I = K - H
+        pre_x = groups[src]
+        if len(pre_x) != I:
+            raise UnsupportedNetworkError(f"brian2: plastic layer expects {I} inputs, its source has {len(pre_x)}")
+        ns.update(stpn_eps=st.norm_eps, f_max=st.f_max)  # period is in ns already
+        gate = _gate(self.depth[nodes[-1]] - 1)
+        eqs = "\n".join([
+            "a : 1", "y : 1", "sent : 1", "zprev : 1", "rownorm : 1", "b : 1 (constant)", "thr : 1 (constant)",
+            "nev : 1", "nsyn : 1", "fan : 1 (constant)",
+            "n2x : 1", "n2h : 1", "dotx : 1", "doth : 1", gate])
+        h = b2.NeuronGroup(H, eqs, threshold="abs(y - sent) > thr and gate == 1",
+                           reset="sent = sent + (y - sent)\nnev += 1\nnsyn += fan",
+                           clock=self.clock, name=f"g_{nodes[-1]}", namespace=ns)
+        h.b = st.b
+        h.thr = np.broadcast_to(post.threshold.reshape(-1), (H,))
+        # neuron-side operations, once per frame, before the threshold of that step (the masks
+        # select exactly: x * 1 + 0 == x; "+ (1 - gate)" keeps the divisions finite when gated off)
+        h.run_regularly("zprev = gate * sent + (1 - gate) * zprev\n"
+                        "rownorm = gate * (sqrt(n2x + n2h) + stpn_eps) + (1 - gate) * rownorm\n"
+                        "a = gate * ((dotx + doth) / (rownorm + (1 - gate)) + b) + (1 - gate) * a\n"
+                        "y = gate * tanh(a) + (1 - gate) * y", when="before_thresholds", name=f"rr_{nodes[-1]}")
+        x_payload = "x_pre" if "x" in pre_x.variables else "sent_pre"
+        model = lambda tag, z: "\n".join([  # noqa: E731
+            "W : 1 (constant)", "lam : 1 (constant)", "gamma : 1 (constant)", "F : 1",
+            f"n2{tag}_post = (W + F) * (W + F) : 1 (summed)",
+            f"dot{tag}_post = (W + F) * {z} : 1 (summed)"])
+        # x -> h: z = x_sent (the source layer's sent value); h -> h: z = h_sent of the previous frame
+        sx = b2.Synapses(pre_x, h, model("x", "sent_pre" if x_payload == "sent_pre" else "x_pre"),
+                         clock=self.clock, name="s_stpn_x", namespace=ns)
+        jx, ix = np.meshgrid(np.arange(H), np.arange(I), indexing="ij")
+        sx.connect(i=ix.ravel(), j=jx.ravel())
+        sh = b2.Synapses(h, h, model("h", "sent_pre"), clock=self.clock, name="s_stpn_h", namespace=ns)
+        jh, ih = np.meshgrid(np.arange(H), np.arange(H), indexing="ij")
+        sh.connect(i=ih.ravel(), j=jh.ravel())
+        for syn, cols, (jj, ii) in ((sx, slice(0, I), (jx, ix)), (sh, slice(I, K), (jh, ih))):
+            syn.W = st.W[:, cols].reshape(-1)
+            syn.lam = st.lam[:, cols].reshape(-1)
+            syn.gamma = st.gamma[:, cols].reshape(-1)
+        # the plasticity phase, after the neurons fired (z of this frame: x_sent and h_sent(prev))
+        for syn, z in ((sx, "sent_pre"), (sh, "zprev_pre")):
+            syn.run_regularly(f"F = gate_post * clip(lam * (F / (rownorm_post + (1 - gate_post))) + gamma * (y_post * {z}), -f_max, f_max)"
+                              " + (1 - gate_post) * F", when="end", name=f"rr_{syn.name}")
+        objs += [h, sx, sh]
+        self.stpn_synops = 2 * H * K   # W z + F z of the dense plastic layer (summed variables)
+        return h
+
+    # -- running ------------------------------------------------------------------------------
+    def reset(self):
+        self.network.restore("episode_start")
+        self._frames = 0
+
+    def step(self, obs) -> StepOut:
+        first = self.layers[0][0]
+        grp = self.groups[first]
+        grp.x = np.asarray(obs, np.float64).reshape(-1)
+        before = {n: (float(np.sum(g.nev[:])), float(np.sum(g.nsyn[:]))) for n, g in self.groups.items()
+                  if "nev" in g.variables}
+        self.network.run(self.period * self.clock.dt, namespace=self.namespace)
+        self._frames += 1
+        out = StepOut(None)
+        for name, _, _ in self.layers:
+            g = self.groups[name]
+            v = g.x[:] if "x" in g.variables else g.sent[:] if "sent" in g.variables else g.u[:]
+            out.acts[name] = np.asarray(v, np.float64).copy()
+            if name in before:
+                ev, syn = before[name]
+                out.events[name] = int(round(float(np.sum(g.nev[:])) - ev))
+                out.synops[name] = int(round(float(np.sum(g.nsyn[:])) - syn))
+        from mstpn.compare import logits_node
+
+        out.logits = out.acts[logits_node(self.net)].copy()
+        return out
+
+    def close(self):
+        pass
+
+
+def make_runner(net, target: str = "numpy", **_):
+    return Brian2Runner(net, target=target)
+
+
+def make_cython_runner(net, **_):
+    return Brian2Runner(net, target="cython")
