@@ -78,24 +78,48 @@ def record(policy, env_cfg, n_frames: int | None = None, seed: int = 0, random_a
                      np.stack(logits) if logits else None, score, finished)
 
 
-def play(sim, env_cfg, seed: int = 0, max_frames: int = 30_000) -> dict:
-    """Closed loop: the simulator (batch 1) plays one greedy game. Returns score, steps, finished,
-    actions."""
-    if sim.B != 1:
-        raise ParameterError("play() needs a simulator with batch 1")
+def play_loop(act, env_cfg, seed: int = 0, max_steps: int | None = None, keep_observations: bool = False,
+              on_step=None) -> dict:
+    """Closed loop, batch 1: ``act(obs) -> action`` plays one game of Pong (obs: (1, 1, 84, 84)
+    uint8).  Stops when the game ends or after ``max_steps`` agent steps (default: the env's
+    episode limit).  ``on_step(steps, score)`` is called after every step (progress display).
+    Returns score (raw points won - lost), steps, frames, finished, actions, seconds and, with
+    ``keep_observations``, the observations the agent saw."""
+    import time
+
+    limit = int(max_steps) if max_steps else env_cfg.max_episode_frames // env_cfg.frameskip
+    if limit < 1:
+        raise ParameterError(f"max_steps must be >= 1, got {max_steps}")
     env = _env(env_cfg, seed)
-    sim.reset()
-    score, actions, finished = 0.0, [], False
+    score, actions, seen, finished = 0.0, [], [], False
+    t0 = time.perf_counter()
     try:
         obs = env.reset()
-        for _ in range(int(max_frames)):
-            a = int(sim.step(obs).actions[0])
+        for _ in range(limit):
+            if keep_observations:
+                seen.append(obs[0, 0].copy())
+            a = int(act(obs))
             actions.append(a)
             obs, reward, done, _ = env.step(np.array([a]))
             score += float(reward[0])
+            if on_step is not None:
+                on_step(len(actions), score)
             if done[0]:
                 finished = True
                 break
     finally:
         env.close()
-    return {"score": score, "steps": len(actions), "finished": finished, "actions": np.asarray(actions)}
+    out = {"score": score, "steps": len(actions), "frames": len(actions) * env_cfg.frameskip,
+           "finished": finished, "actions": np.asarray(actions), "seconds": time.perf_counter() - t0}
+    if keep_observations:
+        out["observations"] = seen
+    return out
+
+
+def play(sim, env_cfg, seed: int = 0, max_frames: int = 30_000) -> dict:
+    """Closed loop: the simulator (batch 1) plays one greedy game (at most ``max_frames`` agent
+    steps). Returns score, steps, finished, actions (see :func:`play_loop`)."""
+    if sim.B != 1:
+        raise ParameterError("play() needs a simulator with batch 1")
+    sim.reset()
+    return play_loop(lambda obs: sim.step(obs).actions[0], env_cfg, seed, max_steps=max_frames)

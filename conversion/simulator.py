@@ -33,7 +33,7 @@ from conversion.ops import conv2d, conv_fanout
 from mstpn.errors import DataFormatError, ParameterError
 
 INT = np.int64
-COUNTERS = ("events", "synops", "dense", "plastic_ops", "plastic_dense")
+COUNTERS = ("events", "synops", "dense", "plastic_ops", "plastic_dense", "hebbian")
 
 
 @dataclass
@@ -322,6 +322,7 @@ class Simulator:
         h, z, F = post["y"], st["z"], st["F"]
         nz = np.count_nonzero(z) * H
         self._count(n, "plastic_ops", H * K * self.B + nz)   # decay of every synapse + Hebbian on active ones
+        self._count(n, "hebbian", nz)                         # Hebbian increments (memristor update pulses)
         self._count(n, "plastic_dense", 3 * H * K * self.B)  # norm, decay, Hebbian of the dense network
         if self.fixed:
             fp, m = self.fp[n], self.monitor

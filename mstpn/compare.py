@@ -296,31 +296,16 @@ def record_frames(net, n_frames: int, seed: int = 0, policy=None) -> np.ndarray:
 def play_game(runner, net, seed: int = 0, max_steps: int | None = None, progress=None) -> dict:
     """One full Pong game on ``runner``, frame by frame (set input, run one frame, read the action).
     Returns score (points won - lost), agent steps, seconds, truncated."""
-    import dataclasses
+    from conversion.pong import play_loop
 
-    from snn_agent.envs import PongVecEnv
+    def report(steps, score):
+        if progress and steps % 500 == 0:
+            progress(f"  {getattr(runner, 'name', '?')}: {steps} steps, score {score:+.0f}")
 
-    cfg = dataclasses.replace(env_config(net), reward_clipping=False)
-    limit = max_steps or cfg.max_episode_frames // cfg.frameskip
-    env = PongVecEnv(cfg, 1, seed=seed)
-    score, steps, done = 0.0, 0, False
-    t0 = time.perf_counter()
-    try:
-        obs = env.reset()
-        runner.reset()
-        while steps < limit:
-            out = runner.step(obs[0, 0])
-            obs, reward, d, _ = env.step([int(np.argmax(out.logits))])
-            score += float(reward[0])
-            steps += 1
-            if progress and steps % 500 == 0:
-                progress(f"  {getattr(runner, 'name', '?')}: {steps} steps, score {score:+.0f}")
-            if d[0]:
-                done = True
-                break
-    finally:
-        env.close()
-    return dict(score=score, steps=steps, seconds=time.perf_counter() - t0, truncated=not done)
+    runner.reset()
+    g = play_loop(lambda obs: np.argmax(runner.step(obs[0, 0]).logits), env_config(net), seed, max_steps,
+                  on_step=report)
+    return dict(score=g["score"], steps=g["steps"], seconds=g["seconds"], truncated=not g["finished"])
 
 
 # -- comparison ----------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ Steps (each result also lands in ``OUT/run.json``)::
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -38,44 +37,32 @@ def play_event_driven(net, env_cfg, seed: int = 0, max_frames: int | None = None
                       progress: bool = True) -> dict:
     """One greedy game of the converted network in closed loop; returns score, steps, frames,
     the observations (for the GIF) and the simulator (for its event counters)."""
+    from conversion.pong import play_loop
     from conversion.simulator import Simulator
-    from snn_agent.envs import PongVecEnv
 
-    env_cfg = dataclasses.replace(env_cfg, reward_clipping=False)
     max_steps = (max_frames or env_cfg.max_episode_frames) // env_cfg.frameskip
     if max_steps < 1:
         raise ParameterError(f"max_frames must be at least one agent step ({env_cfg.frameskip} frames)")
     sim = Simulator(net, batch=1, fixed=fixed)
-    env = PongVecEnv(env_cfg, 1, seed=seed, num_threads=1)
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=max_steps, unit="step", desc="playing Pong (event-driven)", dynamic_ncols=True)
-    score, steps, finished, seen = 0.0, 0, False, []
-    t0 = time.perf_counter()
+
+    def show(steps, score):
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(score=f"{score:+.0f}", refresh=False)
+
     try:
-        obs = env.reset()
-        for _ in range(max_steps):
-            seen.append(obs[0, 0].copy())
-            action = int(sim.step(obs).actions[0])
-            obs, reward, done, _ = env.step(np.array([action]))
-            score += float(reward[0])
-            steps += 1
-            if bar is not None:
-                bar.update(1)
-                if reward[0]:
-                    bar.set_postfix(score=f"{score:+.0f}")
-            if done[0]:
-                finished = True
-                break
+        game = play_loop(lambda obs: sim.step(obs).actions[0], env_cfg, seed, max_steps,
+                         keep_observations=True, on_step=show)
     finally:
-        env.close()
         if bar is not None:
             bar.close()
-    wall = time.perf_counter() - t0
-    return dict(score=score, steps=steps, frames=steps * env_cfg.frameskip, finished=finished,
-                wall_s=wall, steps_per_s=steps / wall if wall > 0 else float("nan"),
-                observations=seen, simulator=sim)
+    wall = game.pop("seconds")
+    del game["actions"]
+    return dict(game, wall_s=wall, steps_per_s=game["steps"] / wall if wall > 0 else float("nan"), simulator=sim)
 
 
 def counts_from_simulator(sim, steps: int, frames: int):
@@ -95,17 +82,14 @@ def counts_from_simulator(sim, steps: int, frames: int):
         st = sim.stats[name]
         if isinstance(node, (g.Conv2d, g.Affine)):
             n_syn = int(node.weight.size)
-            n_out = int(np.prod(node.out_shape)) if hasattr(node, "out_shape") else int(node.weight.shape[0])
             layers.append(LayerCounts(name, n_synapses=n_syn, dense_macs=st["dense"], synaptic_ops=st["synops"],
-                                      events=st["events"], neuron_updates=n_out * steps))
+                                      events=st["events"], neuron_updates=int(np.prod(node.out_shape)) * steps))
         elif isinstance(node, g.PlasticSTPN):
             n_syn = int(node.W.size)
-            # the simulator counts per step: row norm (every synapse) + decay (every synapse) +
-            # Hebbian increments on the synapses whose pre and post are non-zero; only the last are
-            # programming pulses (relaxation is the device's own physics, the norm is neuron-side)
-            pulses = max(0, st["plastic_ops"] - 2 * n_syn * steps)
+            # only the Hebbian increments are programming pulses: relaxation is the device's own
+            # physics and the row norm is neuron-side
             layers.append(LayerCounts(name, n_synapses=n_syn, plastic_synapses=n_syn, dense_macs=st["dense"],
-                                      synaptic_ops=st["synops"], events=st["events"], update_pulses=pulses,
+                                      synaptic_ops=st["synops"], events=st["events"], update_pulses=st["hebbian"],
                                       neuron_updates=int(node.W.shape[0]) * steps, memristive=True))
     return RunCounts(tuple(layers), steps=steps, frames=frames, source="event-driven NumPy simulator, one game")
 
