@@ -8,7 +8,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("run", help="main job: play Pong event-driven, compare simulators, energy, report",
                               description="Play Pong with the shipped policy on the event-driven backend, "
                                           "compare simulators on a recorded sequence, account for energy, "
-                                          "and write a report folder (Markdown, plots, GIF).")
+                                          "and write a report folder (Markdown + HTML, plots, GIF).")
     p.add_argument("--checkpoint", default=None, help="policy checkpoint (default: the shipped STPN policy)")
     p.add_argument("--out", default="out/run", help="report folder (default out/run)")
     p.add_argument("--seed", type=int, default=0, help="game and calibration seed")
@@ -18,10 +18,13 @@ def register(subparsers) -> None:
     p.add_argument("--backends", default=None, help="comma-separated backends for the comparison")
     p.add_argument("--no-gif", action="store_true", help="do not write the game GIF")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--artifacts", default=None, help="folder of shipped policies for the score table and "
+                                                     "training curves (default: the project's artifacts/)")
     p.set_defaults(func=cmd_run)
 
-    r = subparsers.add_parser("report", help="re-render the Markdown report of a run folder")
+    r = subparsers.add_parser("report", help="re-render the report (README.md, report.html) of a run folder")
     r.add_argument("run_dir", help="folder written by `mstpn run`")
+    r.add_argument("--artifacts", default=None, help="folder of shipped policies (default: artifacts/)")
     r.set_defaults(func=cmd_report)
 
 
@@ -31,22 +34,21 @@ def cmd_run(args) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
     s = run_main_job(args.checkpoint, args.out, seed=args.seed, max_frames=args.max_frames,
                      compare_frames=args.compare_frames, backends=backends, gif=not args.no_gif,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, artifacts=args.artifacts)
     game = s["game"]
     print(f"score {game['score']:+.0f} in {game['steps']} agent steps "
           f"({'finished' if game['finished'] else 'capped'}); {game['steps_per_s']:.1f} steps/s event-driven")
     if s.get("comparison"):
         print(s["comparison"].get("table_md", ""))
     print(s["energy"]["table"])
-    print(f"report: {Path(args.out) / 'README.md'}")
+    print(f"report: {Path(args.out) / 'README.md'} and {Path(args.out) / 'report.html'}")
     return 0
 
 
 def cmd_report(args) -> int:
-    from mstpn.io import atomic_write_text
-    from mstpn.run import load_run, render_markdown
+    from mstpn.report import write_report
+    from mstpn.run import load_run
 
-    s = load_run(args.run_dir)
-    atomic_write_text(Path(args.run_dir) / "README.md", render_markdown(s))
-    print(f"wrote {Path(args.run_dir) / 'README.md'}")
+    files = write_report(args.run_dir, load_run(args.run_dir), artifacts=args.artifacts)
+    print(f"wrote {files['markdown']} and {files['html']}")
     return 0

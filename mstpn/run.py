@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from mstpn.errors import ParameterError
-from mstpn.io import atomic_write_json, atomic_write_text
+from mstpn.io import atomic_write_json
+from mstpn.report import write_report
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "artifacts" / "stpn" / "policy.safetensors"
 CALIBRATION_FRAMES = 200
@@ -95,7 +96,8 @@ def counts_from_simulator(sim, steps: int, frames: int):
 
 
 def run_main_job(checkpoint=None, out="out/run", seed: int = 0, max_frames: int | None = None,
-                 compare_frames: int = 100, backends=None, gif: bool = True, progress: bool = True) -> dict:
+                 compare_frames: int = 100, backends=None, gif: bool = True, progress: bool = True,
+                 artifacts=None) -> dict:
     """The whole main job; returns the summary written to ``OUT/run.json``."""
     import torch
 
@@ -133,8 +135,9 @@ def run_main_job(checkpoint=None, out="out/run", seed: int = 0, max_frames: int 
     report = energy_report(counts)
     report.write(out / "energy")
     summary["energy"] = {"table": report.format_table(), "files": "energy/"}
-    atomic_write_json(out / "run.json", _jsonable(summary))
-    atomic_write_text(out / "README.md", render_markdown(summary))
+    summary = _jsonable(summary)
+    atomic_write_json(out / "run.json", summary)
+    write_report(out, summary, artifacts=artifacts)
     return summary
 
 
@@ -187,29 +190,6 @@ def _external_backend(name: str, net, policy, rec):
     if res.error:
         raise RuntimeError(res.error)
     return np.asarray(res.logits), np.asarray(res.actions)
-
-
-def render_markdown(s: dict) -> str:
-    game = s["game"]
-    lines = [
-        "# mstpn run", "",
-        f"Checkpoint `{s['checkpoint']}` ({s['model'].get('kind', '?')} core, "
-        f"trained {s.get('trained_frames') or '?'} frames), seed {s['seed']}.", "",
-        "## Game (event-driven sigma-delta network, NumPy reference simulator)", "",
-        f"- score: **{game['score']:+.0f}** over {game['steps']} agent steps ({game['frames']} frames, "
-        f"{'finished' if game['finished'] else 'capped before the end'})",
-        f"- speed: {game['steps_per_s']:.1f} agent steps/s",
-        f"- events per frame: {game['events_per_frame'].get('events', float('nan')):.0f}; synaptic ops per "
-        f"frame vs dense MACs: {game['events_per_frame'].get('synops_ratio', float('nan')):.3f}", "",
-        "![game](game.gif)", "",
-    ]
-    comp = s.get("comparison")
-    if comp:
-        lines += ["## Cross-simulator agreement (recorded sequence)", "", comp.get("table_md", ""), "",
-                  "Details: [compare/report.md](compare/report.md)", ""]
-    lines += ["## Energy of this game", "", "```", s["energy"]["table"], "```", "",
-              "![energy](energy/energy.png)", ""]
-    return "\n".join(lines)
 
 
 def _jsonable(x):

@@ -9,6 +9,7 @@ float32 or float64 (``policy.double()``), on CPU or CUDA.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -69,6 +70,30 @@ def build_core(cfg: ModelConfig, input_size: int = CONV_FEATURES) -> nn.Module:
     raise ValueError(cfg.kind)
 
 
+def _orthogonal(layer: nn.Module, gain: float) -> None:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+
+
+def init_actor_critic(policy: "Policy") -> None:
+    """The usual actor-critic initialisation for Atari (baselines / CleanRL): orthogonal conv
+    weights with gain sqrt(2) (ReLU), zero biases; policy head gain 0.01 (near-uniform start), value
+    head gain 1; LSTM input/recurrent weights orthogonal, biases zero.  The STPN's W, b, lambda,
+    gamma keep the reference initialisation (its row norm makes W's scale irrelevant).
+
+    PyTorch's default conv initialisation leaves the features of a Pong frame almost input-
+    independent (the logits differ by ~1e-3 across frames), and A2C then did not learn at all.
+    """
+    for layer in policy.torso:
+        if isinstance(layer, nn.Conv2d):
+            _orthogonal(layer, math.sqrt(2.0))
+    _orthogonal(policy.pi, 0.01)
+    _orthogonal(policy.v, 1.0)
+    if isinstance(policy.core, LSTMCore):
+        for name, p in policy.core.cell.named_parameters():
+            (nn.init.orthogonal_ if name.startswith("weight") else nn.init.zeros_)(p)
+
+
 def reset_state(state, done):
     """Zero every state tensor of batch elements with ``done`` (B,) true (new episode)."""
     ref = state[0]
@@ -95,6 +120,7 @@ class Policy(nn.Module):
         self.core = build_core(cfg)
         self.pi = nn.Linear(cfg.hidden, cfg.n_actions)
         self.v = nn.Linear(cfg.hidden, 1)
+        init_actor_critic(self)
 
     @property
     def dtype(self):

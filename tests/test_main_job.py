@@ -33,7 +33,8 @@ def test_run_writes_report_and_is_reproducible(checkpoint, tmp_path):
                   "--backends", "numpy,numpy-fixed,nosuch", "--seed", 5, "--no-progress")
         assert r.returncode == 0, r.stderr[-3000:]
         assert "score" in r.stdout and "memristive" in r.stdout
-        for f in ("README.md", "run.json", "game.gif", "energy/energy.png", "energy/energy.json"):
+        for f in ("README.md", "report.html", "run.json", "game.gif", "energy/energy.png", "energy/energy.json",
+                  "device/relaxation.png"):
             assert (out / f).is_file(), f
         outs.append(json.loads((out / "run.json").read_text()))
     rows = {r["backend"]: r for r in outs[0]["comparison"]["rows"]}

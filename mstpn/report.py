@@ -1,0 +1,189 @@
+"""The report of a run folder (``mstpn run`` writes it, ``mstpn report`` re-renders it).
+
+Two renderings of one content: ``README.md`` (Markdown, readable on GitHub) and ``report.html``
+(the same text, self-contained: figures embedded, opens in any browser).  Sections:
+
+* the game the converted, event-driven network played (score, events, GIF);
+* scores of the shipped policies (``artifacts/*/eval.json``: greedy PyTorch play) beside the
+  converted network's game;
+* training curves of the shipped policies (``artifacts/*/curve.csv``);
+* device curves: the four characterisation protocols on the NumPy reference device model;
+* cross-simulator agreement and speed on a recorded sequence;
+* the energy account of the game.
+
+Figures are regenerated on every render from their sources (``run.json``, the artifacts folder,
+the device model), so ``mstpn report`` reflects newly trained artifacts.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from mstpn.io import atomic_path, atomic_write_text
+
+#: the shipped policies, one folder per model (policy.safetensors, eval.json, curve.csv)
+DEFAULT_ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+#: characterisation protocols shown in the report (memristor.protocols names)
+DEVICE_PROTOCOLS = ("pulse_train", "relaxation", "ppf", "metaplasticity")
+MODEL_NAMES = {"stpn": "STPN", "mstpn": "m-STPN", "lstm": "LSTM"}
+
+
+def collect_models(artifacts: Path) -> list[dict]:
+    """One dict per shipped policy folder: name, kind, trained frames/wall time, greedy score."""
+    from snn_agent.checkpoint import read_metadata
+
+    models = []
+    for folder in sorted(p for p in Path(artifacts).glob("*") if (p / "policy.safetensors").is_file()):
+        meta = read_metadata(folder / "policy.safetensors")
+        kind = meta.get("architecture", {}).get("kind", folder.name)
+        row = {"folder": folder.name, "kind": kind, "name": MODEL_NAMES.get(kind, kind),
+               "frames": meta.get("progress", {}).get("frames"), "wall_s": meta.get("progress", {}).get("wall_s")}
+        if (folder / "eval.json").is_file():
+            ev = json.loads((folder / "eval.json").read_text(encoding="utf-8"))
+            row.update(score_mean=ev["mean"], score_std=ev["std"], episodes=ev["episodes"])
+        if (folder / "curve.csv").is_file():
+            row["curve"] = folder / "curve.csv"
+        models.append(row)
+    return models
+
+
+def _curve(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    frames, score = [], []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            if r.get("score_mean20"):
+                frames.append(float(r["frames"]))
+                score.append(float(r["score_mean20"]))
+    return np.asarray(frames), np.asarray(score)
+
+
+def _savefig(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def plot_training_curves(models: list[dict], path: Path) -> bool:
+    """Training score (mean of the last 20 games) against emulator frames, one line per model."""
+    curves = [(m["name"], *_curve(m["curve"])) for m in models if "curve" in m]
+    curves = [c for c in curves if len(c[1])]
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for name, f, s in curves:
+        ax.plot(f / 1e6, s, label=name)
+    ax.axhline(20, color="grey", ls=":", lw=1)
+    ax.set_xlabel("emulator frames [millions]")
+    ax.set_ylabel("score, last 20 training games")
+    ax.set_ylim(-21.5, 21.5)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    _savefig(fig, path)
+    return True
+
+
+def plot_device_curves(folder: Path) -> list[str]:
+    """The characterisation protocols on the NumPy reference with the default (published) device
+    parameters; returns the written file names (relative to the report folder)."""
+    from memristor import protocols as pr
+
+    names = []
+    for name in DEVICE_PROTOCOLS:
+        res = pr.run_protocol(name, "numpy")
+        rel = f"device/{name}.png"
+        (folder / "device").mkdir(parents=True, exist_ok=True)
+        pr.plot_protocol(res, folder / rel)
+        names.append(rel)
+    return names
+
+
+def render_markdown(s: dict, models: list[dict], figures: dict) -> str:
+    game = s["game"]
+    epf = game["events_per_frame"]
+    trained = f"{s['trained_frames']:,}" if s.get("trained_frames") else "?"
+    lines = [
+        "# mstpn run", "",
+        f"Checkpoint `{s['checkpoint']}` ({s['model'].get('kind', '?')} core, "
+        f"trained {trained} frames), seed {s['seed']}.", "",
+        "## Game (event-driven sigma-delta network, NumPy reference simulator)", "",
+        f"- score: **{game['score']:+.0f}** over {game['steps']} agent steps ({game['frames']} frames, "
+        f"{'finished' if game['finished'] else 'capped before the end'})",
+        f"- speed: {game['steps_per_s']:.1f} agent steps/s",
+        f"- events per frame: {epf.get('events', float('nan')):.0f}; synaptic ops per "
+        f"frame vs dense MACs: {epf.get('synops_ratio', float('nan')):.3f}", "",
+        "![game](game.gif)", "",
+        "## Scores", "",
+        "| policy | how it played | trained frames | score |", "|---|---|---|---|",
+    ]
+    for m in models:
+        score = (f"{m['score_mean']:+.2f} +- {m['score_std']:.2f} ({m['episodes']} games)"
+                 if "score_mean" in m else "not evaluated")
+        frames = f"{m['frames']:,}" if m.get("frames") else "?"
+        lines.append(f"| {m['name']} (`artifacts/{m['folder']}`) | PyTorch, greedy | {frames} | {score} |")
+    lines += [f"| this run's checkpoint, converted | event-driven NumPy simulator, greedy | "
+              f"{trained} | {game['score']:+.0f} (1 game) |", ""]
+    if figures.get("training"):
+        lines += ["## Training curves", "", f"![training curves]({figures['training']})", ""]
+    if figures.get("device"):
+        lines += ["## Device model (NumPy reference, default parameters)", "",
+                  " ".join(f"![{Path(f).stem}]({f})" for f in figures["device"]), ""]
+    comp = s.get("comparison")
+    if comp:
+        lines += ["## Cross-simulator agreement and speed (recorded sequence)", "",
+                  f"{comp.get('frames', '?')} frames recorded from the {comp.get('reference', 'PyTorch policy')}.",
+                  "", comp.get("table_md", ""), ""]
+    lines += ["## Energy of this game", "", "```", s["energy"]["table"], "```", "",
+              "![energy](energy/energy.png)", ""]
+    return "\n".join(lines)
+
+
+def _embed_images(html: str, folder: Path) -> str:
+    """Replace ``src="relative.png|gif"`` with data URIs so the HTML file stands alone."""
+    def repl(m):
+        path = folder / m.group(1)
+        if not path.is_file():
+            return m.group(0)
+        mime = "image/gif" if path.suffix == ".gif" else "image/png"
+        return f'src="data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"'
+
+    return re.sub(r'src="([^":]+\.(?:png|gif))"', repl, html)
+
+
+def render_html(markdown_text: str, folder: Path) -> str:
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
+    style = ("body{font-family:sans-serif;max-width:980px;margin:2em auto;padding:0 1em;line-height:1.4}"
+             "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:2px 8px}"
+             "pre{background:#f4f4f4;padding:.6em;overflow-x:auto}img{max-width:100%}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>mstpn run</title>"
+            f"<style>{style}</style></head><body>\n{_embed_images(body, folder)}\n</body></html>\n")
+
+
+def write_report(folder, summary: dict, artifacts=None, device_curves: bool = True) -> dict:
+    """Write figures, ``README.md`` and ``report.html`` into ``folder``; returns the file map."""
+    folder = Path(folder)
+    models = collect_models(Path(artifacts) if artifacts else DEFAULT_ARTIFACTS)
+    figures = {}
+    if plot_training_curves(models, folder / "training_curves.png"):
+        figures["training"] = "training_curves.png"
+    if device_curves:
+        figures["device"] = plot_device_curves(folder)
+    text = render_markdown(summary, models, figures)
+    atomic_write_text(folder / "README.md", text)
+    atomic_write_text(folder / "report.html", render_html(text, folder))
+    return {"markdown": folder / "README.md", "html": folder / "report.html", **figures}

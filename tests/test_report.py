@@ -1,0 +1,69 @@
+"""mstpn.report: the score table and training curves come from the artifacts folder, the HTML
+report stands alone (figures embedded), and re-rendering is deterministic."""
+import json
+import re
+
+import pytest
+
+from mstpn.report import collect_models, render_html, write_report
+from snn_agent.checkpoint import build_policy, save_checkpoint
+from snn_agent.config import RunConfig
+from snn_agent.train import write_curve
+
+
+def _summary():
+    return {"checkpoint": "x.safetensors", "model": {"kind": "stpn"}, "seed": 0, "trained_frames": 1234567,
+            "game": {"score": -3.0, "steps": 10, "frames": 40, "finished": False, "steps_per_s": 5.0,
+                     "events_per_frame": {"events": 12.0, "synops_ratio": 0.5}},
+            "comparison": {"frames": 10, "reference": "PyTorch policy, float64",
+                           "table_md": "| backend | frames |\n|---|---|\n| numpy | 10 |"},
+            "energy": {"table": "memristive stpn bias 1.0"}}
+
+
+@pytest.fixture
+def artifacts(tmp_path):
+    root = tmp_path / "artifacts"
+    for kind in ("lstm", "stpn"):
+        folder = root / kind
+        folder.mkdir(parents=True)
+        cfg = RunConfig.from_dict({"model": {"kind": kind}})
+        save_checkpoint(folder / "policy.safetensors", build_policy(cfg, seed=1), cfg,
+                        progress={"frames": 4000, "wall_s": 2.0})
+        (folder / "eval.json").write_text(json.dumps({"episodes": 20, "mean": 20.5 if kind == "stpn" else 7.0,
+                                                      "std": 0.5}))
+        write_curve(folder, [{"frames": 1000 * k, "score_mean20": -21 + k, "entropy": 1.0} for k in range(1, 5)],
+                    png=False)
+    (root / "not_a_policy").mkdir()
+    return root
+
+
+def test_collect_models_reads_scores_frames_and_curves(artifacts):
+    models = {m["kind"]: m for m in collect_models(artifacts)}
+    assert set(models) == {"lstm", "stpn"}
+    assert models["stpn"]["name"] == "STPN" and models["stpn"]["frames"] == 4000
+    assert models["stpn"]["score_mean"] == 20.5 and models["lstm"]["episodes"] == 20
+    assert models["lstm"]["curve"].name == "curve.csv"
+
+
+def test_report_markdown_and_standalone_html(artifacts, tmp_path):
+    out = tmp_path / "run"
+    files = write_report(out, _summary(), artifacts=artifacts)
+    md = files["markdown"].read_text()
+    assert "| STPN (`artifacts/stpn`) | PyTorch, greedy | 4,000 | +20.50 +- 0.50 (20 games) |" in md
+    assert "trained 1,234,567 frames" in md and "-3 (1 game)" in md
+    for f in ("training_curves.png", "device/pulse_train.png", "device/ppf.png"):
+        assert (out / f).is_file() and f"({f})" in md
+    html = files["html"].read_text()
+    assert "<table>" in html and "<h2>Scores</h2>" in html
+    srcs = re.findall(r'src="([^"]+)"', html)
+    # every figure that exists is embedded; the GIF and energy plot of this fake run do not exist: links
+    assert [s for s in srcs if not s.startswith("data:image/")] == ["game.gif", "energy/energy.png"]
+    assert sum(s.startswith("data:image/png;base64,") for s in srcs) >= 5
+    # re-rendering from the same inputs gives the same text
+    write_report(out, _summary(), artifacts=artifacts)
+    assert files["markdown"].read_text() == md
+
+
+def test_html_escapes_nothing_it_should_not(tmp_path):
+    html = render_html("# t\n\n```\na < b\n```\n", tmp_path)
+    assert "a &lt; b" in html and html.startswith("<!DOCTYPE html>")
