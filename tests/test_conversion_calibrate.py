@@ -9,6 +9,7 @@ from conversion.convert import convert_policy
 from conversion.simulator import Simulator, run_sequence
 from conversion.synthetic import pong_like_frames
 from mstpn.errors import ParameterError
+from random_policies import decisive_policy
 from snn_agent.checkpoint import build_policy
 from snn_agent.config import ModelConfig
 
@@ -17,7 +18,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def setup():
-    net = convert_policy(build_policy(ModelConfig(hidden=8, n_actions=3), seed=5))
+    net = convert_policy(decisive_policy(ModelConfig(hidden=8, n_actions=3), seed=5))
     frames = pong_like_frames(8, seed=3)
     return net, frames, C.calibrate(net, frames)
 
@@ -56,7 +57,9 @@ def test_tuning_picks_largest_rel_meeting_target(setup):
     rel, _ = C.tune_thresholds(net, cal, frames, None, ref, target=0.9, ladder=(0.5, 0.0))
     assert rel == 0.0 and np.all(net.nodes["sd1"].threshold == 0)   # none meets the target: exact network
     assert net.metadata["thresholds"]["rel"] == 0.0 and net.metadata["thresholds"]["target"] == 0.9
-    assert C.set_default_thresholds(net, cal, frames, None, coarse) == C.REL_LADDER[0]
+    C.set_thresholds(net, cal, C.REL_LADDER[0])
+    first_rung = run_sequence(Simulator(net), frames)["actions"][:, 0]
+    assert C.set_default_thresholds(net, cal, frames, None, first_rung) == C.REL_LADDER[0]
     with pytest.raises(ParameterError, match="target"):
         C.tune_thresholds(net, cal, frames, None, coarse, target=0.0)
 

@@ -12,6 +12,7 @@ import torch
 from conversion.convert import convert_policy
 from conversion.simulator import Simulator, run_sequence
 from conversion.synthetic import pong_like_frames
+from random_policies import decisive_policy
 from snn_agent.checkpoint import build_policy
 from snn_agent.config import EnvConfig, ModelConfig
 
@@ -110,7 +111,7 @@ def test_rate_coded_first_layer_within_its_bound():
 
 
 def test_reset_of_one_batch_element_equals_fresh_start():
-    pol = build_policy(ModelConfig(hidden=8, n_actions=3), seed=1)
+    pol = decisive_policy(ModelConfig(hidden=8, n_actions=3), seed=1)
     net = convert_policy(pol)
     f = pong_like_frames(6, seed=4)
     sim = Simulator(net, batch=2)

@@ -15,8 +15,14 @@ from snn_agent.stpn import STPN
 torch.set_num_threads(1)
 
 
+CLASS_FRAMES = np.full((2, 1, 84, 84), 87, np.uint8)
+CLASS_FRAMES[0, 0, 30:54, 10:16] = 236
+CLASS_FRAMES[1, 0, 30:54, 68:74] = 236
+
+
 class BanditEnv:
-    """Frames are all black (class 0) or all white (class 1); reward 1 for action == class.
+    """Frames show a white bar in the left (class 0) or right half (class 1) on a grey background;
+    reward 1 for action == class.
     Episodes last ``length`` steps; SAME_STEP autoreset like the Pong env."""
 
     def __init__(self, n, length=5, seed=0):
@@ -28,7 +34,7 @@ class BanditEnv:
 
     def _obs(self):
         self.c = self.rng.integers(0, 2, self.n)
-        return np.repeat(self.c[:, None, None, None] * 255, 84 * 84, axis=1).reshape(self.n, 1, 84, 84).astype(np.uint8)
+        return CLASS_FRAMES[self.c]
 
     def reset(self):
         return self._obs()
@@ -126,14 +132,11 @@ def test_a2c_learns_bandit(kind):
     env = BanditEnv(8, length=5, seed=0)
     learner = A2C(pol, TrainConfig(n_steps=5, num_envs=8, frames=10**9, lr=3e-3, entropy_coef=0.0))
     obs, st = env.reset(), pol.init_state(8)
-    white = np.full((1, 1, 84, 84), 255, np.uint8)
-    black = np.zeros((1, 1, 84, 84), np.uint8)
 
     def p_correct():
         with torch.no_grad():
-            pw = torch.softmax(pol(white)[0], -1)[0, 1].item()
-            pb = torch.softmax(pol(black)[0], -1)[0, 0].item()
-        return (pw + pb) / 2
+            p = torch.softmax(pol(CLASS_FRAMES)[0], -1)
+        return (p[0, 0].item() + p[1, 1].item()) / 2
 
     before = p_correct()
     for _ in range(80):
