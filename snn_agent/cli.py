@@ -22,6 +22,9 @@ def register(subparsers) -> None:
     p.add_argument("--hidden", type=int)
     p.add_argument("--action-set", choices=("minimal", "updown"))
     p.add_argument("--threads", type=int, help="torch threads (default 1)")
+    p.add_argument("--compile", dest="compile", action="store_true", default=None,
+                   help="torch.compile the STPN step (default; ~4x faster on CPU)")
+    p.add_argument("--no-compile", dest="compile", action="store_false", help="eager PyTorch only")
     p.add_argument("--checkpoint-every", type=float, help="seconds between resume checkpoints")
     p.add_argument("--snapshot-every", type=int, help="emulator frames between kept snapshots")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -45,6 +48,7 @@ def register(subparsers) -> None:
 
 _FLAG_TO_KEY = {"seed": ("train", "seed"), "frames": ("train", "frames"), "num_envs": ("train", "num_envs"),
                 "n_steps": ("train", "n_steps"), "lr": ("train", "lr"), "threads": ("train", "threads"),
+                "compile": ("train", "compile"),
                 "checkpoint_every": ("train", "checkpoint_every_s"),
                 "snapshot_every": ("train", "snapshot_every_frames"),
                 "model": ("model", "kind"), "hidden": ("model", "hidden"), "action_set": ("env", "action_set")}

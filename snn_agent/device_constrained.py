@@ -39,7 +39,7 @@ from torch import nn
 from memristor.params import DeviceParams
 from memristor.reference import pulse_efficacy
 from mstpn.errors import ParameterError
-from snn_agent.stpn import STPN, STPNState, stpn_step
+from snn_agent.stpn import STPN, STPNState
 
 #: physical duration of one agent step: 4 emulator frames at 60 Hz [s]
 DEFAULT_DT = 4.0 / 60.0
@@ -131,8 +131,8 @@ class MSTPN(STPN):
         if self.training and self.noise:
             sigma = self.mapping.params.c2c_sigma
             noise = torch.clamp(1.0 + sigma * torch.randn_like(state.F), min=0.0)
-        h, F, extras = stpn_step(p["W"], p["b"], p["lam"], p["gamma"], x, state.h, state.F,
-                                 f_max=p["f_max"], hebb_noise=noise, energy=energy)
+        h, F, extras = self.step_fn(p["W"], p["b"], p["lam"], p["gamma"], x, state.h, state.F,
+                                    f_max=p["f_max"], hebb_noise=noise, energy=energy)
         return h, STPNState(h, F), extras
 
     def init_state(self, batch_size: int, dtype=None, device=None) -> STPNState:

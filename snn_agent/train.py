@@ -121,6 +121,8 @@ def train(cfg: RunConfig, out, device: str = "cpu", resume: bool = False, progre
         policy = build_policy(cfg, seed=cfg.train.seed).to(device)
     np.random.seed(cfg.train.seed + prog["updates"])
     atomic_write_json(out / "config.json", cfg.to_dict())
+    if cfg.train.compile and hasattr(policy.core, "compile_step"):
+        policy.core.compile_step()
     learner = A2C(policy, cfg.train, frames_per_step=cfg.env.frameskip)
     if resume:
         learner.opt.load_state_dict(rst["optimizer"])
