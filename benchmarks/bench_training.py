@@ -3,8 +3,10 @@
     python benchmarks/bench_training.py [--seconds 6] [--num-envs 16] [--threads 1]
 
 Prints, as numbers: ale-py vector env agent steps/s (random actions), then for each core
-(stpn, mstpn, lstm) A2C training agent steps/s (rollout with autograd + update) and greedy
-inference steps/s.  One agent step = 4 emulator frames.  About 30 s with the defaults.
+(stpn, mstpn, lstm) A2C training agent steps/s (rollout with autograd + update; for the plastic
+cores both eager and with the torch.compile'd step that `mstpn train` uses, and their ratio) and
+greedy inference steps/s.  One agent step = 4 emulator frames.  About a minute with the defaults
+(including compilation).
 """
 from __future__ import annotations
 
@@ -59,6 +61,12 @@ def main(argv=None) -> None:
             return n
 
         tr = _timed(train_steps, args.seconds)
+        if hasattr(pol.core, "compile_step"):
+            pol.core.compile_step()
+            trc = _timed(train_steps, args.seconds)
+            print(f"{kind}_train_compiled_agent_steps_per_s {trc:.0f}")
+            print(f"{kind}_compiled_over_eager {trc / tr:.2f}")
+            pol.core.step_fn = type(pol.core).step_fn        # back to eager for the inference number
         pol.eval()
         st = pol.init_state(B)
         obs = env.reset()
@@ -71,7 +79,7 @@ def main(argv=None) -> None:
             return B
 
         inf = _timed(infer_steps, args.seconds / 2)
-        print(f"{kind}_train_agent_steps_per_s {tr:.0f}")
+        print(f"{kind}_train_agent_steps_per_s {tr:.0f}" + (" (eager)" if hasattr(pol.core, "compile_step") else ""))
         print(f"{kind}_greedy_agent_steps_per_s {inf:.0f}")
     env.close()
 

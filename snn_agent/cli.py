@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mstpn.errors import MstpnError
+from mstpn.errors import MstpnError, ParameterError
 from mstpn.io import atomic_write_json
 
 
@@ -22,12 +22,14 @@ def register(subparsers) -> None:
     p.add_argument("--hidden", type=int)
     p.add_argument("--action-set", choices=("minimal", "updown"))
     p.add_argument("--threads", type=int, help="torch threads (default 1)")
+    p.add_argument("--env-threads", type=int, help="ale-py environment threads (default 1)")
     p.add_argument("--compile", dest="compile", action="store_true", default=None,
                    help="torch.compile the STPN step (default; ~4x faster on CPU)")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="eager PyTorch only")
     p.add_argument("--checkpoint-every", type=float, help="seconds between resume checkpoints")
     p.add_argument("--snapshot-every", type=int, help="emulator frames between kept snapshots")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--time-limit", type=float, help="stop after this many seconds (resume checkpoint kept)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="log JSON lines instead of a progress bar")
@@ -48,7 +50,7 @@ def register(subparsers) -> None:
 
 _FLAG_TO_KEY = {"seed": ("train", "seed"), "frames": ("train", "frames"), "num_envs": ("train", "num_envs"),
                 "n_steps": ("train", "n_steps"), "lr": ("train", "lr"), "threads": ("train", "threads"),
-                "compile": ("train", "compile"),
+                "compile": ("train", "compile"), "env_threads": ("train", "env_threads"),
                 "checkpoint_every": ("train", "checkpoint_every_s"),
                 "snapshot_every": ("train", "snapshot_every_frames"),
                 "model": ("model", "kind"), "hidden": ("model", "hidden"), "action_set": ("env", "action_set")}
@@ -76,7 +78,10 @@ def cmd_train(args) -> int:
     cfg = build_config(args)
     if args.resume and args.config is not None:
         print("note: --resume uses the run's stored config.json; --config is ignored", file=sys.stderr)
-    prog = train(cfg, args.out, device=args.device, resume=args.resume, progress=not args.no_progress)
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise ParameterError(f"--time-limit must be a positive number of seconds, got {args.time_limit}")
+    prog = train(cfg, args.out, device=args.device, resume=args.resume, progress=not args.no_progress,
+                 time_limit_s=args.time_limit)
     print(f"trained {prog['frames']} frames, {prog['episodes']} episodes, recent score "
           f"{prog['recent_score']}; checkpoints in {args.out}")
     return 0

@@ -86,13 +86,15 @@ class TrainConfig:
     adam_eps: float = 1e-5
     seed: int = 0
     threads: int = 1              # torch intra-op threads
+    env_threads: int = 1          # ale-py vector env worker threads
     compile: bool = True          # torch.compile the STPN step (same equations, ~4x faster on CPU)
     checkpoint_every_s: float = 180.0   # latest checkpoint (resume point)
     snapshot_every_frames: int = 500_000  # kept snapshots (pick the best one later)
     log_every_updates: int = 10
 
     def validate(self):
-        for name in ("frames", "num_envs", "n_steps", "threads", "log_every_updates", "snapshot_every_frames"):
+        for name in ("frames", "num_envs", "n_steps", "threads", "env_threads", "log_every_updates",
+                     "snapshot_every_frames"):
             v = getattr(self, name)
             if not (isinstance(v, int) and v >= 1):
                 raise ParameterError(f"train.{name} must be a positive integer, got {v!r}")

@@ -89,9 +89,12 @@ class _Stop(Exception):
 
 
 def train(cfg: RunConfig, out, device: str = "cpu", resume: bool = False, progress: bool = True,
-          max_updates: int | None = None, env_factory=None, log=print) -> dict:
-    """Train (or resume) a policy; returns the final progress dict. ``env_factory(cfg, seed)``
-    replaces the Pong environment (tests)."""
+          max_updates: int | None = None, time_limit_s: float | None = None, env_factory=None,
+          log=print) -> dict:
+    """Train (or resume) a policy; returns the final progress dict.  Stops at ``cfg.train.frames``,
+    after ``max_updates`` updates or ``time_limit_s`` seconds of this call, whichever comes first,
+    and always leaves a resume checkpoint.  ``env_factory(cfg, seed)`` replaces the Pong
+    environment (tests)."""
     out = Path(out)
     cfg.validate()
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -130,7 +133,7 @@ def train(cfg: RunConfig, out, device: str = "cpu", resume: bool = False, progre
     env_seed = cfg.train.seed * 100_003 + prog["updates"]
     if env_factory is None:
         from snn_agent.envs import PongVecEnv
-        env = PongVecEnv(cfg.env, cfg.train.num_envs, seed=env_seed, num_threads=1)
+        env = PongVecEnv(cfg.env, cfg.train.num_envs, seed=env_seed, num_threads=cfg.train.env_threads)
     else:
         env = env_factory(cfg, env_seed)
 
@@ -164,7 +167,8 @@ def train(cfg: RunConfig, out, device: str = "cpu", resume: bool = False, progre
     t_start = time.monotonic()
     n_updates = 0
     try:
-        while prog["frames"] < cfg.train.frames and (max_updates is None or n_updates < max_updates):
+        while prog["frames"] < cfg.train.frames and (max_updates is None or n_updates < max_updates) \
+                and (time_limit_s is None or time.monotonic() - t_start < time_limit_s):
             obs, state, st, n = learner.step(env, obs, state, prog["frames"])
             n_updates += 1
             prog["updates"] += 1

@@ -173,3 +173,7 @@ def test_train_loop_writes_curve_checkpoints_and_resumes(tmp_path):
     assert prog2["updates"] == 8 and prog2["frames"] == 8 * 80
     rows = list(csv.DictReader(open(tmp_path / "curve.csv")))
     assert [r["updates"] for r in rows] == ["2", "4", "6", "8"]
+    # a time limit already spent: no update, the resume point stays where it was
+    prog3 = train(cfg, tmp_path, resume=True, progress=False, time_limit_s=1e-9, env_factory=factory,
+                  log=lambda *_: None)
+    assert prog3["updates"] == 8 and load_policy(tmp_path / LATEST)[1]["progress"]["updates"] == 8

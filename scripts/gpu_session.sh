@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# One device-machine session (1 GPU, 16 cores, ~15 min in all): train STPN, m-STPN and the LSTM
+# baseline side by side on the GPU, measure GPU energy, and hand everything back as tarballs.
+#
+# Prepared on the CPU machine and tested there with DEVICE=cpu and a tiny TIME_LIMIT; meant to
+# run as ONE call of the device tool (see docs/training.md, "Training on the GPU machine"):
+#
+#     here:   echo /.whl/ >> .git/info/exclude   (once) and download the wheels the image lacks
+#             (gymnasium, ale-py, farama-notifications, cloudpickle, ...: docs/training.md)
+#     device: bash scripts/gpu_session.sh          with carry [".whl"], timeout_s 600
+#
+# Each run stops after TIME_LIMIT seconds (default 420) and leaves a resume checkpoint, so the
+# CPU machine can carry it on:  mstpn train --out runs/<model>_gpu --resume --env-threads 1
+#
+# Environment: DEVICE (cuda), TIME_LIMIT (420 s), NUM_ENVS (64), ENV_THREADS (5 per run),
+# MODELS ("stpn mstpn lstm"), SEED (0), OUT (set by the device tool; default out/gpu_session).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DEVICE=${DEVICE:-cuda}
+TIME_LIMIT=${TIME_LIMIT:-420}
+NUM_ENVS=${NUM_ENVS:-64}
+ENV_THREADS=${ENV_THREADS:-5}
+MODELS=${MODELS:-stpn mstpn lstm}
+SEED=${SEED:-0}
+OUT=${OUT:-out/gpu_session}
+mkdir -p "$OUT" runs
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+
+if compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
+fi
+export PYTHONPATH="$PWD:${PYTHONPATH:-}"
+PY=${PY:-python3}
+[ -x .venv/bin/python ] && [ "$DEVICE" = cpu ] && PY=.venv/bin/python
+"$PY" -c "import torch, ale_py, gymnasium, safetensors; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'ale-py', ale_py.__version__)" \
+    2>&1 | tee "$OUT/session.log" || exit 1
+
+pids=()
+for m in $MODELS; do
+    run=runs/${m}_gpu
+    resume=""
+    [ -f "$run/checkpoint_latest.safetensors" ] && resume="--resume"
+    mkdir -p "$run"
+    "$PY" -m snn_agent.cli train --model "$m" --action-set updown --num-envs "$NUM_ENVS" --n-steps 10 \
+        --frames 10000000 --seed "$SEED" --threads 1 --env-threads "$ENV_THREADS" --device "$DEVICE" \
+        --checkpoint-every 60 --snapshot-every 1000000 --time-limit "$TIME_LIMIT" --out "$run" \
+        --no-progress $resume > "$run/train.log" 2>&1 &
+    pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+
+if [ "$DEVICE" = cuda ]; then
+    "$PY" benchmarks/gpu_energy.py --out "$OUT/gpu_energy.json" >> "$OUT/session.log" 2>&1
+fi
+for m in $MODELS; do
+    run=runs/${m}_gpu
+    tail -n 3 "$run/train.log" >> "$OUT/session.log"
+    # snapshots stay behind (size); the resume point, best checkpoint, curve and log travel
+    tar -czf "$OUT/${m}_gpu.tar.gz" --exclude=snapshots "$run"
+done
+ls -l "$OUT" | tee -a "$OUT/session.log"
