@@ -81,25 +81,35 @@ def conv_connectivity(node):
 
 
 class Brian2Runner:
-    """Frame-by-frame Brian2 run of a converted sigma-delta network (``target``: numpy or cython)."""
+    """Brian2 run of a converted sigma-delta network.
 
-    def __init__(self, net, target: str = "numpy"):
+    ``target`` numpy or cython: frame by frame (``step``), so it can play Pong in closed loop.
+    ``target`` cpp_standalone: recorded sequences only (``run_frames``): the frames become a
+    ``TimedArray`` that drives the input group, and the whole sequence is one compiled C++ run
+    (``directory``: where Brian2 writes the project; default a fresh temporary folder).
+    """
+
+    def __init__(self, net, target: str = "numpy", directory=None):
         b2 = _b2()
-        if target not in ("numpy", "cython"):
-            raise MstpnError(f"brian2 target {target!r}: frame-by-frame runs support numpy and cython "
-                             "(cpp_standalone, which compiles a whole run at once, is not supported)")
-        self.b2, self.net, self.target = b2, net, target
-        self.name = "brian2" if target == "numpy" else f"brian2-{target}"
-        self._build()
+        if target not in TARGETS + ("cpp_standalone",):
+            raise MstpnError(f"brian2 target {target!r}: choose numpy, cython or cpp_standalone")
+        self.b2, self.net, self.target, self.directory = b2, net, target, directory
+        self.name = "brian2" if target == "numpy" else f"brian2-{target.replace('cpp_', '')}"
+        self.standalone = target == "cpp_standalone"
+        if not self.standalone:
+            self._build()
 
     # -- construction -------------------------------------------------------------------------
-    def _build(self):
+    def _build(self, input_frames=None):
+        """Create the Brian2 objects; with ``input_frames`` (T, n_input) the input group reads
+        frame k from a TimedArray during frame k's ``period`` steps (standalone runs)."""
         from conversion import graph as g
 
         from lava_procs.network import layers_of
 
         b2, net = self.b2, self.net
-        b2.prefs.codegen.target = self.target
+        if not self.standalone:
+            b2.prefs.codegen.target = self.target
         b2.BrianLogger.log_level_error()
         layers = layers_of(net)          # same cut as Lava: [(name, nodes, src)]
         self.layers = layers
@@ -120,7 +130,13 @@ class Brian2Runner:
             if kinds[0] == "Input":
                 if kinds != ["Input", "SigmaDelta"] or last.activation != "identity":
                     raise UnsupportedNetworkError(f"brian2: input layer {nodes} must be Input -> SigmaDelta(identity)")
-                grp = b2.NeuronGroup(n_out, "x : 1\nsent : 1\nthr : 1 (constant)\nnev : 1\nnsyn : 1\nfan : 1 (constant)\n"
+                if input_frames is None:
+                    x_eq = "x : 1"
+                else:
+                    ns["frames_in"] = b2.TimedArray(np.asarray(input_frames, np.float64),
+                                                    dt=self.period * self.clock.dt)
+                    x_eq = "x = frames_in(t, i) : 1"
+                grp = b2.NeuronGroup(n_out, x_eq + "\nsent : 1\nthr : 1 (constant)\nnev : 1\nnsyn : 1\nfan : 1 (constant)\n"
                                      + _gate(0), threshold="abs(x - sent) > thr and gate == 1", reset="sent = sent + (x - sent)\nnev += 1\nnsyn += fan",
                                      clock=self.clock, name=f"g_{name}", namespace=ns)
                 grp.thr = last.threshold.reshape(-1)
@@ -173,10 +189,12 @@ class Brian2Runner:
         for src, f in fan.items():
             groups[src].fan = f
         self.groups = groups
+        self.fan = fan
         self.network = b2.Network(*objs)
         self.namespace = ns
         self._frames = 0
-        self.network.store("episode_start")   # reset() = restore (state and t = 0)
+        if not self.standalone:
+            self.network.store("episode_start")   # reset() = restore (state and t = 0)
 
     def _build_stpn(self, net, nodes, src, groups, objs, ns):
 
@@ -235,10 +253,73 @@ class Brian2Runner:
 
     # -- running ------------------------------------------------------------------------------
     def reset(self):
-        self.network.restore("episode_start")
+        if not self.standalone:
+            self.network.restore("episode_start")
         self._frames = 0
 
+    @staticmethod
+    def _value_name(grp) -> str:
+        """The variable a layer reports: the input's x, a sigma-delta group's sent, a head's u."""
+        return "x" if "x" in grp.variables else "sent" if "sent" in grp.variables else "u"
+
+    def run_frames(self, frames) -> list:
+        """Run a recorded sequence (T, 84, 84) from the episode start; one :class:`StepOut` per
+        frame.  numpy/cython: frame by frame; cpp_standalone: one compiled run."""
+        if not self.standalone:
+            self.reset()
+            return [self.step(f) for f in frames]
+        import shutil
+        import tempfile
+
+        b2 = self.b2
+        frames = np.asarray(frames, np.float64).reshape(len(frames), -1)
+        directory = self.directory or tempfile.mkdtemp(prefix="mstpn_brian2_standalone_")
+        b2.set_device("cpp_standalone", directory=directory, build_on_run=False)
+        try:
+            self._build(input_frames=frames)
+            mons, spikes = {}, {}
+            for name, _, _ in self.layers:
+                grp = self.groups[name]
+                mons[name] = b2.StateMonitor(grp, self._value_name(grp), record=True, when="end",
+                                             clock=self.clock, name=f"m_{name}")
+                if "nev" in grp.variables:
+                    spikes[name] = b2.SpikeMonitor(grp, name=f"spk_{name}")
+            self.network.add(*mons.values(), *spikes.values())
+            n_steps = len(frames) * self.period
+            self.network.run(n_steps * self.clock.dt, namespace=self.namespace)
+            try:
+                b2.device.build(directory=directory, compile=True, run=True, debug=False)
+            except Exception as exc:  # noqa: BLE001 - compiler missing or failing: say so
+                raise BackendUnavailableError(f"brian2 cpp_standalone could not build or run the C++ project in "
+                                              f"{directory}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+            ends = np.arange(len(frames)) * self.period + self.period - 1   # last step of each frame
+            values = {n: np.asarray(getattr(m, self._value_name(self.groups[n]))[:, ends]).T for n, m in mons.items()}
+            outs = [StepOut(None) for _ in frames]
+            for name, mon in spikes.items():
+                frame_of = np.asarray(np.round(np.asarray(mon.t / self.clock.dt)), int) // self.period
+                idx = np.asarray(mon.i[:])
+                fan = self.fan.get(name, np.zeros(len(self.groups[name])))
+                ev = np.bincount(frame_of, minlength=len(frames))
+                syn = np.bincount(frame_of, weights=np.asarray(fan)[idx], minlength=len(frames))
+                for k, out in enumerate(outs):
+                    out.events[name], out.synops[name] = int(ev[k]), int(round(syn[k]))
+        finally:
+            b2.device.reinit()
+            b2.set_device("runtime")
+            if self.directory is None:
+                shutil.rmtree(directory, ignore_errors=True)
+        from mstpn.compare import logits_node
+
+        head = logits_node(self.net)
+        for k, out in enumerate(outs):
+            out.acts = {n: v[k].copy() for n, v in values.items()}
+            out.logits = out.acts[head].copy()
+        return outs
+
     def step(self, obs) -> StepOut:
+        if self.standalone:
+            raise UnsupportedNetworkError("brian2-standalone compiles a whole recorded sequence into one C++ run; "
+                                          "frame-by-frame and closed-loop play need brian2 or brian2-cython")
         first = self.layers[0][0]
         grp = self.groups[first]
         grp.x = np.asarray(obs, np.float64).reshape(-1)
@@ -270,3 +351,7 @@ def make_runner(net, target: str = "numpy", **_):
 
 def make_cython_runner(net, **_):
     return Brian2Runner(net, target="cython")
+
+
+def make_standalone_runner(net, directory=None, **_):
+    return Brian2Runner(net, target="cpp_standalone", directory=directory)

@@ -45,6 +45,7 @@ BACKENDS = {
     "snntorch": ("snn_agent.snntorch_backend", "make_runner"),
     "brian2": ("brian_models.network", "make_runner"),
     "brian2-cython": ("brian_models.network", "make_cython_runner"),
+    "brian2-standalone": ("brian_models.network", "make_standalone_runner"),
     "lava": ("lava_procs.network", "make_float_runner"),
     "lava-fixed": ("lava_procs.network", "make_fixed_runner"),
     "loihi2": ("lava_procs.network", "make_loihi2_runner"),
@@ -253,8 +254,9 @@ def run_sequence(runner, frames: np.ndarray, name: str | None = None, keep_acts:
     runner.reset()
     logits, acts, events, synops, raw = [], {}, {}, {}, {}
     t0 = time.perf_counter()
-    for obs in frames:
-        out = runner.step(obs)
+    # sequence backends (Brian2 cpp_standalone) run the whole recording at once
+    outs = runner.run_frames(frames) if hasattr(runner, "run_frames") else map(runner.step, frames)
+    for out in outs:
         logits.append(np.asarray(out.logits, np.float64))
         for store, src in ((acts, out.acts if keep_acts else {}), (events, out.events),
                            (synops, out.synops), (raw, out.raw)):

@@ -2,7 +2,8 @@
 
 Network: the shipped STPN checkpoint (artifacts/stpn), converted with calibration on 100 frames
 (sigma-delta, tuned thresholds, fixed point) and in rate form.  Sequence: 100 Pong frames played
-by the PyTorch policy (seed 1; fewer for Brian2, which runs ~4 frames/s on the numpy target: 30).
+by the PyTorch policy (seed 1; fewer for Brian2, which runs ~4 frames/s on the numpy target: 30,
+and 20 for Brian2's cpp_standalone, whose C++ compilation dominates).
 Tolerances asserted: float backends pick the PyTorch action on >= 99 % of the frames; Lava fixed
 point equals the NumPy fixed-point simulator bit for bit and agrees with PyTorch on >= 97 %; Lava
 float and Brian2 equal the NumPy float simulator to 1e-9 (same operations, different order of
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "artifacts" / "stpn" / "policy.safetensors"
 N_FRAMES = 100
 N_FRAMES_BRIAN2 = 30
+N_FRAMES_STANDALONE = 20   # one C++ compilation (~40-70 s on 2 cores) dominates
 
 from lava_available import HAVE_LAVA, needs_lava  # noqa: E402,F401
 
@@ -93,6 +95,25 @@ def test_brian2_equals_numpy_and_agrees_with_torch(setup):
         assert np.array_equal(b2.events[k], ref_np.events[k]), k
     ref = C.RunResult("torch", logits=setup["ref"].logits[:N_FRAMES_BRIAN2])
     assert C.compare_runs(b2, ref).agreement_torch >= C.FLOAT_ACTION_AGREEMENT
+
+
+@pytest.mark.brian2
+def test_brian2_cpp_standalone_runs_a_recorded_sequence_like_numpy(setup, tmp_path):
+    """The recorded sequence as one compiled C++ run (TimedArray input, monitors read at each
+    frame's last step): same values as the NumPy simulator to 1e-9 and the same events."""
+    frames = setup["frames"][:N_FRAMES_STANDALONE]
+    runner = C.make_runner("brian2-standalone", setup["net"], directory=tmp_path / "b2")
+    sa = C.run_sequence(runner, frames, "brian2-standalone")
+    assert (tmp_path / "b2" / "main.cpp").is_file()          # a real C++ project was built
+    ref_np = _run("numpy", setup["net"], frames)
+    np.testing.assert_allclose(sa.logits, ref_np.logits, rtol=0, atol=1e-9)
+    for k in ("sd1", "sd2", "h"):
+        np.testing.assert_allclose(sa.acts[k], ref_np.acts[k], rtol=0, atol=1e-9, err_msg=k)
+        assert np.array_equal(sa.events[k], ref_np.events[k]), k
+    with pytest.raises(C.UnsupportedNetworkError, match="closed-loop"):
+        runner.step(frames[0])
+    # the runtime device is back: a frame-by-frame Brian2 run still works in the same process
+    assert _run("brian2", setup["net"], frames[:2]).frames == 2
 
 
 def test_snntorch_rate_form_equals_numpy_rate_simulator(setup):
