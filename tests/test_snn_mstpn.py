@@ -98,6 +98,10 @@ def test_noise_only_while_training():
     assert not torch.allclose(c.F, a.F)
     rel = ((c.F - a.F).abs() / a.F.abs().clamp_min(1e-30))[a.F.abs() > 0]
     assert rel.max() < 10 * layer.mapping.params.c2c_sigma       # multiplicative, c2c-sized
+    # one factor per synapse and step, shared by the batch (x is the same for both games here)
+    x2 = x[:1].expand(2, -1)
+    _, d, _ = layer(x2, st0)
+    assert torch.equal(d.F[0], d.F[1])
 
 
 def test_hardware_view_conductances_and_biases():
