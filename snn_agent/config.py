@@ -87,7 +87,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1              # torch intra-op threads
     env_threads: int = 1          # ale-py vector env worker threads
-    compile: bool = True          # torch.compile the STPN step (same equations, ~4x faster on CPU)
+    compile: bool = True          # torch.compile the STPN step (same equations, ~2.5x faster on CPU)
     checkpoint_every_s: float = 180.0   # latest checkpoint (resume point)
     snapshot_every_frames: int = 500_000  # kept snapshots (pick the best one later)
     log_every_updates: int = 10

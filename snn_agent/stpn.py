@@ -74,8 +74,8 @@ _COMPILED_STEP = None
 def compiled_stpn_step():
     """:func:`stpn_step` compiled by ``torch.compile`` (inductor fuses the elementwise work on the
     (B, H, K) tensors into a few loops, forward and backward; same equations, float rounding may
-    differ in the last bits).  Training the Pong STPN on one CPU core runs ~4x faster
-    (benchmarks/bench_training.py).  If compilation fails (no C++ compiler, unsupported platform)
+    differ in the last bits).  On one CPU core the layer step alone runs ~4x faster and a whole
+    A2C update of the Pong STPN ~2.5x (benchmarks/bench_training.py).  If compilation fails (no C++ compiler, unsupported platform)
     the first call warns once and every later call uses the eager :func:`stpn_step`."""
     global _COMPILED_STEP
     if _COMPILED_STEP is None:
