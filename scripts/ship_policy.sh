@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Ship a trained checkpoint as artifacts/<name>/: the policy, its run's config and training curve,
+# and a 20-game greedy evaluation on CPU (seeds 1000..1019).  The artifacts README rows (command,
+# seed, frames, wall time) are written by hand from the run's train.log and config.json.
+# Usage: bash scripts/ship_policy.sh NAME CHECKPOINT   e.g. stpn runs/stpn3/checkpoint_best.safetensors
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NAME=$1
+CKPT=$2
+RUN=$(dirname "$CKPT")
+DEST=artifacts/$NAME
+mkdir -p "$DEST"
+cp "$CKPT" "$DEST/policy.safetensors.tmp" && mv "$DEST/policy.safetensors.tmp" "$DEST/policy.safetensors"
+for f in config.json curve.csv curve.png; do
+  [ -f "$RUN/$f" ] && cp "$RUN/$f" "$DEST/$f"
+done
+OMP_NUM_THREADS=1 .venv/bin/mstpn evaluate "$DEST/policy.safetensors" --episodes "${EPISODES:-20}" --seed 1000 \
+  --json "$DEST/eval.json" --no-progress
