@@ -12,8 +12,11 @@
 # Each run stops after TIME_LIMIT seconds (default 420) and leaves a resume checkpoint, so the
 # CPU machine can carry it on:  mstpn train --out runs/<model>_gpu --resume --env-threads 1
 #
+# Each model starts from its shipped policy (artifacts/<model>/policy.safetensors: weights and
+# frame count, fresh optimiser) unless FROM_ARTIFACTS=0.
 # Environment: DEVICE (cuda), TIME_LIMIT (420 s), NUM_ENVS (64), ENV_THREADS (5 per run),
-# MODELS ("stpn mstpn lstm"), SEED (0), OUT (set by the device tool; default out/gpu_session).
+# MODELS ("stpn mstpn lstm"), SEED (0), FROM_ARTIFACTS (1), OUT (set by the device tool;
+# default out/gpu_session).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}
@@ -40,8 +43,13 @@ PY=${PY:-python3}
 pids=()
 for m in $MODELS; do
     run=runs/${m}_gpu
+    # continue this GPU run if it exists, else start from the shipped policy's weights (if any)
     resume=""
-    [ -f "$run/checkpoint_latest.safetensors" ] && resume="--resume"
+    if [ -f "$run/checkpoint_latest.safetensors" ]; then
+        resume="--resume"
+    elif [ -f "artifacts/$m/policy.safetensors" ] && [ "${FROM_ARTIFACTS:-1}" = 1 ]; then
+        resume="--init-from artifacts/$m/policy.safetensors"
+    fi
     mkdir -p "$run"
     "$PY" -m snn_agent.cli train --model "$m" --action-set updown --num-envs "$NUM_ENVS" --n-steps 10 \
         --frames 10000000 --seed "$SEED" --threads 1 --env-threads "$ENV_THREADS" --device "$DEVICE" \

@@ -32,6 +32,8 @@ def register(subparsers) -> None:
     p.add_argument("--time-limit", type=float, help="stop after this many seconds (resume checkpoint kept)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--init-from", type=Path, help="new run starting from this checkpoint's weights and progress "
+                                                  "(fresh optimiser), e.g. a shipped artifacts/*/policy.safetensors")
     p.add_argument("--no-progress", action="store_true", help="log JSON lines instead of a progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -81,7 +83,7 @@ def cmd_train(args) -> int:
     if args.time_limit is not None and not args.time_limit > 0:
         raise ParameterError(f"--time-limit must be a positive number of seconds, got {args.time_limit}")
     prog = train(cfg, args.out, device=args.device, resume=args.resume, progress=not args.no_progress,
-                 time_limit_s=args.time_limit)
+                 time_limit_s=args.time_limit, init_from=args.init_from)
     print(f"trained {prog['frames']} frames, {prog['episodes']} episodes, recent score "
           f"{prog['recent_score']}; checkpoints in {args.out}")
     return 0

@@ -89,12 +89,17 @@ class _Stop(Exception):
 
 
 def train(cfg: RunConfig, out, device: str = "cpu", resume: bool = False, progress: bool = True,
-          max_updates: int | None = None, time_limit_s: float | None = None, env_factory=None,
-          log=print) -> dict:
+          max_updates: int | None = None, time_limit_s: float | None = None, init_from=None,
+          env_factory=None, log=print) -> dict:
     """Train (or resume) a policy; returns the final progress dict.  Stops at ``cfg.train.frames``,
     after ``max_updates`` updates or ``time_limit_s`` seconds of this call, whichever comes first,
-    and always leaves a resume checkpoint.  ``env_factory(cfg, seed)`` replaces the Pong
-    environment (tests)."""
+    and always leaves a resume checkpoint.
+
+    ``init_from``: a new run in ``out`` that starts from that checkpoint's weights, model and env
+    settings and continues its progress counters (frames, updates, wall time, so the learning-rate
+    schedule goes on), with a fresh optimiser state: how a shipped policy (weights only, no
+    ``.resume.pt``) is trained further.  ``env_factory(cfg, seed)`` replaces the Pong environment
+    (tests)."""
     out = Path(out)
     cfg.validate()
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -105,6 +110,8 @@ def train(cfg: RunConfig, out, device: str = "cpu", resume: bool = False, progre
             "recent_score": None, "best_score": None, "next_snapshot": cfg.train.snapshot_every_frames}
     rows: list[dict] = []
     scores: deque = deque(maxlen=20)
+    if resume and init_from is not None:
+        raise MstpnError("--resume continues a run in --out; --init-from starts a new one: use one of them")
     if resume:
         if not latest.exists():
             raise DataFormatError(f"cannot resume: {latest} does not exist")
@@ -121,7 +128,17 @@ def train(cfg: RunConfig, out, device: str = "cpu", resume: bool = False, progre
         if latest.exists():
             raise MstpnError(f"{out} already holds a run; use --resume to continue it or another --out")
         torch.manual_seed(cfg.train.seed)
-        policy = build_policy(cfg, seed=cfg.train.seed).to(device)
+        if init_from is not None:
+            policy, meta = load_policy(init_from, device=device)
+            saved = meta["config"]
+            cfg = RunConfig(saved.model, saved.env, cfg.train).validate()
+            prog.update({k: v for k, v in meta["progress"].items() if k in prog})
+            prog["next_snapshot"] = (prog["frames"] // cfg.train.snapshot_every_frames + 1) \
+                * cfg.train.snapshot_every_frames
+            log(f"starting from the weights of {init_from} ({prog['frames']} frames trained); "
+                "fresh optimiser state")
+        else:
+            policy = build_policy(cfg, seed=cfg.train.seed).to(device)
     np.random.seed(cfg.train.seed + prog["updates"])
     atomic_write_json(out / "config.json", cfg.to_dict())
     if cfg.train.compile and hasattr(policy.core, "compile_step"):

@@ -177,3 +177,15 @@ def test_train_loop_writes_curve_checkpoints_and_resumes(tmp_path):
     prog3 = train(cfg, tmp_path, resume=True, progress=False, time_limit_s=1e-9, env_factory=factory,
                   log=lambda *_: None)
     assert prog3["updates"] == 8 and load_policy(tmp_path / LATEST)[1]["progress"]["updates"] == 8
+    # a new run from the weights alone (no .resume.pt): same weights, counters continue
+    shipped = tmp_path / "shipped.safetensors"
+    shipped.write_bytes((tmp_path / LATEST).read_bytes())
+    pol0, _ = load_policy(shipped)
+    out2 = tmp_path / "more"
+    prog4 = train(cfg, out2, progress=False, max_updates=0, init_from=shipped, env_factory=factory,
+                  log=lambda *_: None)
+    assert prog4["frames"] == 8 * 80 and prog4["updates"] == 8
+    pol1, _ = load_policy(out2 / LATEST)
+    assert all(torch.equal(a, b) for a, b in zip(pol0.state_dict().values(), pol1.state_dict().values()))
+    with pytest.raises(MstpnError, match="--init-from"):
+        train(cfg, out2, resume=True, init_from=shipped, progress=False, env_factory=factory)
