@@ -29,14 +29,15 @@ OUT=${OUT:-out/gpu_session}
 mkdir -p "$OUT" runs
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-if compgen -G ".whl/*.whl" > /dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+PY=${PY:-python3}
+[ -x .venv/bin/python ] && [ "$DEVICE" = cpu ] && PY=.venv/bin/python
+# the carried wheels, only where the packages are missing (the device image lacks ale-py, gymnasium)
+if ! "$PY" -c "import ale_py, gymnasium" 2>/dev/null && compgen -G ".whl/*.whl" > /dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
 fi
 export PYTHONPATH="$PWD:${PYTHONPATH:-}"
-PY=${PY:-python3}
-[ -x .venv/bin/python ] && [ "$DEVICE" = cpu ] && PY=.venv/bin/python
 "$PY" -c "import torch, ale_py, gymnasium, safetensors; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'ale-py', ale_py.__version__)" \
     2>&1 | tee "$OUT/session.log" || exit 1
 
