@@ -15,7 +15,7 @@
 # Each model starts from its shipped policy (artifacts/<model>/policy.safetensors: weights and
 # frame count, fresh optimiser) unless FROM_ARTIFACTS=0.
 # Environment: DEVICE (cuda), TIME_LIMIT (420 s), NUM_ENVS (64), ENV_THREADS (5 per run),
-# MODELS ("stpn mstpn lstm"), SEED (0), FROM_ARTIFACTS (1), OUT (set by the device tool;
+# MODELS ("stpn mstpn lstm"), SEED (0), FRAMES (50M: the end of the lr schedule), FROM_ARTIFACTS (1), OUT (set by the device tool;
 # default out/gpu_session).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -53,7 +53,7 @@ for m in $MODELS; do
     fi
     mkdir -p "$run"
     "$PY" -m snn_agent.cli train --model "$m" --action-set updown --num-envs "$NUM_ENVS" --n-steps 10 \
-        --frames 10000000 --seed "$SEED" --threads 1 --env-threads "$ENV_THREADS" --device "$DEVICE" \
+        --frames "${FRAMES:-50000000}" --seed "$SEED" --threads 1 --env-threads "$ENV_THREADS" --device "$DEVICE" \
         --checkpoint-every 60 --snapshot-every 1000000 --time-limit "$TIME_LIMIT" --out "$run" \
         --no-progress $resume > "$run/train.log" 2>&1 &
     pids+=($!)

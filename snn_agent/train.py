@@ -139,6 +139,8 @@ def train(cfg: RunConfig, out, device: str = "cpu", resume: bool = False, progre
                 "fresh optimiser state")
         else:
             policy = build_policy(cfg, seed=cfg.train.seed).to(device)
+    if prog["frames"] >= cfg.train.frames:
+        log(f"nothing to train: {prog['frames']} frames already >= --frames {cfg.train.frames}; raise --frames")
     np.random.seed(cfg.train.seed + prog["updates"])
     atomic_write_json(out / "config.json", cfg.to_dict())
     if cfg.train.compile and hasattr(policy.core, "compile_step"):
