@@ -68,6 +68,27 @@ def stpn_step(W, b, lam, gamma, x, h, F, *, f_max: float | None = None, hebb_noi
     return h_new, F_new, extras
 
 
+def with_eager_fallback(compiled, eager):
+    """``compiled``, or ``eager`` from the first time ``compiled`` raises an ``Exception`` (a
+    compiler failure), with one RuntimeWarning.  BaseExceptions (Ctrl-C, the training run's SIGTERM
+    stop) pass through untouched."""
+    active = [compiled]
+
+    def step(*args, **kwargs):
+        if active[0] is eager:
+            return eager(*args, **kwargs)
+        try:
+            return active[0](*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, visibly
+            warnings.warn(f"torch.compile of {getattr(eager, '__name__', 'the step')} failed "
+                          f"({type(exc).__name__}: {exc}); using the eager implementation",
+                          RuntimeWarning, stacklevel=2)
+            active[0] = eager
+            return eager(*args, **kwargs)
+
+    return step
+
+
 _COMPILED_STEP = None
 
 
@@ -75,29 +96,16 @@ def compiled_stpn_step():
     """:func:`stpn_step` compiled by ``torch.compile`` (inductor fuses the elementwise work on the
     (B, H, K) tensors into a few loops, forward and backward; same equations, float rounding may
     differ in the last bits).  On one CPU core the layer step alone runs ~4x faster and a whole
-    A2C update of the Pong STPN ~2.5x (benchmarks/bench_training.py).  If compilation fails (no C++ compiler, unsupported platform)
-    the first call warns once and every later call uses the eager :func:`stpn_step`."""
+    A2C update of the Pong STPN ~2.5x (benchmarks/bench_training.py).  If compilation fails (no
+    C++ compiler, unsupported platform) it falls back to the eager :func:`stpn_step`
+    (:func:`with_eager_fallback`)."""
     global _COMPILED_STEP
     if _COMPILED_STEP is None:
         import torch._dynamo
 
         # the m-STPN's c2c-noise tensor and f_max, train/eval batch sizes: a few specialisations
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
-        compiled = torch.compile(stpn_step, dynamic=False)
-        active = [compiled]
-
-        def step(*args, **kwargs):
-            if active[0] is stpn_step:
-                return stpn_step(*args, **kwargs)
-            try:
-                return active[0](*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back, visibly
-                warnings.warn(f"torch.compile of stpn_step failed ({type(exc).__name__}: {exc}); "
-                              "using the eager implementation", RuntimeWarning, stacklevel=2)
-                active[0] = stpn_step
-                return stpn_step(*args, **kwargs)
-
-        _COMPILED_STEP = step
+        _COMPILED_STEP = with_eager_fallback(torch.compile(stpn_step, dynamic=False), stpn_step)
     return _COMPILED_STEP
 
 

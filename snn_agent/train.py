@@ -84,8 +84,9 @@ def read_curve(out: Path) -> list[dict]:
     return rows
 
 
-class _Stop(Exception):
-    pass
+class _Stop(BaseException):
+    """SIGTERM, raised wherever the main thread is.  A BaseException like KeyboardInterrupt, so
+    that no ``except Exception`` on the way (the compiled step's fallback, for one) swallows it."""
 
 
 def train(cfg: RunConfig, out, device: str = "cpu", resume: bool = False, progress: bool = True,

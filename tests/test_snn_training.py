@@ -189,3 +189,25 @@ def test_train_loop_writes_curve_checkpoints_and_resumes(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(pol0.state_dict().values(), pol1.state_dict().values()))
     with pytest.raises(MstpnError, match="--init-from"):
         train(cfg, out2, resume=True, init_from=shipped, progress=False, env_factory=factory)
+
+
+def test_stop_request_passes_the_compiled_steps_fallback():
+    """SIGTERM raises _Stop wherever the main thread is, often inside the compiled step; its
+    fallback to eager catches compiler failures (Exception) but must let _Stop through, or the
+    run goes on (eagerly) instead of saving and exiting."""
+    from snn_agent.stpn import with_eager_fallback
+    from snn_agent.train import _Stop
+
+    def stop(*_):
+        raise _Stop()
+
+    def broken(*_):
+        raise RuntimeError("no C++ compiler")
+
+    eager = lambda x: x + 1      # noqa: E731
+    with pytest.raises(_Stop):
+        with_eager_fallback(stop, eager)(1)
+    step = with_eager_fallback(broken, eager)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+        assert step(1) == 2
+    assert step(2) == 3          # stays on eager, no second warning needed
