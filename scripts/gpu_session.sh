@@ -52,7 +52,7 @@ for m in $MODELS; do
         resume="--init-from artifacts/$m/policy.safetensors"
     fi
     mkdir -p "$run"
-    "$PY" -m snn_agent.cli train --model "$m" --action-set updown --num-envs "$NUM_ENVS" --n-steps 10 \
+    "$PY" -m snn_agent.cli train --model "$m" --action-set updown --num-envs "$NUM_ENVS" --n-steps 5 \
         --frames "${FRAMES:-50000000}" --seed "$SEED" --threads 1 --env-threads "$ENV_THREADS" --device "$DEVICE" \
         --checkpoint-every 60 --snapshot-every 1000000 --time-limit "$TIME_LIMIT" --out "$run" \
         --no-progress $resume > "$run/train.log" 2>&1 &

@@ -77,7 +77,7 @@ class TrainConfig:
 
     frames: int = 10_000_000      # emulator frames (= agent steps x frameskip)
     num_envs: int = 16
-    n_steps: int = 20             # rollout length = BPTT truncation [agent steps]
+    n_steps: int = 5              # rollout length = BPTT truncation [agent steps] (baselines A2C)
     lr: float = 7e-4              # linearly decayed to 0 over ``frames``
     discount: float = 0.99
     entropy_coef: float = 0.01
