@@ -5,7 +5,8 @@ and (``--games``) one full Pong game on every backend, frame by frame.
                                         [--backends B ...] [--out DIR]
 
 Without NET, the shipped STPN checkpoint (artifacts/stpn) is converted with calibration on 300
-frames (sigma-delta with fixed point, and the rate form for snnTorch's rate-coded file).  Prints a
+frames (sigma-delta with fixed point, and the rate form for snnTorch's rate-coded file).  brian2-cython
+and brian2-standalone (recorded sequences only, one C++ compilation) run when named.  Prints a
 table: backend, frames/s, ratio to numpy, action agreement with PyTorch, bit-exactness (fixed
 point), and with --games the score and length of the game; writes DIR/bench_backends.json.
 """
@@ -26,7 +27,8 @@ from mstpn import compare as C  # noqa: E402
 from mstpn.errors import MstpnError  # noqa: E402
 from mstpn.io import atomic_write_json  # noqa: E402
 
-ALL = ("torch", "numpy", "numpy-fixed", "snntorch", "brian2", "brian2-cython", "lava", "lava-fixed", "loihi2")
+ALL = ("torch", "numpy", "numpy-fixed", "snntorch", "brian2", "brian2-cython", "brian2-standalone", "lava",
+       "lava-fixed", "loihi2")
 SLOW = {"brian2": 30, "brian2-cython": 30}   # frames of the speed run for the slow backends
 
 
@@ -35,7 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("net", nargs="?", type=Path, help="converted network (default: convert the shipped STPN)")
     ap.add_argument("--checkpoint", type=Path, default=ROOT / "artifacts" / "stpn" / "policy.safetensors")
     ap.add_argument("--frames", type=int, default=100)
-    ap.add_argument("--backends", nargs="+", default=[b for b in ALL if b != "brian2-cython"])
+    ap.add_argument("--backends", nargs="+", default=[b for b in ALL if b not in ("brian2-cython", "brian2-standalone")])
     ap.add_argument("--games", action="store_true", help="play one full game on every backend")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("bench_out"))
@@ -63,7 +65,7 @@ def main(argv=None) -> int:
             row["build_s"] = time.perf_counter() - t0
             try:
                 res = C.run_sequence(runner, frames[:n], name)
-                if args.games:
+                if args.games and not getattr(runner, "standalone", False):   # standalone: sequences only
                     g = C.play_game(runner, net, seed=args.seed, progress=print)
                     row.update(score=g["score"], game_steps=g["steps"], game_s=g["seconds"],
                                game_fps=g["steps"] / g["seconds"], finished=not g["truncated"])
