@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 NAME=$1
 CKPT=$2
 RUN=$(dirname "$CKPT")
+[ "$(basename "$RUN")" = snapshots ] && RUN=$(dirname "$RUN")   # a kept snapshot: its run folder
 DEST=artifacts/$NAME
 mkdir -p "$DEST"
 cp "$CKPT" "$DEST/policy.safetensors.tmp" && mv "$DEST/policy.safetensors.tmp" "$DEST/policy.safetensors"
