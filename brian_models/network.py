@@ -330,7 +330,7 @@ class Brian2Runner:
         out = StepOut(None)
         for name, _, _ in self.layers:
             g = self.groups[name]
-            v = g.x[:] if "x" in g.variables else g.sent[:] if "sent" in g.variables else g.u[:]
+            v = getattr(g, self._value_name(g))[:]
             out.acts[name] = np.asarray(v, np.float64).copy()
             if name in before:
                 ev, syn = before[name]
