@@ -12,6 +12,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from conversion.calibrate import DEFAULT_TARGET
+from conversion.graph import DEFAULT_RATE_STEPS
 from mstpn.errors import ParameterError
 
 
@@ -24,12 +26,12 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="network file to write (.nir / .h5)")
     p.add_argument("--mode", choices=("sigma_delta", "rate"), default="sigma_delta",
                    help="sigma-delta graded events (default) or rate-coded integrate-and-fire")
-    p.add_argument("--rate-steps", type=int, default=32, help="IF sub-steps per frame (rate mode)")
+    p.add_argument("--rate-steps", type=int, default=DEFAULT_RATE_STEPS, help="IF sub-steps per frame (rate mode)")
     p.add_argument("--calib-frames", type=int, default=300,
                    help="Pong frames recorded for calibration (0: no calibration, thresholds 0, no fixed point)")
     p.add_argument("--seed", type=int, default=0, help="environment seed of the calibration recording")
     p.add_argument("--rel", type=float, help="relative event threshold for every hidden layer (default: tuned)")
-    p.add_argument("--target", type=float, default=0.99,
+    p.add_argument("--target", type=float, default=DEFAULT_TARGET,
                    help="action agreement on the calibration frames that the tuned thresholds must keep")
     p.add_argument("--input-threshold", type=float, default=0.0, help="input event threshold [pixel units]")
     p.add_argument("--headroom", type=float, default=4.0, help="fixed-point headroom over calibrated maxima")
@@ -56,8 +58,8 @@ def load_source(spec: str):
     return policy, meta["config"].env, f"checkpoint {path}"
 
 
-def convert_with_calibration(policy, env_cfg, mode="sigma_delta", rate_steps=32, calib_frames=300, seed=0,
-                             rel=None, target=0.99, input_threshold=0.0, headroom=4.0, fixed_point=True,
+def convert_with_calibration(policy, env_cfg, mode="sigma_delta", rate_steps=DEFAULT_RATE_STEPS, calib_frames=300, seed=0,
+                             rel=None, target=DEFAULT_TARGET, input_threshold=0.0, headroom=4.0, fixed_point=True,
                              source="", log=print):
     """The whole pipeline of ``mstpn convert`` on an in-memory policy; returns the Network."""
     from conversion import calibrate as cal_mod
@@ -75,7 +77,7 @@ def convert_with_calibration(policy, env_cfg, mode="sigma_delta", rate_steps=32,
     cal = cal_mod.calibrate(dense, rec.frames, rec.starts)
     net.metadata["calibration"] = dict(cal.to_dict(), seed=seed)
     if mode == "rate":
-        cal_mod.set_rate_thresholds(net, cal, {"if1": "sd1", "if2": "sd2"})
+        cal_mod.set_rate_thresholds(net, cal)
         cal_mod.set_thresholds(net, cal, 0.0)
         log(f"rate-coded IF thresholds: {net.metadata['rate_thresholds']['values']}")
         return net

@@ -58,7 +58,7 @@ def policy_arrays(policy) -> dict:
     return out
 
 
-def build_network(arrays: dict, frame_shape=(1, 84, 84), mode: str = "sigma_delta", rate_steps: int = 32,
+def build_network(arrays: dict, frame_shape=(1, 84, 84), mode: str = "sigma_delta", rate_steps: int = g.DEFAULT_RATE_STEPS,
                   metadata: dict | None = None) -> g.Network:
     """Network from :func:`policy_arrays` output (thresholds 0; RateIF thresholds 1 until calibrated)."""
     if mode not in g.MODES:
@@ -101,7 +101,7 @@ def build_network(arrays: dict, frame_shape=(1, 84, 84), mode: str = "sigma_delt
     return g.Network(nodes, edges, meta)
 
 
-def convert_policy(policy, mode: str = "sigma_delta", rate_steps: int = 32, metadata: dict | None = None) -> g.Network:
+def convert_policy(policy, mode: str = "sigma_delta", rate_steps: int = g.DEFAULT_RATE_STEPS, metadata: dict | None = None) -> g.Network:
     """Convert a :class:`snn_agent.policy.Policy` (STPN or m-STPN core)."""
     arrays = policy_arrays(policy)
     meta = {"core": type(policy.core).__name__}

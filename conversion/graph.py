@@ -39,6 +39,9 @@ from mstpn.errors import DataFormatError, ParameterError
 #: activations a SigmaDelta / RateIF node may apply to its input u
 ACTIVATIONS = ("identity", "relu", "tanh")
 MODES = ("sigma_delta", "rate")
+#: IF sub-steps per frame of the rate-coded form: activations resolved in steps of v_threshold / 256;
+#: on a full game of the shipped STPN, 98.9 % action agreement at 128, 99.5 % at 256 (docs/event_driven.md)
+DEFAULT_RATE_STEPS = 256
 
 
 def _arr(x, name: str, ndim: int | None = None) -> np.ndarray:
@@ -174,7 +177,7 @@ class SigmaDelta:
 @dataclass(eq=False)
 class RateIF:
     v_threshold: np.ndarray  # per unit, > 0
-    steps: int = 32
+    steps: int = DEFAULT_RATE_STEPS
     v_init: float = 0.5      # membrane at each frame start, as a fraction of v_threshold
 
     def __post_init__(self):

@@ -51,18 +51,21 @@ def _snn():
 
 def rate_thresholds(net) -> dict:
     """IF thresholds {neuron node: v_threshold array}: the file's RateIF nodes, or for a sigma-delta
-    file the 99.9th-percentile activation of sd1/sd2 from its calibration (as ``mstpn convert
-    --mode rate`` chooses them)."""
+    file those its calibration gives for sd1/sd2 (:func:`conversion.calibrate.rate_thresholds`, as
+    ``mstpn convert --mode rate`` chooses them)."""
     from conversion import graph as g
+    from conversion.calibrate import Calibration
+    from conversion.calibrate import rate_thresholds as from_calibration
     from mstpn.compare import UnsupportedNetworkError
 
     if net.mode == "rate":
         return {n: net.nodes[n].v_threshold for n in net.of_type(g.RateIF)}
-    p999 = (net.metadata.get("calibration") or {}).get("p999") or {}
-    if not all(k in p999 for k in ("sd1", "sd2")):
-        raise UnsupportedNetworkError("snntorch: a sigma-delta file needs its calibration (p99.9 of sd1, sd2) to "
-                                      "choose the IF thresholds; convert with calibration or with --mode rate")
-    return {k: np.full(net.nodes[k].out_shape, max(float(p999[k]), 1e-6)) for k in ("sd1", "sd2")}
+    cal = net.metadata.get("calibration") or {}
+    if not all(k in (cal.get("p999") or {}) for k in ("sd1", "sd2")):
+        raise UnsupportedNetworkError("snntorch: a sigma-delta file needs its calibration (activations of sd1, sd2) "
+                                      "to choose the IF thresholds; convert with calibration or with --mode rate")
+    names = {"sd1": "sd1", "sd2": "sd2"}
+    return from_calibration(Calibration.from_dict(cal), {k: net.nodes[k].out_shape for k in names}, names)
 
 
 def _affine_module(node, kind: str):
@@ -107,7 +110,7 @@ class RateSTPNPolicy(nn.Module):
             self.steps = int(steps or net.nodes[self.neuron_names[0]].steps)
             self.v_init = float(net.nodes[self.neuron_names[0]].v_init)
         else:
-            self.steps, self.v_init = int(steps or 32), 0.5
+            self.steps, self.v_init = int(steps or g.DEFAULT_RATE_STEPS), 0.5
         scale = [np.unique(net.nodes[n].scale) for n in net.of_type(g.Scale)]
         self.scale = float(scale[0][0]) if scale else 1.0
         self.conv1, src1 = _affine_module(net.nodes["conv1"], "conv")
@@ -142,17 +145,21 @@ class RateSTPNPolicy(nn.Module):
         T = self.steps
         cur1 = self.conv1(x * self.scale)                    # graded input: constant current
         th1, th2 = self.if1.threshold, self.if2.threshold
+        # if1 over all T sub-steps first (its input is constant), then conv2 on all T spike maps in one
+        # batched call (no feedback inside the conv segment, so the order is the same as step by step)
         mem1 = (self.v_init * th1).expand_as(cur1).clone()
-        cnt1 = torch.zeros_like(cur1)
-        mem2, cnt2 = None, None
+        spk1 = []
         for _ in range(T):
-            spk1, mem1 = self.if1(cur1, mem1)
-            cur2 = self.conv2(spk1 * th1)
-            if mem2 is None:
-                mem2 = (self.v_init * th2).expand_as(cur2).clone()
-                cnt2 = torch.zeros_like(cur2)
-            spk2, mem2 = self.if2(cur2, mem2)
-            cnt1, cnt2 = cnt1 + spk1, cnt2 + spk2
+            s1, mem1 = self.if1(cur1, mem1)
+            spk1.append(s1)
+        spk1 = torch.stack(spk1)                             # (T, B, C1, H1, W1)
+        cur2 = self.conv2((spk1 * th1).flatten(0, 1)).unflatten(0, (T, B))
+        mem2 = (self.v_init * th2).expand_as(cur2[0]).clone()
+        cnt2 = torch.zeros_like(mem2)
+        for t in range(T):
+            s2, mem2 = self.if2(cur2[t], mem2)
+            cnt2 = cnt2 + s2
+        cnt1 = spk1.sum(0)
         r1 = cnt1 * th1 / T
         r2 = cnt2 * th2 / T
         xin = r2.reshape(B, -1)

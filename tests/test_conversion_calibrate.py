@@ -30,6 +30,8 @@ def test_statistics_match_a_dense_run(setup):
     assert cal.maxabs["sd1"] == np.abs(res["sd1"]).max() and cal.maxabs["pi"] == np.abs(res["pi"]).max()
     assert cal.p999["sd1"] == np.percentile(np.abs(res["sd1"]).ravel(), 99.9)
     assert cal.maxabs["sd_in"] == frames.max() and cal.F > 0
+    np.testing.assert_array_equal(cal.channel_max["sd1"], np.abs(res["sd1"]).max(axis=(0, 1, 3, 4)))
+    assert "pi" not in cal.channel_max                       # per channel only for (C, H, W) nodes
     assert C.Calibration.from_dict(cal.to_dict()) == cal
 
 
@@ -64,9 +66,19 @@ def test_tuning_picks_largest_rel_meeting_target(setup):
         C.tune_thresholds(net, cal, frames, None, coarse, target=0.0)
 
 
-def test_rate_thresholds(setup):
+def test_rate_thresholds_are_per_channel_maxima(setup):
     net, _, cal = setup
     rate = convert_policy(build_policy(ModelConfig(hidden=8, n_actions=3), seed=5), mode="rate")
-    C.set_rate_thresholds(rate, cal, {"if1": "sd1", "if2": "sd2"})
-    assert np.all(rate.nodes["if1"].v_threshold == cal.p999["sd1"])
-    assert isinstance(rate.nodes["if2"], g.RateIF)
+    cal = C.Calibration.from_dict(cal.to_dict())
+    cal.channel_max["sd1"] = [0.5, 0.0] + [2.0] * (len(cal.channel_max["sd1"]) - 2)   # channel 1 never active
+    chosen = C.set_rate_thresholds(rate, cal)
+    th = rate.nodes["if1"].v_threshold
+    assert th.shape == rate.nodes["if1"].out_shape and isinstance(rate.nodes["if2"], g.RateIF)
+    assert np.all(th[0] == 0.5) and np.all(th[1] == cal.maxabs["sd1"]) and np.all(th[2:] == 2.0)
+    assert chosen["if1"][:3] == [0.5, cal.maxabs["sd1"], 2.0]
+    np.testing.assert_array_equal(rate.nodes["if2"].v_threshold[:, 0, 0], cal.channel_max["sd2"])
+    # a calibration without per-channel maxima (older files): the layer's p99.9
+    old = C.Calibration(cal.frames, cal.maxabs, cal.p999, cal.F)
+    assert np.all(C.rate_thresholds(old, {"if1": th.shape})["if1"] == cal.p999["sd1"])
+    with pytest.raises(ParameterError, match="channels"):
+        C.rate_thresholds(cal, {"if1": (3, 2, 2)})
