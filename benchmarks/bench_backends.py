@@ -5,14 +5,19 @@ and (``--games``) one full Pong game on every backend, frame by frame.
                                         [--backends B ...] [--out DIR]
 
 Without NET, the shipped STPN checkpoint (artifacts/stpn) is converted with calibration on 300
-frames (sigma-delta with fixed point, and the rate form for snnTorch's rate-coded file).  brian2-cython
+frames (sigma-delta with fixed point; snnTorch runs its rate form with the calibrated thresholds).
+``--frames 20000`` records one whole game of the PyTorch policy (the recording stops at the game's
+end), so every backend is compared on a full game's frames (brian2 and brian2-cython on their first
+30 only: ~4 frames/s; brian2-standalone runs the whole recording in one compiled run).  brian2-cython
 and brian2-standalone (recorded sequences only, one C++ compilation) run when named.  Prints a
 table: backend, frames/s, ratio to numpy, action agreement with PyTorch, bit-exactness (fixed
-point), and with --games the score and length of the game; writes DIR/bench_backends.json.
+point), and with --games the score and length of the game; writes DIR/bench_backends.json after
+every backend (atomically), with the checkpoint's SHA-256 and the conversion's thresholds.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -53,6 +58,10 @@ def main(argv=None) -> int:
         net = convert_with_calibration(policy, meta["config"].env, calib_frames=300, seed=0, log=print)
     frames = C.record_frames(net, args.frames, seed=args.seed, policy=policy)
     print(f"recorded {len(frames)} frames")
+    args.out.mkdir(parents=True, exist_ok=True)
+    info = {"checkpoint": str(args.checkpoint), "sha256": sha256_file(args.checkpoint), "net": str(args.net or ""),
+            "frames": len(frames), "seed": args.seed, "thresholds": net.metadata.get("thresholds", {}),
+            "command": " ".join(sys.argv)}
     ref = C.run_sequence(C.make_runner("torch", net, policy=policy), frames, "torch")
     oracle = C.run_sequence(C.make_runner("numpy-fixed", net), frames, "numpy-fixed") if net.fixed else None
     rows = []
@@ -79,6 +88,7 @@ def main(argv=None) -> int:
             row["error"] = f"{type(exc).__name__}: {exc}"
         rows.append(row)
         print(row, flush=True)
+        save(args.out / "bench_backends.json", info, rows)
     base = next((r["fps"] for r in rows if r["backend"] == "numpy" and "fps" in r), None)
     print("\n| backend | frames | frames/s | x numpy | actions = torch | bit-exact | game score | game steps | game steps/s |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -91,10 +101,18 @@ def main(argv=None) -> int:
         print(f"| {r['backend']} | {r['frames']} | {r['fps']:.1f} | {ratio:.3f} | {r['agreement']:.1%} | "
               f"{'-' if r['bit_exact'] is None else r['bit_exact']} | {r.get('score', '-')} | "
               f"{r.get('game_steps', '-')} | {r.get('game_fps', float('nan')):.1f} |")
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "bench_backends.json",
-                      json.loads(json.dumps(rows, default=lambda o: o.item() if isinstance(o, np.generic) else str(o))))
+    save(args.out / "bench_backends.json", info, rows)
     return 0
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def save(path: Path, info: dict, rows: list) -> None:
+    plain = json.loads(json.dumps({"info": info, "rows": rows},
+                                  default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
+    atomic_write_json(path, plain)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ Thresholds (sigma-delta): an event is sent when the activation moved by more tha
 layer's 99.9th-percentile |activation|), one ``rel`` for every hidden layer; the input layer uses an
 absolute pixel threshold (default 0: every changed pixel is an event).  The default ``rel``
 (:func:`tune_thresholds`) is the largest value of :data:`REL_LADDER` whose float network still picks
-the PyTorch policy's action on at least ``target`` (default 99.9 %, see :data:`DEFAULT_TARGET`) of the calibration frames: a
-policy with small logit margins gets small thresholds, a confident one sparse events.
+the PyTorch policy's action on at least ``target`` (default 99.9 %, see :data:`DEFAULT_TARGET`) of the
+calibration frames: a policy with small logit margins gets small thresholds, a confident one sparse
+events.
 Default rate-coded IF thresholds (:func:`rate_thresholds`): per channel, the channel's largest
 activation over the calibration frames (channel-wise normalisation, as in Spiking-YOLO, Kim et al.
 2020); ``steps`` sub-steps then resolve a channel's activations in steps of v_threshold / steps and
