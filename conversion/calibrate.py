@@ -17,7 +17,7 @@ Default rate-coded IF thresholds (:func:`rate_thresholds`): per channel, the cha
 activation over the calibration frames (channel-wise normalisation, as in Spiking-YOLO, Kim et al.
 2020); ``steps`` sub-steps then resolve a channel's activations in steps of v_threshold / steps and
 clip nothing seen in calibration.  A channel never active in calibration gets the layer's largest
-activation.  Measured on the shipped STPN (600 frames of play, T = 128): per-layer p99.9 thresholds
+activation.  Measured on the 8M-frame STPN (600 frames of play, T = 128): per-layer p99.9 thresholds
 agree with the policy on 94.3 % of actions (clipping the top 0.1 % costs more than resolution),
 per-layer maxima 98.7 %, per-channel maxima 98.8 %; at T = 32: 94.0 / 94.7 / 96.8 %.
 """
@@ -35,7 +35,7 @@ from mstpn.errors import ParameterError
 REL_LADDER = (0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 5e-4, 2e-4, 1e-4, 0.0)
 #: calibration action agreement the tuned thresholds must keep.  0.999 (on a few hundred frames: every
 #: action) rather than the backends' 99 %: agreement measured on 300 calibration frames generalises
-#: poorly to a whole game (shipped STPN: rel 0.02 kept 99.3 % of the calibration actions but 98.6 % of
+#: poorly to a whole game (8M-frame STPN: rel 0.02 kept 99.3 % of the calibration actions but 98.6 % of
 #: a 6,355-frame game; rel 0.01: 99.5 %, rel 0.005: 99.7 %), while smaller thresholds cost few events
 #: (453 events/frame at rel 0 vs 399 at 0.02; synaptic ops 3.45 % vs 3.47 % of dense).
 DEFAULT_TARGET = 0.999

@@ -59,8 +59,8 @@ def load_source(spec: str):
 
 
 def convert_with_calibration(policy, env_cfg, mode="sigma_delta", rate_steps=DEFAULT_RATE_STEPS, calib_frames=300,
-                             seed=0, rel=None, target=DEFAULT_TARGET, input_threshold=0.0, headroom=4.0, fixed_point=True,
-                             source="", log=print):
+                             seed=0, rel=None, target=DEFAULT_TARGET, input_threshold=0.0, headroom=4.0,
+                             fixed_point=True, source="", log=print):
     """The whole pipeline of ``mstpn convert`` on an in-memory policy; returns the Network."""
     from conversion import calibrate as cal_mod
     from conversion import pong

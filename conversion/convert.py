@@ -58,8 +58,8 @@ def policy_arrays(policy) -> dict:
     return out
 
 
-def build_network(arrays: dict, frame_shape=(1, 84, 84), mode: str = "sigma_delta", rate_steps: int = g.DEFAULT_RATE_STEPS,
-                  metadata: dict | None = None) -> g.Network:
+def build_network(arrays: dict, frame_shape=(1, 84, 84), mode: str = "sigma_delta",
+                  rate_steps: int = g.DEFAULT_RATE_STEPS, metadata: dict | None = None) -> g.Network:
     """Network from :func:`policy_arrays` output (thresholds 0; RateIF thresholds 1 until calibrated)."""
     if mode not in g.MODES:
         raise ParameterError(f"mode must be one of {g.MODES}, got {mode!r}")
@@ -101,7 +101,8 @@ def build_network(arrays: dict, frame_shape=(1, 84, 84), mode: str = "sigma_delt
     return g.Network(nodes, edges, meta)
 
 
-def convert_policy(policy, mode: str = "sigma_delta", rate_steps: int = g.DEFAULT_RATE_STEPS, metadata: dict | None = None) -> g.Network:
+def convert_policy(policy, mode: str = "sigma_delta", rate_steps: int = g.DEFAULT_RATE_STEPS,
+                   metadata: dict | None = None) -> g.Network:
     """Convert a :class:`snn_agent.policy.Policy` (STPN or m-STPN core)."""
     arrays = policy_arrays(policy)
     meta = {"core": type(policy.core).__name__}

@@ -40,7 +40,7 @@ from mstpn.errors import DataFormatError, ParameterError
 ACTIVATIONS = ("identity", "relu", "tanh")
 MODES = ("sigma_delta", "rate")
 #: IF sub-steps per frame of the rate-coded form: activations resolved in steps of v_threshold / 256;
-#: on a full game of the shipped STPN, 98.9 % action agreement at 128, 99.5 % at 256 (docs/event_driven.md)
+#: on a full game of the 8M-frame STPN, 98.9 % action agreement at 128, 99.5 % at 256 (docs/event_driven.md)
 DEFAULT_RATE_STEPS = 256
 
 
