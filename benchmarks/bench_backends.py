@@ -97,7 +97,7 @@ def main(argv=None) -> int:
             print(f"| {r['backend']} | - | - | - | - | - | - | - | {r['error'][:90]} |")
             continue
         ratio = r["fps"] / base if base else float("nan")
-        r["ratio_to_numpy"] = ratio
+        r["ratio_to_numpy"] = ratio if base else None   # no numpy row: no ratio (JSON has no NaN)
         print(f"| {r['backend']} | {r['frames']} | {r['fps']:.1f} | {ratio:.3f} | {r['agreement']:.1%} | "
               f"{'-' if r['bit_exact'] is None else r['bit_exact']} | {r.get('score', '-')} | "
               f"{r.get('game_steps', '-')} | {r.get('game_fps', float('nan')):.1f} |")
