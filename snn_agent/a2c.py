@@ -38,6 +38,7 @@ class UpdateStats:
     entropy: float
     grad_norm: float
     lr: float
+    agreement: float | None = None   # distillation: fraction of steps whose greedy actions agree
 
 
 def nstep_returns(rewards, dones, bootstrap, discount: float):

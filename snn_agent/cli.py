@@ -34,6 +34,12 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--init-from", type=Path, help="new run starting from this checkpoint's weights and progress "
                                                   "(fresh optimiser), e.g. a shipped artifacts/*/policy.safetensors")
+    p.add_argument("--teacher", type=str, help="train by distillation (DAgger) from this checkpoint's greedy "
+                                               "policy instead of A2C, e.g. artifacts/lstm/policy.safetensors")
+    p.add_argument("--teacher-prob", type=float, help="distillation: probability that the teacher's action is "
+                                                      "executed (default 0: the student's greedy action)")
+    p.add_argument("--teacher-temperature", type=float, help="distillation: target softmax(teacher logits / T) "
+                                                             "(default 1; < 1 sharpens towards its greedy action)")
     p.add_argument("--no-progress", action="store_true", help="log JSON lines instead of a progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -55,7 +61,8 @@ _FLAG_TO_KEY = {"seed": ("train", "seed"), "frames": ("train", "frames"), "num_e
                 "compile": ("train", "compile"), "env_threads": ("train", "env_threads"),
                 "checkpoint_every": ("train", "checkpoint_every_s"),
                 "snapshot_every": ("train", "snapshot_every_frames"),
-                "model": ("model", "kind"), "hidden": ("model", "hidden"), "action_set": ("env", "action_set")}
+                "teacher": ("train", "teacher"), "teacher_prob": ("train", "teacher_prob"),
+                "teacher_temperature": ("train", "teacher_temperature"), "model": ("model", "kind"), "hidden": ("model", "hidden"), "action_set": ("env", "action_set")}
 
 
 def build_config(args):

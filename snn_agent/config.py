@@ -91,6 +91,10 @@ class TrainConfig:
     checkpoint_every_s: float = 180.0   # latest checkpoint (resume point)
     snapshot_every_frames: int = 500_000  # kept snapshots (pick the best one later)
     log_every_updates: int = 10
+    # distillation (snn_agent/distill.py) instead of A2C when a teacher checkpoint is given
+    teacher: str | None = None    # checkpoint path of the teacher policy
+    teacher_prob: float = 0.0     # probability that the teacher's greedy action is executed
+    teacher_temperature: float = 1.0   # target softmax(teacher logits / temperature)
 
     def validate(self):
         for name in ("frames", "num_envs", "n_steps", "threads", "env_threads", "log_every_updates",
@@ -98,7 +102,7 @@ class TrainConfig:
             v = getattr(self, name)
             if not (isinstance(v, int) and v >= 1):
                 raise ParameterError(f"train.{name} must be a positive integer, got {v!r}")
-        for name in ("lr", "grad_clip", "checkpoint_every_s", "adam_eps"):
+        for name in ("lr", "grad_clip", "checkpoint_every_s", "adam_eps", "teacher_temperature"):
             _positive(f"train.{name}", getattr(self, name))
         for name in ("discount",):
             v = getattr(self, name)
@@ -108,6 +112,10 @@ class TrainConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v >= 0):
                 raise ParameterError(f"train.{name} must be >= 0, got {v!r}")
+        if not (isinstance(self.teacher_prob, (int, float)) and 0.0 <= self.teacher_prob <= 1.0):
+            raise ParameterError(f"train.teacher_prob must lie in [0, 1], got {self.teacher_prob!r}")
+        if self.teacher is not None and not isinstance(self.teacher, str):
+            raise ParameterError(f"train.teacher must be a checkpoint path, got {self.teacher!r}")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The training run: A2C on Pong with periodic atomic checkpoints, snapshots and a training curve.
+"""The training run: A2C (or, with ``train.teacher``, distillation: :mod:`snn_agent.distill`) on Pong with periodic atomic checkpoints, snapshots and a training curve.
 
 Files in the output folder ``OUT``::
 
@@ -34,7 +34,7 @@ from snn_agent.checkpoint import (build_policy, load_policy, load_resume_state, 
 from snn_agent.config import RunConfig
 
 CURVE_FIELDS = ("frames", "agent_steps", "updates", "wall_s", "episodes", "score_mean20", "score_last",
-                "loss", "policy_loss", "value_loss", "entropy", "grad_norm", "lr", "steps_per_s")
+                "loss", "policy_loss", "value_loss", "entropy", "grad_norm", "lr", "steps_per_s", "agreement")
 _INT_FIELDS = ("frames", "agent_steps", "updates", "episodes")
 LATEST = "checkpoint_latest.safetensors"
 BEST = "checkpoint_best.safetensors"
@@ -146,7 +146,16 @@ def train(cfg: RunConfig, out, device: str = "cpu", resume: bool = False, progre
     atomic_write_json(out / "config.json", cfg.to_dict())
     if cfg.train.compile and hasattr(policy.core, "compile_step"):
         policy.core.compile_step()
-    learner = A2C(policy, cfg.train, frames_per_step=cfg.env.frameskip)
+    if cfg.train.teacher:
+        from snn_agent.distill import Distill, check_teacher
+
+        teacher, tmeta = load_policy(cfg.train.teacher, device=device)
+        check_teacher(tmeta["config"].env, cfg.env, cfg.train.teacher)
+        learner = Distill(policy, teacher.to(policy.dtype), cfg.train, frames_per_step=cfg.env.frameskip,
+                          seed=cfg.train.seed + prog["updates"])
+        log(f"distilling from teacher {cfg.train.teacher} ({tmeta['architecture']['kind']})")
+    else:
+        learner = A2C(policy, cfg.train, frames_per_step=cfg.env.frameskip)
     if resume:
         learner.opt.load_state_dict(rst["optimizer"])
         torch.set_rng_state(rst["torch_rng"])
@@ -211,7 +220,8 @@ def train(cfg: RunConfig, out, device: str = "cpu", resume: bool = False, progre
                        "score_mean20": prog["recent_score"] if scores else "",
                        "score_last": scores[-1] if scores else "", "loss": st.loss,
                        "policy_loss": st.policy_loss, "value_loss": st.value_loss, "entropy": st.entropy,
-                       "grad_norm": st.grad_norm, "lr": st.lr, "steps_per_s": round(steps_log / (now - t_log), 1)}
+                       "grad_norm": st.grad_norm, "lr": st.lr, "steps_per_s": round(steps_log / (now - t_log), 1),
+                       "agreement": "" if st.agreement is None else st.agreement}
                 rows.append(row)
                 t_log, steps_log = now, 0
                 write_curve(out, rows, png=False)
