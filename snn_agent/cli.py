@@ -62,7 +62,8 @@ _FLAG_TO_KEY = {"seed": ("train", "seed"), "frames": ("train", "frames"), "num_e
                 "checkpoint_every": ("train", "checkpoint_every_s"),
                 "snapshot_every": ("train", "snapshot_every_frames"),
                 "teacher": ("train", "teacher"), "teacher_prob": ("train", "teacher_prob"),
-                "teacher_temperature": ("train", "teacher_temperature"), "model": ("model", "kind"), "hidden": ("model", "hidden"), "action_set": ("env", "action_set")}
+                "teacher_temperature": ("train", "teacher_temperature"),
+                "model": ("model", "kind"), "hidden": ("model", "hidden"), "action_set": ("env", "action_set")}
 
 
 def build_config(args):

@@ -1,4 +1,5 @@
-"""The training run: A2C (or, with ``train.teacher``, distillation: :mod:`snn_agent.distill`) on Pong with periodic atomic checkpoints, snapshots and a training curve.
+"""The training run on Pong: A2C, or with ``train.teacher`` distillation (:mod:`snn_agent.distill`),
+with periodic atomic checkpoints, snapshots and a training curve.
 
 Files in the output folder ``OUT``::
 
