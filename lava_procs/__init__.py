@@ -13,6 +13,9 @@ def require_lava():
     from mstpn.errors import BackendUnavailableError
 
     try:
+        from lava_procs.lava_compat import import_message_infrastructure
+
+        import_message_infrastructure()
         import lava.magma.core.process.process  # noqa: F401
     except ImportError as exc:
         raise BackendUnavailableError(

@@ -13,15 +13,26 @@ from its unchanged source with each ``= ByteEncoder()`` default rewritten to
 upstream code meant).  Nothing on disk is modified, no bytecode cache is written for the rewritten
 module, and on Python < 3.11 the hook is not installed at all.  It must run before the first
 ``import lava``; :mod:`lava_procs` does this on import.
+
+A second incompatibility is not about the Python version: lava's
+``message_infrastructure/multiprocessing.py`` calls ``multiprocessing.set_start_method('fork')`` at
+import, which raises ``RuntimeError: context has already been set`` when anything in the process
+has fixed the start method before (tqdm's progress bars do, through their multiprocessing lock).
+:func:`import_message_infrastructure` imports that module first: if the start method is already
+'fork', the call is redundant and is skipped for that import; any other method is a clear error
+(Lava's runtime needs 'fork').
 """
 from __future__ import annotations
 
+import importlib
 import importlib.abc
 import importlib.machinery
+import multiprocessing
 import re
 import sys
 
 TARGET = "lava.magma.compiler.var_model"
+MESSAGING = "lava.magma.runtime.message_infrastructure.multiprocessing"
 _IMPORT_LINE = "from dataclasses import dataclass, InitVar"
 _DEFAULT = re.compile(r"=\s*ByteEncoder\(\)")
 
@@ -66,3 +77,28 @@ def install() -> bool:
             raise ImportError(f"{TARGET} was imported before lava_procs.lava_compat.install()")
         sys.meta_path.insert(0, _Finder())
     return True
+
+
+def import_message_infrastructure() -> None:
+    """Import lava's multiprocessing message infrastructure whether or not the process's start
+    method is already fixed (see the module docstring)."""
+    if MESSAGING in sys.modules:
+        return
+    current = multiprocessing.get_start_method(allow_none=True)
+    if current is None:
+        importlib.import_module(MESSAGING)
+        return
+    if current != "fork":
+        raise RuntimeError(f"Lava's runtime needs the 'fork' multiprocessing start method; this process "
+                           f"already uses {current!r}")
+    original = multiprocessing.set_start_method
+
+    def keep_fork(method, force=False):
+        if method != "fork" or force:
+            return original(method, force)
+
+    multiprocessing.set_start_method = keep_fork
+    try:
+        importlib.import_module(MESSAGING)
+    finally:
+        multiprocessing.set_start_method = original

@@ -58,3 +58,23 @@ def test_lava_imports_and_site_packages_untouched():
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok"
     assert hashlib.sha256(open(spec.origin, "rb").read()).hexdigest() == digest
+
+
+@pytest.mark.parametrize("before, expect", [
+    ("from tqdm import tqdm; list(tqdm(range(2), disable=False))", "ok fork"),   # tqdm fixes 'fork'
+    ("", "ok fork"),                                                             # nothing fixed yet
+    ("import multiprocessing as mp; mp.set_start_method('spawn')", "RuntimeError 'fork'"),
+])
+def test_lava_runtime_imports_after_the_start_method_was_fixed(before, expect):
+    """lava's messaging module calls mp.set_start_method('fork') at import; after tqdm (which fixes
+    the start method through its multiprocessing lock) that raised 'context has already been set'
+    and the main job's Lava comparison did not run."""
+    if importlib.util.find_spec(lava_compat.TARGET) is None:
+        pytest.skip("lava-nc not installed")
+    code = (f"{before}\nimport multiprocessing as mp, lava_procs\ntry:\n    lava_procs.require_lava()\n"
+            f"    import lava.magma.runtime.message_infrastructure.multiprocessing\n"
+            f"    print('ok', mp.get_start_method())\nexcept RuntimeError as e:\n"
+            f"    print('RuntimeError', \"'fork'\" if \"'fork'\" in str(e) else str(e))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == expect
