@@ -2,8 +2,9 @@
 
 Network: the shipped STPN checkpoint (artifacts/stpn), converted with calibration on 100 frames
 (sigma-delta, tuned thresholds, fixed point) and in rate form.  Sequence: 100 Pong frames played
-by the PyTorch policy (seed 1; fewer for Brian2, which runs ~4 frames/s on the numpy target: 30,
-and 20 for Brian2's cpp_standalone, whose C++ compilation dominates).
+by the PyTorch policy (seed 1; all 100 on Brian2's numpy target too, ~25 s at ~4 frames/s: with
+fewer, one near-tie frame would already fall below 99 %; 20 for Brian2's cpp_standalone, whose C++
+compilation dominates and which is checked for equality with NumPy).
 Tolerances asserted: float backends pick the PyTorch action on >= 99 % of the frames; Lava fixed
 point equals the NumPy fixed-point simulator bit for bit and agrees with PyTorch on >= 97 %; Lava
 float and Brian2 equal the NumPy float simulator to 1e-9 (same operations, different order of
@@ -21,7 +22,7 @@ from mstpn.errors import BackendUnavailableError, DataFormatError, MstpnError
 ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "artifacts" / "stpn" / "policy.safetensors"
 N_FRAMES = 100
-N_FRAMES_BRIAN2 = 30
+N_FRAMES_BRIAN2 = 100   # >= 99 % must be measurable: 1 differing frame in 30 is 96.7 %
 N_FRAMES_STANDALONE = 20   # one C++ compilation (~40-70 s on 2 cores) dominates
 
 from lava_available import HAVE_LAVA, needs_lava  # noqa: E402,F401
