@@ -12,10 +12,11 @@
 # Each run stops after TIME_LIMIT seconds (default 420) and leaves a resume checkpoint, so the
 # CPU machine can carry it on:  mstpn train --out runs/<model>_gpu --resume --env-threads 1
 #
-# Each model starts from its shipped policy (artifacts/<model>/policy.safetensors: weights and
-# frame count, fresh optimiser) unless FROM_ARTIFACTS=0.
+# Each model trains with A2C from scratch (the reference's route; the shipped STPN / m-STPN were
+# distilled from the LSTM, artifacts/README.md), or with FROM_ARTIFACTS=1 from its shipped policy
+# (artifacts/<model>/policy.safetensors: weights and frame count, fresh optimiser).
 # Environment: DEVICE (cuda), TIME_LIMIT (420 s), NUM_ENVS (64), ENV_THREADS (5 per run),
-# MODELS ("stpn mstpn lstm"), SEED (0), FRAMES (50M: the end of the lr schedule), FROM_ARTIFACTS (1), OUT (set by the device tool;
+# MODELS ("stpn mstpn lstm"), SEED (0), FRAMES (50M: the end of the lr schedule), FROM_ARTIFACTS (0), OUT (set by the device tool;
 # default out/gpu_session).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -44,11 +45,11 @@ export PYTHONPATH="$PWD:${PYTHONPATH:-}"
 pids=()
 for m in $MODELS; do
     run=runs/${m}_gpu
-    # continue this GPU run if it exists, else start from the shipped policy's weights (if any)
+    # continue this GPU run if it exists, else start from scratch (FROM_ARTIFACTS=1: from the shipped weights)
     resume=""
     if [ -f "$run/checkpoint_latest.safetensors" ]; then
         resume="--resume"
-    elif [ -f "artifacts/$m/policy.safetensors" ] && [ "${FROM_ARTIFACTS:-1}" = 1 ]; then
+    elif [ -f "artifacts/$m/policy.safetensors" ] && [ "${FROM_ARTIFACTS:-0}" = 1 ]; then
         resume="--init-from artifacts/$m/policy.safetensors"
     fi
     mkdir -p "$run"
