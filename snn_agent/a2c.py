@@ -63,6 +63,22 @@ class A2C:
     def lr_at(self, frames_done: int) -> float:
         return self.cfg.lr * max(0.0, 1.0 - frames_done / self.cfg.frames)
 
+    def optimise(self, loss, frames_done: int, what: str = "A2C") -> tuple[float, float]:
+        """One Adam step on ``loss`` at the scheduled learning rate, gradient norm clipped at
+        ``grad_clip``; returns (gradient norm before clipping, learning rate).  NaN/inf is an error."""
+        if not torch.isfinite(loss):
+            raise ParameterError(f"{what} loss became {loss.detach().item()} (diverged); lower the learning rate")
+        lr = self.lr_at(frames_done)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.grad_clip))
+        if not math.isfinite(grad_norm):
+            raise ParameterError(f"{what} gradient became NaN/inf (diverged); lower the learning rate")
+        self.opt.step()
+        return grad_norm, lr
+
     def step(self, env, obs, state, frames_done: int):
         """Roll out ``n_steps`` in ``env`` from ``obs``/``state`` and update the policy once.
 
@@ -96,16 +112,6 @@ class A2C:
         value_loss = 0.5 * adv.pow(2).mean()
         entropy = ent.mean()
         loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy
-        if not torch.isfinite(loss):
-            raise ParameterError(f"A2C loss became {loss.detach().item()} (diverged); lower the learning rate")
-        lr = self.lr_at(frames_done)
-        for g in self.opt.param_groups:
-            g["lr"] = lr
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip))
-        if not math.isfinite(grad_norm):
-            raise ParameterError("A2C gradient became NaN/inf (diverged); lower the learning rate")
-        self.opt.step()
+        grad_norm, lr = self.optimise(loss, frames_done)
         stats = UpdateStats(*(t.detach().item() for t in (loss, policy_loss, value_loss, entropy)), grad_norm, lr)
         return obs, detach_state(state), stats, cfg.n_steps * len(rewards[0])

@@ -28,8 +28,6 @@ fraction of steps whose greedy actions agree (``agreement``).
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -85,17 +83,7 @@ class Distill(A2C):
                 self.teacher_state = reset_state(self.teacher_state, d)
         kl, ent, vloss = torch.stack(kls).mean(), torch.stack(ents).mean(), 0.5 * torch.stack(vlosses).mean()
         loss = kl + cfg.value_coef * vloss
-        if not torch.isfinite(loss):
-            raise ParameterError(f"distillation loss became {loss.detach().item()} (diverged); lower the learning rate")
-        lr = self.lr_at(frames_done)
-        for g in self.opt.param_groups:
-            g["lr"] = lr
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip))
-        if not math.isfinite(grad_norm):
-            raise ParameterError("distillation gradient became NaN/inf (diverged); lower the learning rate")
-        self.opt.step()
+        grad_norm, lr = self.optimise(loss, frames_done, "distillation")
         stats = UpdateStats(*(t.detach().item() for t in (loss, kl, vloss, ent)), grad_norm, lr,
                             agreement=float(np.mean(agree)))
         return obs, detach_state(state), stats, cfg.n_steps * B
