@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mstpn import compare as C  # noqa: E402
-from mstpn.errors import MstpnError  # noqa: E402
-from mstpn.io import atomic_write_json  # noqa: E402
+from mstpn_base.errors import MstpnError  # noqa: E402
+from mstpn_base.io import atomic_write_json  # noqa: E402
 
 ALL = ("torch", "numpy", "numpy-fixed", "snntorch", "brian2", "brian2-cython", "brian2-standalone", "lava",
        "lava-fixed", "loihi2")

@@ -31,7 +31,7 @@ from conversion import pong  # noqa: E402
 from conversion.cli import convert_with_calibration, load_source  # noqa: E402
 from conversion.fixed_point import OverflowMonitor  # noqa: E402
 from conversion.simulator import Simulator, run_sequence  # noqa: E402
-from mstpn.io import atomic_write_json  # noqa: E402
+from mstpn_base.io import atomic_write_json  # noqa: E402
 
 
 def find_checkpoint() -> Path | None:

@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
 from memristor import protocols as pr  # noqa: E402
 from memristor.backends import BACKENDS, get_simulator  # noqa: E402
 from memristor.params import DeviceParams  # noqa: E402
-from mstpn.errors import BackendUnavailableError  # noqa: E402
+from mstpn_base.errors import BackendUnavailableError  # noqa: E402
 
 
 def time_backend(backend: str, protocols, params, repeat: int) -> dict[str, float]:

@@ -18,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mstpn.energy.gpu import run_benchmark  # noqa: E402
-from mstpn.errors import MstpnError  # noqa: E402
-from mstpn.io import atomic_write_json  # noqa: E402
+from mstpn_base.errors import MstpnError  # noqa: E402
+from mstpn_base.io import atomic_write_json  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

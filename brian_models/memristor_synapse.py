@@ -26,7 +26,7 @@ import numpy as np
 
 from memristor.params import DeviceParams
 from memristor.reference import STATE_VARS, DeviceBatch, Drive, Trace, check_shapes, initial_state
-from mstpn.errors import BackendUnavailableError, MstpnError
+from mstpn_base.errors import BackendUnavailableError, MstpnError
 
 #: Brian2 code-generation targets this module supports -> backend name in the Trace.
 TARGETS = {"numpy": "brian2", "cython": "brian2-cython"}

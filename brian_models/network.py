@@ -42,7 +42,7 @@ from __future__ import annotations
 import numpy as np
 
 from mstpn.compare import StepOut, UnsupportedNetworkError
-from mstpn.errors import BackendUnavailableError, MstpnError
+from mstpn_base.errors import BackendUnavailableError, MstpnError
 
 TARGETS = ("numpy", "cython")
 

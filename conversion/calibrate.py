@@ -29,7 +29,7 @@ import numpy as np
 
 from conversion import graph as g
 from conversion.simulator import Simulator
-from mstpn.errors import ParameterError
+from mstpn_base.errors import ParameterError
 
 #: candidate relative thresholds, largest (sparsest) first
 REL_LADDER = (0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001, 5e-4, 2e-4, 1e-4, 0.0)

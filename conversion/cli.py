@@ -14,7 +14,7 @@ from pathlib import Path
 
 from conversion.calibrate import DEFAULT_TARGET
 from conversion.graph import DEFAULT_RATE_STEPS
-from mstpn.errors import ParameterError
+from mstpn_base.errors import ParameterError
 
 
 def register(subparsers) -> None:

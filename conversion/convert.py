@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from conversion import graph as g
-from mstpn.errors import ParameterError
+from mstpn_base.errors import ParameterError
 
 CONVERTER_VERSION = 1
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mstpn.errors import MstpnError, ParameterError
+from mstpn_base.errors import MstpnError, ParameterError
 
 INT = np.int64
 WEIGHT_BITS = 8

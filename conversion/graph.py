@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from mstpn.errors import DataFormatError, ParameterError
+from mstpn_base.errors import DataFormatError, ParameterError
 
 #: activations a SigmaDelta / RateIF node may apply to its input u
 ACTIVATIONS = ("identity", "relu", "tanh")

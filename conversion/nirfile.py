@@ -21,8 +21,8 @@ import h5py
 import numpy as np
 
 from conversion import graph as g
-from mstpn.errors import DataFormatError, MstpnError
-from mstpn.io import atomic_path
+from mstpn_base.errors import DataFormatError, MstpnError
+from mstpn_base.io import atomic_path
 
 FORMAT = "mstpn.event-network"
 FORMAT_VERSION = 1

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mstpn.errors import ParameterError
+from mstpn_base.errors import ParameterError
 
 
 @dataclass

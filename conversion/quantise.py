@@ -27,7 +27,7 @@ import numpy as np
 from conversion import fixed_point as fx
 from conversion import graph as g
 from conversion.calibrate import Calibration
-from mstpn.errors import ParameterError
+from mstpn_base.errors import ParameterError
 
 FINEST_EXP = -16
 DEFAULT_HEADROOM = 4.0

@@ -30,7 +30,7 @@ import numpy as np
 from conversion import fixed_point as fx
 from conversion import graph as g
 from conversion.ops import conv2d, conv_fanout
-from mstpn.errors import DataFormatError, ParameterError
+from mstpn_base.errors import DataFormatError, ParameterError
 
 INT = np.int64
 COUNTERS = ("events", "synops", "dense", "plastic_ops", "plastic_dense", "hebbian")

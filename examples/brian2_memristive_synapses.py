@@ -51,7 +51,7 @@ def main(duration_s=2.0, out=None, seed=1):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from mstpn.io import atomic_path
+        from mstpn_base.io import atomic_path
         fig, ax = plt.subplots(figsize=(6, 3))
         ax.plot(mon.t / b2.second, g[0], label=f"{input_rates[0]/b2.Hz:.0f} Hz input")
         ax.plot(mon.t / b2.second, g[1], label=f"{input_rates[-1]/b2.Hz:.0f} Hz input")

@@ -10,7 +10,7 @@ _install_lava_compat()
 
 def require_lava():
     """Import lava, or raise BackendUnavailableError with the install hint."""
-    from mstpn.errors import BackendUnavailableError
+    from mstpn_base.errors import BackendUnavailableError
 
     try:
         from lava_procs.lava_compat import import_message_infrastructure

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 import lava_procs
-from mstpn.errors import BackendUnavailableError
+from mstpn_base.errors import BackendUnavailableError
 
 
 from mstpn.compare import UnsupportedNetworkError  # noqa: E402

@@ -10,14 +10,14 @@
 | lava-fixed  | lava_procs.memristor, bit-accurate fixed_pt model| Loihi-style integers|
 
 Optional backends are imported lazily; a missing one raises
-:class:`mstpn.errors.BackendUnavailableError` naming what to install.
+:class:`mstpn_base.errors.BackendUnavailableError` naming what to install.
 """
 from __future__ import annotations
 
 import importlib
 from typing import Callable
 
-from mstpn.errors import BackendUnavailableError, MstpnError
+from mstpn_base.errors import BackendUnavailableError, MstpnError
 
 #: name -> (module, function name, extra keyword arguments, what to install if missing)
 BACKENDS: dict[str, tuple[str, str, dict, str]] = {

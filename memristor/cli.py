@@ -4,7 +4,7 @@
     mstpn device fit DATA.csv [--out params.json] [--init params.json]
     mstpn device params [--params JSON] [--out JSON]
 
-User errors are raised as :class:`mstpn.errors.MstpnError` subclasses (the dispatcher prints them on
+User errors are raised as :class:`mstpn_base.errors.MstpnError` subclasses (the dispatcher prints them on
 one line); every file is written atomically.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from memristor.backends import BACKENDS, get_simulator
 from memristor.params import DeviceParams
-from mstpn.errors import DataFormatError, ParameterError
+from mstpn_base.errors import DataFormatError, ParameterError
 
 #: columns of each protocol's summary printed by ``characterize`` (the CSV has them all)
 SUMMARY_COLUMNS = {

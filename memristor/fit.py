@@ -34,7 +34,7 @@ import numpy as np
 
 from memristor import reference as ref
 from memristor.params import DeviceParams
-from mstpn.errors import DataFormatError, MstpnError, ParameterError
+from mstpn_base.errors import DataFormatError, MstpnError, ParameterError
 
 KINDS = ("relaxation", "pulse_train")
 COLUMNS = ("kind", "trace_id", "v_bias_V", "t_s", "pulse_v_V", "pulse_width_s", "g_S")

@@ -64,7 +64,7 @@ import numpy as np
 
 from memristor import reference as ref
 from memristor.reference import DeviceBatch, Drive, Trace
-from mstpn.errors import MstpnError, ParameterError
+from mstpn_base.errors import MstpnError, ParameterError
 
 INT = np.int64
 OVERFLOW_ORDER = ("f", "r", "q", "g_st", "g_lt")  # the order in which overflow events are reported

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from mstpn.errors import DataFormatError, ParameterError
-from mstpn.io import atomic_write_json, read_json
+from mstpn_base.errors import DataFormatError, ParameterError
+from mstpn_base.io import atomic_write_json, read_json
 
 PROVENANCE_TAGS = ("published", "fitted-to-published-figure", "assumption", "fitted-to-user-data")
 SCHEMA = "mstpn.device-params"

@@ -19,7 +19,7 @@ a summary table (one dict per device):
 
 ``run_protocol(name, backend, params, seed)`` runs one protocol through
 :func:`memristor.backends.get_simulator`; ``write_traces_csv``, ``write_summary_csv`` and
-``plot_protocol`` write results atomically (:mod:`mstpn.io`).
+``plot_protocol`` write results atomically (:mod:`mstpn_base.io`).
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ from memristor import reference as ref
 from memristor.backends import get_simulator
 from memristor.params import DeviceParams
 from memristor.reference import DeviceBatch, Drive, Trace
-from mstpn.errors import MstpnError, ParameterError
-from mstpn.io import atomic_open, atomic_path
+from mstpn_base.errors import MstpnError, ParameterError
+from mstpn_base.io import atomic_open, atomic_path
 
 DT = 0.01  #: grid step of every protocol [s]
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from memristor.params import DeviceParams
-from mstpn.errors import ParameterError
+from mstpn_base.errors import ParameterError
 
 STATE_VARS = ("g_lt", "g_st", "r", "q")
 

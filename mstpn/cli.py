@@ -2,7 +2,7 @@
 
 Each package contributes its subcommands through a ``register(subparsers)`` function in its own
 ``cli`` module; a module that is missing (optional part not installed) is skipped. Errors that a
-user can fix (:class:`mstpn.errors.MstpnError`, missing files) are printed on one line and exit 2;
+user can fix (:class:`mstpn_base.errors.MstpnError`, missing files) are printed on one line and exit 2;
 Ctrl-C exits 130 (all writes are atomic, so nothing is left half-written).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import importlib
 import sys
 
 from mstpn import __version__
-from mstpn.errors import MstpnError
+from mstpn_base.errors import MstpnError
 
 #: modules providing ``register(subparsers)``, in the order their commands are listed
 COMMAND_MODULES = (

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mstpn.errors import BackendUnavailableError, DataFormatError, MstpnError
+from mstpn_base.errors import BackendUnavailableError, DataFormatError, MstpnError
 
 
 class UnsupportedNetworkError(MstpnError, ValueError):
@@ -106,7 +106,7 @@ class SimRunner:
 
     def __init__(self, net, fixed: bool = False):
         from conversion.simulator import Simulator
-        from mstpn.errors import ParameterError
+        from mstpn_base.errors import ParameterError
 
         try:
             self.sim = Simulator(net, batch=1, fixed=fixed)
@@ -470,7 +470,7 @@ def _plots(results: dict, comps: list, out: Path, net) -> list:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mstpn.io import atomic_path
+    from mstpn_base.io import atomic_path
 
     files = []
     ok = {n: r for n, r in results.items() if not r.error}
@@ -523,7 +523,7 @@ def _plots(results: dict, comps: list, out: Path, net) -> list:
 
 
 def write_report(summary: Summary, results: dict, out: Path, net) -> None:
-    from mstpn.io import atomic_write_json, atomic_write_text
+    from mstpn_base.io import atomic_write_json, atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     files = _plots(results, summary.comparisons, out, net)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mstpn.io import atomic_path, atomic_write_text
+from mstpn_base.io import atomic_path, atomic_write_text
 
 #: the shipped policies, one folder per model (policy.safetensors, eval.json, curve.csv)
 DEFAULT_ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"

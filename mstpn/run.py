@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mstpn.errors import ParameterError
-from mstpn.io import atomic_write_json
+from mstpn_base.errors import ParameterError
+from mstpn_base.io import atomic_write_json
 from mstpn.report import write_report
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "artifacts" / "stpn" / "policy.safetensors"
@@ -207,6 +207,6 @@ def _jsonable(x):
 
 
 def load_run(out) -> dict:
-    from mstpn.io import read_json
+    from mstpn_base.io import read_json
 
     return read_json(Path(out) / "run.json")

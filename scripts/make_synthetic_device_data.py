@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 from memristor import reference as ref  # noqa: E402
 from memristor.fit import COLUMNS  # noqa: E402
 from memristor.params import DeviceParams  # noqa: E402
-from mstpn.io import atomic_write_text  # noqa: E402
+from mstpn_base.io import atomic_write_text  # noqa: E402
 
 TRUE_PARAMS = dict(tau0=6.0, v_tau=0.35, a_st=0.15, eta_lt=0.03, g_max=12e-9, g_st_max=4e-9, n_levels=0)
 NOISE_SIGMA_S = 20e-12

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mstpn.errors import ParameterError
+from mstpn_base.errors import ParameterError
 from snn_agent.config import TrainConfig
 from snn_agent.policy import detach_state, reset_state
 

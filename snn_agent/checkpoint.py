@@ -16,7 +16,7 @@ Resuming also needs the optimiser and RNG states: :func:`save_resume_state` writ
 separate torch file next to the checkpoint (``<stem>.resume.pt``).  Every write is atomic.
 
 :func:`load_policy` validates everything (schema, version, architecture, names, shapes, dtypes,
-finiteness, file length) and raises :class:`mstpn.errors.DataFormatError` naming the problem.
+finiteness, file length) and raises :class:`mstpn_base.errors.DataFormatError` naming the problem.
 """
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ import torch
 
 from memristor.params import DeviceParams
 from mstpn import __version__
-from mstpn.errors import DataFormatError, MstpnError
-from mstpn.io import atomic_path
+from mstpn_base.errors import DataFormatError, MstpnError
+from mstpn_base.io import atomic_path
 from snn_agent.config import EnvConfig, ModelConfig, RunConfig, TrainConfig, _from_section
 from snn_agent.policy import CONV_FEATURES, Policy
 

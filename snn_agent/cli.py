@@ -4,8 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mstpn.errors import MstpnError, ParameterError
-from mstpn.io import atomic_write_json
+from mstpn_base.errors import MstpnError, ParameterError
+from mstpn_base.io import atomic_write_json
 
 
 def register(subparsers) -> None:

@@ -9,8 +9,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from mstpn.io import read_json
-from mstpn.errors import DataFormatError, ParameterError
+from mstpn_base.io import read_json
+from mstpn_base.errors import DataFormatError, ParameterError
 
 MODELS = ("stpn", "mstpn", "lstm")
 

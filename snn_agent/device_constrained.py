@@ -38,7 +38,7 @@ from torch import nn
 
 from memristor.params import DeviceParams
 from memristor.reference import pulse_efficacy
-from mstpn.errors import ParameterError
+from mstpn_base.errors import ParameterError
 from snn_agent.stpn import STPN, STPNState
 
 #: physical duration of one agent step: 4 emulator frames at 60 Hz [s]

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mstpn.errors import ParameterError
+from mstpn_base.errors import ParameterError
 from snn_agent.a2c import A2C, UpdateStats
 from snn_agent.config import EnvConfig, TrainConfig
 from snn_agent.policy import detach_state, reset_state

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mstpn.errors import BackendUnavailableError
+from mstpn_base.errors import BackendUnavailableError
 from snn_agent.config import EnvConfig
 
 

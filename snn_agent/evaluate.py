@@ -13,8 +13,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from mstpn.errors import ParameterError
-from mstpn.io import atomic_path
+from mstpn_base.errors import ParameterError
+from mstpn_base.io import atomic_path
 from snn_agent.config import EnvConfig
 from snn_agent.policy import Policy, reset_state
 

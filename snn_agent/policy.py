@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from memristor.params import DeviceParams
-from mstpn.errors import DataFormatError
+from mstpn_base.errors import DataFormatError
 from snn_agent.config import ModelConfig
 from snn_agent.device_constrained import MSTPN
 from snn_agent.stpn import STPN

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mstpn.errors import BackendUnavailableError
+from mstpn_base.errors import BackendUnavailableError
 
 #: the node names of conversion.convert.build_network this module reads
 RATE_NODES = ("conv1", "conv2", "stpn", "h", "pi", "v")

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mstpn.errors import DataFormatError, MstpnError
-from mstpn.io import atomic_path, atomic_write_json, atomic_write_text
+from mstpn_base.errors import DataFormatError, MstpnError
+from mstpn_base.io import atomic_path, atomic_write_json, atomic_write_text
 from snn_agent.a2c import A2C
 from snn_agent.checkpoint import (build_policy, load_policy, load_resume_state, save_checkpoint,
                                   save_resume_state)

@@ -6,7 +6,7 @@ import os
 import pytest
 
 import lava_procs
-from mstpn.errors import BackendUnavailableError
+from mstpn_base.errors import BackendUnavailableError
 
 try:
     lava_procs.require_lava()

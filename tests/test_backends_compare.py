@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from mstpn import compare as C
-from mstpn.errors import BackendUnavailableError, DataFormatError, MstpnError
+from mstpn_base.errors import BackendUnavailableError, DataFormatError, MstpnError
 
 ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "artifacts" / "stpn" / "policy.safetensors"

@@ -8,7 +8,7 @@ from conversion import graph as g
 from conversion.convert import convert_policy
 from conversion.simulator import Simulator, run_sequence
 from conversion.synthetic import pong_like_frames
-from mstpn.errors import ParameterError
+from mstpn_base.errors import ParameterError
 from random_policies import decisive_policy
 from snn_agent.checkpoint import build_policy
 from snn_agent.config import ModelConfig

@@ -10,7 +10,7 @@ import torch
 from conversion import fixed_point as fx
 from conversion import graph as g
 from conversion.simulator import Simulator
-from mstpn.errors import ParameterError
+from mstpn_base.errors import ParameterError
 
 torch.set_num_threads(1)
 I64 = np.int64

@@ -13,7 +13,7 @@ from conversion.convert import convert_policy
 from conversion.quantise import quantise
 from conversion.simulator import Simulator, run_sequence
 from conversion.synthetic import pong_like_frames
-from mstpn.errors import DataFormatError
+from mstpn_base.errors import DataFormatError
 from snn_agent.checkpoint import build_policy
 from snn_agent.config import ModelConfig
 

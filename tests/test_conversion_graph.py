@@ -8,7 +8,7 @@ import torch
 
 from conversion import graph as g
 from conversion.convert import convert_policy, policy_arrays
-from mstpn.errors import DataFormatError, ParameterError
+from mstpn_base.errors import DataFormatError, ParameterError
 from snn_agent.checkpoint import build_policy
 from snn_agent.config import ModelConfig
 

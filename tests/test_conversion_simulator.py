@@ -128,7 +128,7 @@ def test_reset_of_one_batch_element_equals_fresh_start():
 
 
 def test_bad_observations_are_rejected():
-    from mstpn.errors import ParameterError
+    from mstpn_base.errors import ParameterError
 
     sim = Simulator(convert_policy(build_policy(ModelConfig(hidden=8, n_actions=3))))
     with pytest.raises(ParameterError, match=r"shape \(1, 84, 84\), expected \(1, 1, 84, 84\)"):

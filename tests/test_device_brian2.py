@@ -8,7 +8,7 @@ import pytest
 from memristor.backends import get_simulator
 from memristor.params import DeviceParams
 from memristor.reference import Drive, make_devices, make_drive, simulate as simulate_ref
-from mstpn.errors import BackendUnavailableError, MstpnError
+from mstpn_base.errors import BackendUnavailableError, MstpnError
 
 brian2 = pytest.importorskip("brian2")
 from brian_models import memristor_synapse as ms  # noqa: E402

@@ -12,7 +12,7 @@ import pytest
 from memristor import fit
 from memristor import reference as ref
 from memristor.params import DeviceParams
-from mstpn.errors import DataFormatError
+from mstpn_base.errors import DataFormatError
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "memristor" / "data" / "synthetic_measurements.csv"

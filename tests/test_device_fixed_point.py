@@ -5,7 +5,7 @@ import pytest
 from memristor import fixed_point as fp
 from memristor import reference as ref
 from memristor.params import DeviceParams
-from mstpn.errors import ParameterError
+from mstpn_base.errors import ParameterError
 
 SPEC = fp.DEFAULT_SPEC
 SMAX = 2**23 - 1

@@ -8,7 +8,7 @@ from memristor import fixed_point as fp
 from memristor import reference as ref
 from memristor.backends import get_simulator
 from memristor.params import DeviceParams
-from mstpn.errors import BackendUnavailableError
+from mstpn_base.errors import BackendUnavailableError
 
 from lava_available import HAVE_LAVA, needs_lava  # noqa: E402,F401
 

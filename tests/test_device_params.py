@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from memristor.params import PROVENANCE_TAGS, SCHEMA, SCHEMA_VERSION, DeviceParams
-from mstpn.errors import DataFormatError, ParameterError
+from mstpn_base.errors import DataFormatError, ParameterError
 
 NAMES = DeviceParams.parameter_names()
 RANGES = {r["name"]: r["range"] for r in DeviceParams.describe()}

@@ -28,7 +28,7 @@ from memristor import fixed_point as fp
 from memristor import protocols as pr
 from memristor.backends import BACKENDS, get_simulator
 from memristor.params import DeviceParams
-from mstpn.errors import BackendUnavailableError, MstpnError
+from mstpn_base.errors import BackendUnavailableError, MstpnError
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRE_ALL = os.environ.get("MSTPN_REQUIRE_ALL_BACKENDS") == "1"

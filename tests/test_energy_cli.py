@@ -12,7 +12,7 @@ from mstpn.energy import cli
 from mstpn.energy import gpu
 from mstpn.energy.counts import pong_policy_counts
 from mstpn.energy.report import energy_report
-from mstpn.errors import BackendUnavailableError, DataFormatError, ParameterError
+from mstpn_base.errors import BackendUnavailableError, DataFormatError, ParameterError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ from mstpn.energy import constants as C
 from mstpn.energy.counts import (LayerCounts, RunCounts, event_layer_counts, frames_for_steps,
                                  pong_policy_counts, published_game_counts, stpn_layer_counts,
                                  stpn_synapses, steps_for_frames)
-from mstpn.errors import DataFormatError, MstpnError, ParameterError
+from mstpn_base.errors import DataFormatError, MstpnError, ParameterError
 
 
 def test_pong_stpn_has_169984_synapses():

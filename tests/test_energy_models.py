@@ -10,7 +10,7 @@ from mstpn.energy import models as M
 from mstpn.energy.counts import LayerCounts, RunCounts, published_game_counts
 from mstpn.energy.report import (A100, DIGITAL, H200, LOIHI, MEMRISTIVE, PUBLISHED_RTOL, energy_report,
                                  published_reproduction)
-from mstpn.errors import ParameterError
+from mstpn_base.errors import ParameterError
 
 P = DeviceParams()
 

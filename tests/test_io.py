@@ -1,9 +1,9 @@
-"""mstpn.io: atomic writes never leave a half-written or temporary file behind."""
+"""mstpn_base.io: atomic writes never leave a half-written or temporary file behind."""
 import os
 
 import pytest
 
-from mstpn.io import FILE_MODE, atomic_open, atomic_path, atomic_write_json, atomic_write_text
+from mstpn_base.io import FILE_MODE, atomic_open, atomic_path, atomic_write_json, atomic_write_text
 
 
 def test_atomic_write_replaces_and_keeps_mode(tmp_path):

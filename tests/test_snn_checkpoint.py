@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from memristor.params import DeviceParams
-from mstpn.errors import DataFormatError
+from mstpn_base.errors import DataFormatError
 from snn_agent.checkpoint import (build_policy, load_policy, load_resume_state, read_metadata,
                                   save_checkpoint, save_resume_state)
 from snn_agent.config import RunConfig

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mstpn.errors import ParameterError
+from mstpn_base.errors import ParameterError
 from snn_agent.config import EnvConfig, ModelConfig, RunConfig, TrainConfig
 from snn_agent.distill import Distill, check_teacher
 from snn_agent.policy import Policy

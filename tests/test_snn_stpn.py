@@ -141,7 +141,7 @@ def test_policy_float64_matches_explicit_chain():
 
 
 def test_policy_rejects_wrong_observation_shape():
-    from mstpn.errors import DataFormatError
+    from mstpn_base.errors import DataFormatError
 
     pol = Policy(ModelConfig(kind="stpn", hidden=4, n_actions=3))
     with pytest.raises(DataFormatError, match="84, 84"):

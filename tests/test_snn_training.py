@@ -163,7 +163,7 @@ def test_train_loop_writes_curve_checkpoints_and_resumes(tmp_path):
     _, meta = load_policy(tmp_path / LATEST)
     assert meta["progress"]["frames"] == prog["frames"]
     # a second run into the same folder without --resume is refused
-    from mstpn.errors import MstpnError
+    from mstpn_base.errors import MstpnError
     with pytest.raises(MstpnError, match="--resume"):
         train(cfg, tmp_path, progress=False, max_updates=1, env_factory=factory)
     with open(tmp_path / "curve.csv", "a") as fh:   # a row logged after the last checkpoint

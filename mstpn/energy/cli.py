@@ -19,8 +19,8 @@ from mstpn.energy import constants as C
 from mstpn.energy.counts import RunCounts, pong_policy_counts, published_game_counts, steps_for_frames
 from mstpn.energy.models import MemristiveSettings
 from mstpn.energy.report import energy_report, published_reproduction
-from mstpn.errors import BackendUnavailableError, DataFormatError, ParameterError
-from mstpn.io import atomic_write_json, atomic_write_text
+from mstpn_base.errors import BackendUnavailableError, DataFormatError, ParameterError
+from mstpn_base.io import atomic_write_json, atomic_write_text
 
 
 def register(subparsers) -> None:

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from mstpn.energy import constants as C
-from mstpn.errors import DataFormatError, ParameterError
-from mstpn.io import atomic_write_json, read_json
+from mstpn_base.errors import DataFormatError, ParameterError
+from mstpn_base.io import atomic_write_json, read_json
 
 SCHEMA = "mstpn.energy-counts"
 SCHEMA_VERSION = 1

@@ -2,7 +2,7 @@
 
 NVML (pynvml, from the ``nvidia-ml-py`` package) is imported lazily; without it, without an
 NVIDIA GPU, or without CUDA in PyTorch, every entry point raises
-:class:`~mstpn.errors.BackendUnavailableError` with the reason.
+:class:`~mstpn_base.errors.BackendUnavailableError` with the reason.
 
 Method: ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since the driver loaded; Volta and newer) is
 read before and after a timed loop of at least ``seconds`` seconds, with the GPU synchronised at
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mstpn.energy.models import GpuStepFigures
-from mstpn.io import read_json
-from mstpn.errors import BackendUnavailableError, DataFormatError, ParameterError
+from mstpn_base.io import read_json
+from mstpn_base.errors import BackendUnavailableError, DataFormatError, ParameterError
 
 SCHEMA = "mstpn.gpu-energy"
 SCHEMA_VERSION = 1

@@ -12,7 +12,7 @@ import numpy as np
 from memristor.params import DeviceParams
 from mstpn.energy import constants as C
 from mstpn.energy.counts import LayerCounts
-from mstpn.errors import ParameterError
+from mstpn_base.errors import ParameterError
 
 
 def _nonneg(name: str, v) -> float:

@@ -18,8 +18,8 @@ from memristor.params import DeviceParams
 from mstpn.energy import constants as C
 from mstpn.energy import models as M
 from mstpn.energy.counts import RunCounts, published_game_counts
-from mstpn.errors import ParameterError
-from mstpn.io import atomic_path, atomic_write_json, atomic_write_text
+from mstpn_base.errors import ParameterError
+from mstpn_base.io import atomic_path, atomic_write_json, atomic_write_text
 
 MEMRISTIVE = "memristive"
 LOIHI = "loihi-style"

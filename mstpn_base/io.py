@@ -70,7 +70,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def read_json(path: str | os.PathLike):
     """Parse a JSON file; a file that is not valid UTF-8 JSON raises DataFormatError naming it."""
-    from mstpn.errors import DataFormatError
+    from mstpn_base.errors import DataFormatError
 
     path = Path(path)
     try:
