@@ -2,8 +2,8 @@
 
 Every parameter carries a unit, a physical range, and a provenance tag:
 
-* ``published``: read from Weilenmann et al., Nat. Commun. 15, 6898 (2024) or the related
-  SrTiO3 study arXiv:2509.22767;
+* ``published``: read from Weilenmann et al., Nat. Commun. 15, 6898 (2024) (values taken from
+  the related SrTiO3 study arXiv:2509.22767, another device, are tagged ``assumption``);
 * ``fitted-to-published-figure``: chosen so that the model reproduces a published number;
 * ``assumption``: a plausible value chosen by this project (replace it with your own fit,
   ``mstpn device fit``);
@@ -58,17 +58,20 @@ class DeviceParams:
     g_st_max: float = _p(5e-9, "S", 0.0, 1e-3, "assumption", "largest volatile conductance")
     a_st: float = _p(0.1, "1", 0.0, 1.0, "assumption",
                      "fraction of the remaining volatile range a reference pulse adds (soft bound)")
-    tau0: float = _p(10.0, "s", 1e-6, 1e6, "published",
-                     "relaxation time constant at zero bias (1-10 s range: arXiv:2509.22767)")
-    v_tau: float = _p(0.6 / math.log(10.0), "V", 1e-3, 100.0, "fitted-to-published-figure",
-                      "bias scale of tau(V)=tau0*exp(-V/v_tau); default spans 10 s..1 s over 0..0.6 V")
+    tau0: float = _p(10.0, "s", 1e-6, 1e6, "assumption",
+                     "relaxation time constant at zero bias; informed by arXiv:2509.22767 (related "
+                     "device, photoresponse: decay time constants of 1-10 s, controllable by bias)")
+    v_tau: float = _p(0.6 / math.log(10.0), "V", 1e-3, 100.0, "assumption",
+                      "bias scale of tau(V)=tau0*exp(-V/v_tau); spans 10 s..1 s over 0..0.6 V, informed by "
+                      "arXiv:2509.22767 (related device, photoresponse)")
     v_bias_min: float = _p(0.0, "V", 0.0, 5.0, "assumption", "lowest usable relaxation bias")
     v_bias_max: float = _p(0.6, "V", 0.0, 5.0, "published",
-                           "highest relaxation bias (worst case applied to every synapse, 0.6 V)")
+                           "highest relaxation bias: 0.6 V, the worst case applied to every synapse "
+                           "(Weilenmann et al., Nat. Commun. 15, 6898 (2024))")
     # -- pulse efficacy s(V, t_p) -------------------------------------------------------------
     v_ref: float = _p(1.0, "V", 1e-3, 10.0, "assumption", "reference pulse amplitude (s = 1)")
     t_ref: float = _p(400e-6, "s", 1e-12, 1.0, "assumption",
-                    "reference pulse width (s = 1 at v_ref)")
+                    "reference pulse width (s = 1 at v_ref); the default t_pulse is 427 us, not 400 us")
     v0: float = _p(0.25, "V", 1e-3, 10.0, "assumption",
                    "voltage nonlinearity: s ~ (exp(|V|/v0)-1) (ionic hopping, exponential in V)")
     beta_t: float = _p(0.5, "1", 0.0, 2.0, "assumption", "width dependence: s ~ (t_p/t_ref)^beta_t")
@@ -87,11 +90,13 @@ class DeviceParams:
     # -- electrical / energy ---------------------------------------------------------------------
     v_read: float = _p(0.1, "V", 0.0, 10.0, "assumption", "read voltage (weight multiplication I = V G)")
     p_leak_ref: float = _p(4.3e-9, "W", 0.0, 1e-3, "published",
-                           "idle power per synapse at G = 0 under v_bias_max (4.3 nW at 0.6 V)")
+                           "idle power per synapse at G = 0 under v_bias_max: 4.3 nW at 0.6 V "
+                           "(Weilenmann et al., Nat. Commun. 15, 6898 (2024))")
     v_pulse: float = _p(1.0, "V", 0.0, 10.0, "assumption", "default update pulse amplitude")
     t_pulse: float = _p(427e-6, "s", 1e-12, 1.0, "fitted-to-published-figure",
-                        "default update pulse width; with v_pulse and a mid-range G it gives ~3 pJ per "
-                        "pulse, i.e. ~0.4 mJ per published Pong game (see mstpn.energy)")
+                        "default update pulse width; with v_pulse and a mid-range G it gives ~3.2 pJ per "
+                        "pulse, i.e. the 0.4 mJ of update pulses per Pong game of Weilenmann et al., "
+                        "Nat. Commun. 15, 6898 (2024) (see mstpn.energy)")
     provenance: dict = field(default_factory=dict, compare=False, repr=False,
                              metadata=dict(doc="overrides of the per-parameter source tags"))
 

@@ -21,7 +21,12 @@ def test_defaults_are_valid_and_documented():
         lo, hi = r["range"]
         assert lo <= getattr(p, r["name"]) <= hi, r["name"]
         assert r["unit"] and r["doc"] and r["source"] in PROVENANCE_TAGS
-    assert p.source("tau0") == "published" and p.source("p_leak_ref") == "published"
+    assert p.source("v_bias_max") == "published" and p.source("p_leak_ref") == "published"
+    # tau0 comes from a related device's photoresponse (arXiv:2509.22767), not this device
+    assert p.source("tau0") == "assumption" and p.source("v_tau") == "assumption"
+    for r in rows:   # a published value names its publication
+        if r["source"] == "published":
+            assert "Weilenmann et al., Nat. Commun. 15, 6898 (2024)" in r["doc"], r["name"]
     assert p.v_bias_max == 0.6 and p.p_leak_ref == 4.3e-9  # the published figures
 
 

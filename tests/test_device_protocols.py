@@ -272,5 +272,6 @@ def test_cli_params_table_and_json(tmp_path):
     head, *rows = proc.stdout.splitlines()[:-1]
     assert head.split() == ["name", "value", "unit", "range", "source"]
     assert len(rows) == len(DeviceParams.parameter_names())
-    assert any(r.split()[0] == "tau0" and r.split()[-1] == "published" for r in rows)
+    assert any(r.split()[0] == "tau0" and r.split()[-1] == "assumption" for r in rows)
+    assert any(r.split()[0] == "p_leak_ref" and r.split()[-1] == "published" for r in rows)
     assert DeviceParams.load(tmp_path / "p.json") == DeviceParams()
