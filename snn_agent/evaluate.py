@@ -35,7 +35,7 @@ def evaluate(policy: Policy, env_cfg: EnvConfig, episodes: int = 10, seed: int =
     max_steps = (max_frames // env_cfg.frameskip) if max_frames else env_cfg.max_episode_frames // env_cfg.frameskip
     policy = policy.eval()
     scores, lengths, truncated = [], [], []
-    frames_gif = []
+    frames_gif, rewards_gif = [], []
     bar = None
     if progress:
         from tqdm import tqdm
@@ -57,6 +57,8 @@ def evaluate(policy: Policy, env_cfg: EnvConfig, episodes: int = 10, seed: int =
                 action = logits.argmax(-1).cpu().numpy()
                 obs, reward, done, _ = env.step(action)
                 ret += reward * active
+                if record:
+                    rewards_gif.append(float(reward[0]))
                 length += active
                 if done.any():
                     state = reset_state(state, done)
@@ -78,17 +80,80 @@ def evaluate(policy: Policy, env_cfg: EnvConfig, episodes: int = 10, seed: int =
     if bar is not None:
         bar.close()
     if gif is not None and frames_gif:
-        write_gif(gif, frames_gif)
+        write_gif(gif, frames_gif, fps=60.0 / env_cfg.frameskip, rewards=rewards_gif)
     s = np.asarray(scores, dtype=float)
     return {"episodes": episodes, "seed": seed, "mean": float(s.mean()), "std": float(s.std()),
             "scores": s.tolist(), "agent_steps": lengths, "frames": [int(x) * env_cfg.frameskip for x in lengths],
             "truncated": [bool(t) for t in truncated], "max_frames": max_frames}
 
 
-def write_gif(path, frames, scale: int = 2, fps: int = 15) -> None:
-    """Write grayscale 84x84 frames (the agent's view) as an animated GIF, upscaled by ``scale``."""
-    import imageio.v2 as imageio
+#: the agent's step rate by default: 60 Hz emulator frames / frameskip 4
+GIF_FPS = 15.0
+#: height of the score banner above each GIF frame, in output pixels
+GIF_BANNER_PX = 16
+AGENT_GREEN = (92, 186, 92)
 
-    imgs = [np.repeat(np.repeat(f, scale, axis=0), scale, axis=1) for f in frames]
+
+def write_gif(path, frames, scale: int = 2, fps: float = GIF_FPS, rewards=None, poster=None) -> None:
+    """Write grayscale 84x84 frames (the agent's view) as an animated GIF at the game's true rate.
+
+    ``fps`` is the agent's step rate, 60 Hz / frameskip (15 Hz by default): one GIF frame per agent
+    step.  GIF stores each delay in centiseconds, so per-frame delays are 10 ms multiples chosen
+    so that frame i starts at round(i * 1000 / fps) ms to the nearest 10 ms (15 Hz: 70, 60, 70, ...
+    ms, exactly 15 frames per second on average; 10, 20 or 25 Hz give a constant delay).  Each
+    frame is upscaled by ``scale`` and gets a banner with the score (agent vs opponent, summed from
+    ``rewards``: the reward of each step, +1 agent point, -1 opponent point) and the agent's paddle
+    (Pong: the right one) drawn green.  ``poster``: also write a mid-game frame as PNG (the still
+    shown where a GIF does not animate).
+    """
+    if not fps > 0:
+        raise ParameterError(f"fps must be > 0, got {fps!r}")
+    if not frames:
+        raise ParameterError("write_gif needs at least one frame")
+    if rewards is not None and len(rewards) < len(frames) - 1:
+        raise ParameterError(f"{len(rewards)} rewards for {len(frames)} frames")
+    agent = opponent = 0
+    imgs = []
+    for i, f in enumerate(frames):
+        imgs.append(_annotated_frame(np.asarray(f), scale, agent, opponent, rewards is not None))
+        if rewards is not None and i < len(rewards):
+            agent += int(rewards[i] > 0)
+            opponent += int(rewards[i] < 0)
+    durations = gif_frame_durations(len(imgs), fps)
     with atomic_path(path) as tmp:
-        imageio.mimsave(tmp, imgs, format="GIF", duration=1.0 / fps, loop=0)
+        imgs[0].save(tmp, format="GIF", save_all=True, append_images=imgs[1:], duration=durations,
+                     loop=0, disposal=1)
+    if poster is not None:
+        with atomic_path(poster) as tmp:
+            imgs[len(imgs) // 2].convert("RGB").save(tmp, format="PNG")
+
+
+def gif_frame_durations(n: int, fps: float) -> list[int]:
+    """Per-frame GIF delays [ms] (10 ms multiples) whose running sum tracks i * 1000 / fps."""
+    ends = [10 * round((i + 1) * 100.0 / fps) for i in range(n)]
+    return [max(10, e - s) for s, e in zip([0] + ends[:-1], ends)]
+
+
+def _annotated_frame(frame: np.ndarray, scale: int, agent: int, opponent: int, score: bool):
+    """One 84x84 grayscale frame as an RGB image: upscaled, agent's paddle green, score banner."""
+    from PIL import Image, ImageDraw
+
+    g = np.asarray(frame, dtype=np.uint8)
+    rgb = np.repeat(g[:, :, None], 3, axis=2)
+    h, w = g.shape
+    if (h, w) == (84, 84):
+        # the agent's (right) paddle: columns 72-76 of the playfield (rows 14-76), brighter than the
+        # background; Pong draws it green, the 84x84 grayscale view loses the colour
+        field = g[14:77, 72:77].astype(int)
+        mask = field > np.median(g[14:77]) + 15
+        patch = rgb[14:77, 72:77]
+        patch[mask] = AGENT_GREEN
+    img = Image.fromarray(rgb, "RGB").resize((w * scale, h * scale), Image.NEAREST)
+    out = Image.new("RGB", (img.width, img.height + GIF_BANNER_PX), (24, 24, 24))
+    out.paste(img, (0, GIF_BANNER_PX))
+    d = ImageDraw.Draw(out)
+    left = f"opponent {opponent}" if score else "opponent"
+    right = f"agent {agent}" if score else "agent (green)"
+    d.text((3, 2), left, fill=(230, 230, 230))
+    d.text((out.width - 3 - d.textlength(right), 2), right, fill=AGENT_GREEN)
+    return out
