@@ -2,8 +2,10 @@
 
 Each package contributes its subcommands through a ``register(subparsers)`` function in its own
 ``cli`` module; a module that is missing (optional part not installed) is skipped. Errors that a
-user can fix (:class:`mstpn_base.errors.MstpnError`, missing files) are printed on one line and exit 2;
-Ctrl-C exits 130 (all writes are atomic, so nothing is left half-written).
+user can fix (:class:`mstpn_base.errors.MstpnError`, missing files, an output path through a
+file) are printed on one line and exit 2.  Ctrl-C and SIGTERM stop every command the same way
+(:mod:`mstpn_base.signals`): one line, exit 130 / 143, temporary files removed (all writes are
+atomic, so nothing is left half-written).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import importlib
 import sys
 
 from mstpn import __version__
+from mstpn_base import signals
 from mstpn_base.errors import MstpnError
 
 #: modules providing ``register(subparsers)``, in the order their commands are listed
@@ -42,16 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def dispatch(args, prog: str = "mstpn") -> int:
-    """Run a parsed command: user errors -> one line on stderr + exit 2; Ctrl-C -> exit 130."""
+    """Run a parsed command: user errors -> one line on stderr + exit 2; SIGINT / SIGTERM -> one
+    line + exit 128 + signal number (130 / 143)."""
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted (files are written atomically: none is half-written; "
-              "a training run saved its resume checkpoint)", file=sys.stderr)
-        return 130
-    except (MstpnError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        status = int(args.func(args) or 0)
+    except KeyboardInterrupt as exc:
+        return _interrupted(prog, getattr(exc, "signum", None) or signals.received() or 2)
+    except (MstpnError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError,
+            PermissionError) as exc:
         print(f"{prog} {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    if signals.received():  # a library swallowed the interrupt's exception
+        return _interrupted(prog, signals.received())
+    return status
+
+
+def _interrupted(prog: str, signum: int) -> int:
+    print(f"{prog}: interrupted by {signals.signal_name(signum)} (files are written atomically: none is "
+          "half-written; a training run saved its resume checkpoint)", file=sys.stderr)
+    return signals.exit_status(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return dispatch(args)
+    with signals.handled():
+        return dispatch(args)
 
 
 if __name__ == "__main__":
