@@ -8,7 +8,9 @@ they are stored in the same layout under the node types ``mstpn.SigmaDelta``, ``
 ``mstpn.PlasticSTPN`` with a ``schema_version``.  ``/mstpn`` holds the evaluation order, the
 metadata (JSON), the fixed-point parameters and a manifest (dtype, shape and SHA-256 of every
 dataset) that detects corrupted data.  Arrays are stored in their dtype with lossless gzip, so a
-round trip is bit-identical.  Every problem on reading raises :class:`DataFormatError` naming it.
+round trip is bit-identical.  Every problem on reading raises :class:`DataFormatError` naming it;
+after the checksums, :func:`conversion.validate.validate_network` checks the content (parameter
+ranges, metadata, the fixed-point block).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import h5py
 import numpy as np
 
 from conversion import graph as g
+from conversion.validate import validate_network
 from mstpn_base.errors import DataFormatError, MstpnError
 from mstpn_base.io import atomic_path
 
@@ -229,7 +232,8 @@ def read_network(path) -> g.Network:
         if isinstance(exc, DataFormatError) and str(exc).startswith(str(path)):
             raise
         raise DataFormatError(f"{path}: {exc}") from None
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError,
+            ZeroDivisionError, OverflowError, UnicodeDecodeError) as exc:
         raise DataFormatError(f"{path}: corrupted network file ({type(exc).__name__}: {exc})") from None
 
 
@@ -283,10 +287,15 @@ def _read(f: h5py.File, path: Path) -> g.Network:
         except (AssertionError, KeyError, TypeError, ValueError) as exc:
             raise DataFormatError(f"node {name!r} ({kind}) is malformed: {exc}") from None
     edges = [(_str(a), _str(b)) for a, b in np.asarray(f["node"]["edges"][()]).reshape(-1, 2)]
-    meta = json.loads(_str(m["metadata_json"][()]))
+    try:
+        meta = json.loads(_str(m["metadata_json"][()]))
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"metadata is not valid JSON ({exc})") from None
     fixed = None
     if "fixed_point" in m:
         fixed = {}
         for node_name, grp in m["fixed_point"].items():
-            fixed[node_name] = {k: (np.asarray(v[()], np.int64) if np.ndim(v[()]) else int(v[()])) for k, v in grp.items()}
-    return g.Network(nodes, edges, meta, fixed)
+            if not isinstance(grp, h5py.Group):
+                raise DataFormatError(f"fixed-point entry {node_name!r} must be a group")
+            fixed[node_name] = {k: v[()] for k, v in grp.items() if isinstance(v, h5py.Dataset)}
+    return validate_network(nodes, edges, meta, fixed)
