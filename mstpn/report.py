@@ -48,6 +48,10 @@ def collect_models(artifacts: Path) -> list[dict]:
             row.update(score_mean=ev["mean"], score_std=ev["std"], episodes=ev["episodes"])
         if (folder / "curve.csv").is_file():
             row["curve"] = folder / "curve.csv"
+        teacher = (meta.get("train") or {}).get("teacher")
+        row["how"] = "distilled" if teacher else "a2c"
+        row["curve_label"] = (f"{row['name']}, distilled from LSTM (greedy training games)" if teacher else
+                              f"{row['name']}, A2C (sampled-action training games)")
         models.append(row)
     return models
 
@@ -72,8 +76,12 @@ def _savefig(fig, path: Path) -> None:
 
 
 def plot_training_curves(models: list[dict], path: Path) -> bool:
-    """Training score (mean of the last 20 games) against emulator frames, one line per model."""
-    curves = [(m["name"], *_curve(m["curve"])) for m in models if "curve" in m]
+    """Training score (mean of the last 20 games) against emulator frames, one line per run.
+
+    Each line says how the run trained and what its score is: A2C runs score the games of the
+    sampling policy (sampled actions), distillation runs the student's greedy games; solid lines
+    are distilled runs, dashed ones A2C."""
+    curves = [(m.get("curve_label", m["name"]), *_curve(m["curve"])) for m in models if "curve" in m]
     curves = [c for c in curves if len(c[1])]
     if not curves:
         return False
@@ -82,15 +90,15 @@ def plot_training_curves(models: list[dict], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig, ax = plt.subplots(figsize=(8, 4.6))
     for name, f, s in curves:
-        ax.plot(f / 1e6, s, label=name)
+        ax.plot(f / 1e6, s, label=name, ls="-" if "distilled" in name else "--")
     ax.axhline(20, color="grey", ls=":", lw=1)
     ax.set_xlabel("emulator frames [millions]")
-    ax.set_ylabel("score, last 20 training games")
+    ax.set_ylabel("game score (points won - lost),\nmean of the last 20 training games")
     ax.set_ylim(-21.5, 21.5)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     _savefig(fig, path)
     return True
@@ -111,6 +119,34 @@ def plot_device_curves(folder: Path) -> list[str]:
     return names
 
 
+#: the still of the game shown in the report: a mid-game frame of game.gif (its first frame is
+#: the nearly empty court before the serve)
+GAME_FRAME = "game_frame.png"
+
+
+def write_game_frame(folder: Path) -> bool:
+    """Write the middle frame of ``folder/game.gif`` as ``folder/game_frame.png``; False without a GIF."""
+    from PIL import Image
+
+    gif = Path(folder) / "game.gif"
+    if not gif.is_file():
+        return False
+    with Image.open(gif) as im:
+        im.seek(im.n_frames // 2)
+        frame = im.convert("RGB")
+    with atomic_path(Path(folder) / GAME_FRAME) as tmp:
+        frame.save(tmp, format="PNG")
+    return True
+
+
+def game_figure(figures: dict) -> str:
+    """The game in the report: the mid-game still, linked to the animated GIF (or the GIF alone)."""
+    if figures.get("game_frame"):
+        return (f"[![the agent's game, a mid-game frame; click for the animation]({figures['game_frame']})]"
+                "(game.gif) (agent: right, green paddle; the animated game: `game.gif`)")
+    return "![game](game.gif)"
+
+
 def render_markdown(s: dict, models: list[dict], figures: dict) -> str:
     game = s["game"]
     epf = game["events_per_frame"]
@@ -125,7 +161,7 @@ def render_markdown(s: dict, models: list[dict], figures: dict) -> str:
         f"- speed: {game['steps_per_s']:.1f} agent steps/s",
         f"- events per frame: {epf.get('events', float('nan')):.0f}; synaptic ops per "
         f"frame vs dense MACs: {epf.get('synops_ratio', float('nan')):.3f}", "",
-        "![game](game.gif)", "",
+        game_figure(figures), "",
         "## Scores", "",
         "| policy | how it played | trained frames | score |", "|---|---|---|---|",
     ]
@@ -169,7 +205,8 @@ def render_html(markdown_text: str, folder: Path) -> str:
     body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
     style = ("body{font-family:sans-serif;max-width:980px;margin:2em auto;padding:0 1em;line-height:1.4}"
              "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:2px 8px}"
-             "pre{background:#f4f4f4;padding:.6em;overflow-x:auto}img{max-width:100%}")
+             "pre{background:#f4f4f4;padding:.6em;white-space:pre-wrap;overflow-wrap:anywhere;font-size:90%}"
+             "img{max-width:100%}")
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>mstpn run</title>"
             f"<style>{style}</style></head><body>\n{_embed_images(body, folder)}\n</body></html>\n")
 
@@ -179,6 +216,8 @@ def write_report(folder, summary: dict, artifacts=None, device_curves: bool = Tr
     folder = Path(folder)
     models = collect_models(Path(artifacts) if artifacts else DEFAULT_ARTIFACTS)
     figures = {}
+    if write_game_frame(folder):
+        figures["game_frame"] = GAME_FRAME
     if plot_training_curves(models, folder / "training_curves.png"):
         figures["training"] = "training_curves.png"
     if device_curves:

@@ -67,3 +67,38 @@ def test_report_markdown_and_standalone_html(artifacts, tmp_path):
 def test_html_escapes_nothing_it_should_not(tmp_path):
     html = render_html("# t\n\n```\na < b\n```\n", tmp_path)
     assert "a &lt; b" in html and html.startswith("<!DOCTYPE html>")
+
+
+def test_curve_labels_say_how_each_run_trained(artifacts, tmp_path):
+    """A2C and distilled runs of one model get distinct legend labels that say what was scored."""
+    src = artifacts / "stpn"
+    dst = artifacts / "stpn_distilled"
+    cfg = RunConfig.from_dict({"model": {"kind": "stpn"}, "train": {"teacher": "artifacts/lstm/policy.safetensors"}})
+    dst.mkdir()
+    save_checkpoint(dst / "policy.safetensors", build_policy(cfg, seed=1), cfg, progress={"frames": 4000})
+    (dst / "curve.csv").write_bytes((src / "curve.csv").read_bytes())
+    labels = {m["folder"]: m["curve_label"] for m in collect_models(artifacts)}
+    assert labels["stpn"] == "STPN, A2C (sampled-action training games)"
+    assert labels["stpn_distilled"] == "STPN, distilled from LSTM (greedy training games)"
+    assert len(set(labels.values())) == len(labels)
+
+
+def test_report_shows_a_mid_game_frame_and_wraps_the_energy_text(artifacts, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from snn_agent.evaluate import write_gif
+
+    out = tmp_path / "run"
+    out.mkdir()
+    frames = [np.full((84, 84), 10 * k, np.uint8) for k in range(9)]
+    write_gif(out / "game.gif", frames, fps=15)
+    files = write_report(out, _summary(), artifacts=artifacts, device_curves=False)
+    md = files["markdown"].read_text()
+    assert "](game_frame.png)](game.gif)" in md
+    with Image.open(out / "game.gif") as im:
+        im.seek(4)
+        mid = np.asarray(im.convert("RGB"))
+    assert np.array_equal(np.asarray(Image.open(out / "game_frame.png").convert("RGB")), mid)
+    html = files["html"].read_text()
+    assert "white-space:pre-wrap" in html and '<a href="game.gif">' in html

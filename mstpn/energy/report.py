@@ -119,28 +119,112 @@ class EnergyReport:
         return "\n".join(lines)
 
     def plot(self, path) -> None:
-        """Bar chart of the totals per backend (log scale), written atomically as PNG."""
+        """The energy figure, written atomically as PNG.
+
+        Left: the memristive synapses of this run, bias and update-pulse energy stacked (linear
+        mJ), beside the published game (Weilenmann et al. 2024: 35.6 mJ bias + 0.4 mJ pulses =
+        36.0 mJ, hatched).  Right: every backend over the compared scope (the STPN layer's
+        synaptic operations), its components stacked (log mJ), each bar labelled with what it
+        includes; the publication's A100 figures as hatched reference bars; a whole-network bar
+        only for the backends that model the whole network.
+        """
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
 
-        names = self.backends
-        syn = [max(self.total(b) * 1e3, 1e-12) for b in names]
-        net = [max(self.total(b, "network") * 1e3, 1e-12) for b in names]
-        fig, ax = plt.subplots(figsize=(9, 4.5))
-        x = range(len(names))
-        ax.bar([i - 0.2 for i in x], syn, width=0.4, label="memristive-layer scope (compared)")
-        ax.bar([i + 0.2 for i in x], net, width=0.4, label="whole network (where modelled)")
-        ax.set_yscale("log")
-        ax.set_xticks(list(x))
-        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel("energy per run [mJ]")
-        ax.set_title(f"{self.counts.steps} steps, {self.counts.duration_s:.1f} s of game")
-        ax.legend(fontsize=8)
+        mj = 1e3
+        fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 8.2), gridspec_kw=dict(width_ratios=[1, 3.2]))
+        # -- memristive: bias vs pulses, this run against the published game -------------------
+        bias_c, pulse_c, ref_c = "#4c72b0", "#dd8452", "white"
+        cols = []
+        if MEMRISTIVE in self.backends:
+            comps = {r.component for r in self.rows if r.backend == MEMRISTIVE}
+            b = self.component(MEMRISTIVE, "bias") * mj if "bias" in comps else 0.0
+            q = self.component(MEMRISTIVE, "pulse") * mj if "pulse" in comps else 0.0
+            cols.append((f"model, this run\n({self.counts.duration_s:.1f} s)", b, q, None))
+        cols.append((f"published game\n({C.PUB_GAME_SECONDS.value:.1f} s)", C.PUB_BIAS_J.value * mj,
+                     C.PUB_PULSE_J.value * mj, "//"))
+        for i, (label, b, q, hatch) in enumerate(cols):
+            ax0.bar(i, b, color=bias_c, hatch=hatch, edgecolor="black" if hatch else bias_c, alpha=0.55 if hatch else 1)
+            ax0.bar(i, q, bottom=b, color=pulse_c, hatch=hatch, edgecolor="black" if hatch else pulse_c,
+                    alpha=0.55 if hatch else 1)
+            ax0.annotate(f"{b + q:.1f} mJ\n= {b:.1f} bias\n+ {q:.2f} pulses", (i, b + q), ha="center",
+                         va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+        ax0.set_xticks(range(len(cols)))
+        ax0.set_xticklabels([c[0] for c in cols], fontsize=8)
+        ax0.set_ylabel("energy [mJ]")
+        ax0.set_ylim(0, max(c[1] + c[2] for c in cols) * 1.35)
+        ax0.set_title("memristive STPN synapses", fontsize=10)
+        ax0.legend(handles=[Patch(color=bias_c, label="decay bias (0.6 V, whole game)"),
+                            Patch(color=pulse_c, label="update pulses"),
+                            Patch(facecolor=ref_c, edgecolor="black", hatch="//",
+                                  label="published (Weilenmann et al. 2024)")],
+                   fontsize=7, loc="upper left")
+        # -- every backend, compared scope, components stacked (log) ------------------------------
+        palette = {"bias": bias_c, "pulse": pulse_c, "synaptic": "#8c8c8c", "dynamic": "#c44e52",
+                   "idle": "#f0b0b0", "synaptic_ops": "#55a868", "transport": "#a6d8b5",
+                   "neuron_updates": "#2f6b3f", "plasticity": "#8172b3", "macs": "#937860",
+                   "accumulate": "#da8bc3"}
+        includes = {
+            MEMRISTIVE: "STPN layer: bias + pulses (model)",
+            LOIHI: "STPN layer: synops, transport, neuron + plastic updates",
+            DIGITAL: "STPN layer: fp32 MACs + plastic updates",
+            EVENT_INT: "STPN layer: one int32 add per synop",
+        }
+        for name in A100.values():
+            includes[name] = "STPN layer synops: published A100, scaled"
+        for name in self.backends:
+            if name.startswith("gpu-h200") or name.startswith("gpu-measured"):
+                includes[name] = "STPN layer step, measured: dynamic + idle"
+        floor = 1e-3
+        rows = []   # (label, [(component, mJ)], hatch, note)
+        for name in self.backends:
+            parts = {}
+            for r in self.rows:
+                if r.backend == name and r.in_scope:
+                    parts[r.component] = parts.get(r.component, 0.0) + r.energy_j * mj
+            rows.append((name, list(parts.items()), None, includes.get(name, "STPN layer")))
+            if self.total(name, "network") > self.total(name) * (1 + 1e-9):
+                rows.append((f"{name}, whole network", [("network", self.total(name, "network") * mj)], "..",
+                             "conv layers, STPN, heads"))
+        refs = [("published memristive, per game", [("bias", C.PUB_BIAS_J.value * mj), ("pulse", C.PUB_PULSE_J.value * mj)]),
+                ("published A100 fp16 optimal, per game", [("synaptic", C.A100_FP16_OPTIMAL_J.value * mj)]),
+                ("published A100 fp16 standard, per game", [("synaptic", C.A100_FP16_STANDARD_J.value * mj)])]
+        for label, parts in refs:
+            rows.append((label, parts, "//", f"Weilenmann et al. 2024, {C.PUB_GAME_SECONDS.value:.1f} s game"))
+        ymax = max(sum(v for _, v in parts) for _, parts, _, _ in rows)
+        for y, (label, parts, hatch, note) in enumerate(rows):
+            done = 0.0
+            for comp, v in parts:
+                if v <= 0:
+                    continue
+                color = palette.get(comp, "#cccccc") if comp != "network" else "#e8e8e8"
+                lo = max(done, floor)
+                ax1.barh(y, done + v - lo, left=lo, height=0.7, color=color if hatch != "//" else "white",
+                         hatch=hatch, edgecolor="black" if hatch else color)
+                done += v
+            txt = f"{done:,.1f}" if hatch == "//" else (f"{done:,.0f}" if done >= 100 else f"{done:.3g}")
+            ax1.text(max(done, floor) * 1.3, y, f"{txt} mJ", va="center", fontsize=7)
+        ax1.set_yticks(range(len(rows)))
+        ax1.set_yticklabels([f"{r[0]}\n{r[3]}" for r in rows], fontsize=7)
+        ax1.invert_yaxis()
+        ax1.set_xscale("log")
+        ax1.set_xlim(floor, ymax * 30)
+        ax1.set_xlabel("energy [mJ] (log scale)")
+        ax1.set_title(f"every backend, this run ({self.counts.steps} agent steps, {self.counts.duration_s:.1f} s "
+                      "of game)\ncompared scope: the STPN layer's synaptic operations", fontsize=10)
+        used = [c for c in palette if any(c == comp for _, parts, _, _ in rows for comp, _ in parts)]
+        handles = [Patch(color=palette[c], label=c.replace("_", " ")) for c in used]
+        handles += [Patch(facecolor="#e8e8e8", edgecolor="black", hatch="..",
+                          label="whole network (where modelled)"),
+                    Patch(facecolor="white", edgecolor="black", hatch="//", label="published reference")]
+        ax1.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=5)
+        ax1.grid(axis="x", alpha=0.3)
         fig.tight_layout()
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
+            fig.savefig(tmp, format="png", dpi=110)
         plt.close(fig)
 
     def write(self, out_dir, stem: str = "energy") -> dict[str, Path]:
