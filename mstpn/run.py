@@ -37,7 +37,7 @@ def prepare_network(policy, env_cfg, seed: int = 0, calibration_frames: int = CA
 def play_event_driven(net, env_cfg, seed: int = 0, max_frames: int | None = None, fixed: bool = False,
                       progress: bool = True) -> dict:
     """One greedy game of the converted network in closed loop; returns score, steps, frames,
-    the observations (for the GIF) and the simulator (for its event counters)."""
+    the observations and per-step rewards (for the GIF) and the simulator (for its event counters)."""
     from conversion.pong import play_loop
     from conversion.simulator import Simulator
 
@@ -50,7 +50,10 @@ def play_event_driven(net, env_cfg, seed: int = 0, max_frames: int | None = None
         from tqdm import tqdm
         bar = tqdm(total=max_steps, unit="step", desc="playing Pong (event-driven)", dynamic_ncols=True)
 
+    scores = []   # running score after each step: the GIF's score banner
+
     def show(steps, score):
+        scores.append(score)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(score=f"{score:+.0f}", refresh=False)
@@ -62,6 +65,7 @@ def play_event_driven(net, env_cfg, seed: int = 0, max_frames: int | None = None
         if bar is not None:
             bar.close()
     wall = game.pop("seconds")
+    game["rewards"] = np.diff([0.0] + scores).tolist()
     del game["actions"]
     return dict(game, wall_s=wall, steps_per_s=game["steps"] / wall if wall > 0 else float("nan"), simulator=sim)
 
@@ -122,11 +126,12 @@ def run_main_job(checkpoint=None, out="out/run", seed: int = 0, max_frames: int 
     game = play_event_driven(net, env_cfg, seed=seed, max_frames=max_frames, progress=progress)
     sim = game.pop("simulator")
     observations = game.pop("observations")
+    rewards = game.pop("rewards", None)
     summary["game"] = game
     summary["game"]["events_per_frame"] = sim.totals_per_frame()
     if gif and observations:
         from snn_agent.evaluate import write_gif
-        write_gif(out / "game.gif", observations)
+        write_gif(out / "game.gif", observations, fps=60.0 / env_cfg.frameskip, rewards=rewards)
 
     if compare_frames:
         summary["comparison"] = compare_backends(net, policy, env_cfg, seed, compare_frames, backends, out, progress)
