@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mstpn import compare as C  # noqa: E402
+from mstpn_base import registry  # noqa: E402
+from snn_agent.play import play_game, record_frames  # noqa: E402
 from mstpn_base.errors import MstpnError  # noqa: E402
 from mstpn_base.io import atomic_write_json  # noqa: E402
 
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("bench_out"))
     args = ap.parse_args(argv)
 
-    from conversion.cli import convert_with_calibration
+    from snn_agent.export import convert_with_calibration
     from snn_agent.checkpoint import load_policy
 
     policy, meta = load_policy(args.checkpoint)
@@ -56,32 +58,32 @@ def main(argv=None) -> int:
         net = C.load_network(args.net)
     else:
         net = convert_with_calibration(policy, meta["config"].env, calib_frames=300, seed=0, log=print)
-    frames = C.record_frames(net, args.frames, seed=args.seed, policy=policy)
+    frames = record_frames(net, args.frames, seed=args.seed, policy=policy)
     print(f"recorded {len(frames)} frames")
     args.out.mkdir(parents=True, exist_ok=True)
     info = {"checkpoint": str(args.checkpoint), "sha256": sha256_file(args.checkpoint), "net": str(args.net or ""),
             "frames": len(frames), "seed": args.seed, "thresholds": net.metadata.get("thresholds", {}),
             "command": " ".join(sys.argv)}
-    ref = C.run_sequence(C.make_runner("torch", net, policy=policy), frames, "torch")
-    oracle = C.run_sequence(C.make_runner("numpy-fixed", net), frames, "numpy-fixed") if net.fixed else None
+    ref = C.run_sequence(registry.make_runner("torch", net, policy=policy), frames, "torch")
+    oracle = C.run_sequence(registry.make_runner("numpy-fixed", net), frames, "numpy-fixed") if net.fixed else None
     rows = []
     for name in args.backends:
         row = dict(backend=name)
         try:
             n = min(len(frames), SLOW.get(name, len(frames)))
             t0 = time.perf_counter()
-            runner = C.make_runner(name, net, **({"policy": policy} if name == "torch" else {}))
+            runner = registry.make_runner(name, net, **({"policy": policy} if name == "torch" else {}))
             row["build_s"] = time.perf_counter() - t0
             try:
                 res = C.run_sequence(runner, frames[:n], name)
                 if args.games and not getattr(runner, "standalone", False):   # standalone: sequences only
-                    g = C.play_game(runner, net, seed=args.seed, progress=print)
+                    g = play_game(runner, net, seed=args.seed, progress=print)
                     row.update(score=g["score"], game_steps=g["steps"], game_s=g["seconds"],
                                game_fps=g["steps"] / g["seconds"], finished=not g["truncated"])
             finally:
                 runner.close()
             sub = C.RunResult("torch", logits=ref.logits[:n])
-            c = C.compare_runs(res, sub, oracle if name in C.FIXED_BACKENDS else None)
+            c = C.compare_runs(res, sub, oracle if name in registry.fixed_backends() else None)
             row.update(frames=n, fps=res.fps, agreement=c.agreement_torch, bit_exact=c.bit_exact,
                        max_logit_err=c.logit_max_abs)
         except MstpnError as exc:

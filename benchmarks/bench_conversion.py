@@ -27,8 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from conversion import pong  # noqa: E402
-from conversion.cli import convert_with_calibration, load_source  # noqa: E402
+from snn_agent import play as pong  # noqa: E402
+from snn_agent.export import convert_with_calibration, load_source  # noqa: E402
 from conversion.fixed_point import OverflowMonitor  # noqa: E402
 from conversion.simulator import Simulator, run_sequence  # noqa: E402
 from mstpn_base.io import atomic_write_json  # noqa: E402
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
         agree_decisive = float(np.mean(same[decisive])) if decisive.any() else float("nan")
         tot = sim.totals_per_frame()
         per_node = sim.summary()
-        game = pong.play(Simulator(net, fixed=fixed), env_cfg, seed=args.seed, max_frames=args.max_frames)
+        game = pong.play_simulator(Simulator(net, fixed=fixed), env_cfg, seed=args.seed, max_frames=args.max_frames)
         results["runs"][name] = {
             "action_agreement": agree, "max_logit_error": err, "decisive_frames": int(decisive.sum()),
             "agreement_on_decisive_frames": agree_decisive, "events_per_frame": tot["events"],

@@ -19,14 +19,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from memristor import protocols as pr  # noqa: E402
-from memristor.backends import BACKENDS, get_simulator  # noqa: E402
+from mstpn_base.registry import device_backends, device_simulator  # noqa: E402
 from memristor.params import DeviceParams  # noqa: E402
 from mstpn_base.errors import BackendUnavailableError  # noqa: E402
 
 
 def time_backend(backend: str, protocols, params, repeat: int) -> dict[str, float]:
     """Best-of-``repeat`` simulate wall time [s] per protocol (after one warm-up run)."""
-    sim = get_simulator(backend)
+    sim = device_simulator(backend)
     warm = pr.PROTOCOLS["ppf"].build(params, 0, True)
     sim(warm[0], warm[1], g_lt0=warm[2])
     out = {}
@@ -43,7 +43,7 @@ def time_backend(backend: str, protocols, params, repeat: int) -> dict[str, floa
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
+    ap.add_argument("--backends", nargs="+", default=device_backends(), choices=device_backends())
     ap.add_argument("--protocols", nargs="+", default=list(pr.PROTOCOLS), choices=list(pr.PROTOCOLS))
     ap.add_argument("--repeat", type=int, default=3, help="runs per protocol, fastest reported (default 3)")
     args = ap.parse_args(argv)

@@ -27,15 +27,17 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, nargs="+", default=[256, 1024])
     args = ap.parse_args(argv)
 
-    from conversion.cli import convert_with_calibration
+    from snn_agent.export import convert_with_calibration
     from mstpn import compare as C
+    from mstpn_base import registry
+    from snn_agent.play import record_frames
     from snn_agent.checkpoint import load_policy
     from snn_agent.snntorch_backend import SnnTorchRunner
 
     policy, meta = load_policy(args.checkpoint)
     net = convert_with_calibration(policy, meta["config"].env, calib_frames=300, seed=0, log=lambda *a: None)
-    frames = C.record_frames(net, args.frames, seed=args.seed, policy=policy)
-    ref = C.run_sequence(C.make_runner("torch", net, policy=policy), frames, "torch", keep_acts=False)
+    frames = record_frames(net, args.frames, seed=args.seed, policy=policy)
+    ref = C.run_sequence(registry.make_runner("torch", net, policy=policy), frames, "torch", keep_acts=False)
     ref_actions = ref.logits.argmax(1)
     for steps in args.steps:
         runner = SnnTorchRunner(net, steps=steps)

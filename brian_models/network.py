@@ -1,4 +1,4 @@
-"""The converted Pong policy as a Brian2 network, run frame by frame (issue #5).
+"""The converted Pong policy as a Brian2 network, run frame by frame.
 
 Built from a converted :class:`conversion.graph.Network` (sigma-delta form, float64):
 
@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mstpn.compare import StepOut, UnsupportedNetworkError
+from conversion.backend import StepOut, UnsupportedNetworkError
 from mstpn_base.errors import BackendUnavailableError, MstpnError
 
 TARGETS = ("numpy", "cython")
@@ -105,7 +105,7 @@ class Brian2Runner:
         frame k from a TimedArray during frame k's ``period`` steps (standalone runs)."""
         from conversion import graph as g
 
-        from lava_procs.network import layers_of
+        from conversion.backend import layers_of
 
         b2, net = self.b2, self.net
         if not self.standalone:
@@ -308,7 +308,7 @@ class Brian2Runner:
             b2.set_device("runtime")
             if self.directory is None:
                 shutil.rmtree(directory, ignore_errors=True)
-        from mstpn.compare import logits_node
+        from conversion.backend import logits_node
 
         head = logits_node(self.net)
         for k, out in enumerate(outs):
@@ -336,7 +336,7 @@ class Brian2Runner:
                 ev, syn = before[name]
                 out.events[name] = int(round(float(np.sum(g.nev[:])) - ev))
                 out.synops[name] = int(round(float(np.sum(g.nsyn[:])) - syn))
-        from mstpn.compare import logits_node
+        from conversion.backend import logits_node
 
         out.logits = out.acts[logits_node(self.net)].copy()
         return out

@@ -181,7 +181,7 @@ def set_default_thresholds(net: g.Network, cal: Calibration, frames=None, starts
                            target: float = DEFAULT_TARGET, input_threshold: float = DEFAULT_INPUT_THRESHOLD) -> float:
     """The default thresholds of ``mstpn convert``: tuned with :func:`tune_thresholds` when the
     calibration ``frames`` and the policy's ``ref_actions`` on them are given (pass
-    ``rec.frames, rec.starts, rec.actions`` of :func:`conversion.pong.record`), else the untuned
+    ``rec.frames, rec.starts, rec.actions`` of :func:`snn_agent.play.record`), else the untuned
     conservative ``DEFAULT_REL``.  Returns the relative threshold used."""
     if frames is not None and ref_actions is not None:
         return tune_thresholds(net, cal, frames, starts, ref_actions, target, input_threshold)[0]

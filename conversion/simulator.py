@@ -163,25 +163,36 @@ class Simulator:
             raise ParameterError(f"observation has shape {obs.shape}, expected {shape}")
         if not np.all(np.isfinite(obs)):
             raise ParameterError("observation contains NaN/inf")
+        if self.fixed and np.any(obs != np.rint(obs)):
+            raise ParameterError("the fixed-point network takes integer pixel values")
+        self.step_nodes(self.order[1:], {inp: (obs, None)})
+        return self._result()
+
+    def step_nodes(self, nodes, given: dict) -> None:
+        """Advance the listed ``nodes`` (in evaluation order) by one frame.
+
+        ``given`` = {node: (value, events or None)} supplies the sources read from outside the
+        list (the Input's frame, or another layer's running sum of events and this frame's
+        events).  Then the plasticity phase of the plastic nodes among ``nodes``.  :meth:`step` is
+        ``step_nodes(all but the Input, {Input: (frame, None)})``; a backend that runs the network
+        as one process per layer steps each layer with it.
+        """
+        dt = INT if self.fixed else np.float64
         self.values, self.deltas = {}, {}
-        if self.fixed:
-            if np.any(obs != np.rint(obs)):
-                raise ParameterError("the fixed-point network takes integer pixel values")
-            self.values[inp] = obs.astype(INT)
-        else:
-            self.values[inp] = obs.astype(np.float64)
-        self.deltas[inp] = None
-        for n in self.order[1:]:
+        for n, (value, events) in given.items():
+            self.values[n] = np.asarray(value).astype(dt)
+            self.deltas[n] = None if events is None else np.asarray(events).astype(dt)
+        for n in nodes:
             if n in self.segment:
                 if n == self.segment[0]:
                     self._rate_segment()
                 continue
             getattr(self, "_" + type(self.net.nodes[n]).__name__)(n)
-        for n in self.net.of_type(g.PlasticSTPN):
-            self._plasticity(n)
+        for n in nodes:
+            if isinstance(self.net.nodes[n], g.PlasticSTPN):
+                self._plasticity(n)
         self.t += 1
         self.frames += self.B
-        return self._result()
 
     def _result(self) -> StepResult:
         lo = self.values[self.out_logits]

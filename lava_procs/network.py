@@ -1,11 +1,11 @@
-"""The converted Pong policy as a Lava process graph, run frame by frame (issue #5).
+"""The converted Pong policy as a Lava process graph, run frame by frame.
 
 Backends: ``lava`` (floating_pt models, float64), ``lava-fixed`` (fixed_pt models, bit-accurate
 against conversion's NumPy fixed-point simulator) and ``loihi2`` (the same graph for Loihi 2
 hardware through lava-loihi; it raises BackendUnavailableError where lava-loihi or a board is
 missing).
 
-The converted :class:`conversion.graph.Network` is cut into *layers* (:func:`layers_of`): each
+The converted :class:`conversion.graph.Network` is cut into *layers* (:func:`conversion.backend.layers_of`): each
 ends at a node that emits events (SigmaDelta) or at an Output; pass-through nodes (Scale, Flatten)
 join the layer after them.  For the Pong network::
 
@@ -22,7 +22,7 @@ loop steps Pong before it sends the next frame.
 
 The arithmetic of the nodes inside a layer is that of :class:`conversion.simulator.Simulator`
 (floating point, or its integer specification for fixed_pt), applied to that layer's nodes only
-(:class:`LayerKernel`); specification and oracle share one implementation, as for the memristor
+(:class:`lava_procs.stpn_layer.LayerKernel`); specification and oracle share one implementation, as for the memristor
 process, so what the Lava graph adds (and what is tested) is the process structure, the event
 messages between processes and the timing.
 """
@@ -31,114 +31,9 @@ from __future__ import annotations
 import numpy as np
 
 import lava_procs
+from conversion.backend import (StepOut, UnsupportedNetworkError, layer_depths, layers_of, logits_node,
+                                value_exponent)
 from mstpn_base.errors import BackendUnavailableError
-
-
-from mstpn.compare import UnsupportedNetworkError  # noqa: E402
-
-
-def layers_of(net) -> list:
-    """[(name, nodes, external source node or None)] in evaluation order (see module doc)."""
-    from conversion import graph as g
-
-    if net.mode != "sigma_delta" or net.of_type(g.RateIF):
-        raise UnsupportedNetworkError("the Lava backends run the sigma-delta form; this network is "
-                                      f"{net.mode!r} (rate-coded IF: use the snntorch backend)")
-    terminal = [n for n in net.order if isinstance(net.nodes[n], (g.SigmaDelta, g.Output))]
-    out, used = [], set()
-    for t in terminal:          # a layer = the terminal node and the pass-through chain before it
-        nodes, n = [t], t
-        while not isinstance(net.nodes[n], g.Input):
-            s = net.source(n)
-            if s in terminal:
-                break
-            if s in used:
-                raise UnsupportedNetworkError(f"node {s!r} feeds two layers; only chains are supported")
-            nodes.insert(0, s)
-            n = s
-        used |= set(nodes)
-        out.append(nodes)
-    rest = [n for n in net.order if n not in used]
-    if rest:
-        raise UnsupportedNetworkError(f"nodes {rest} end the network without a neuron or an Output")
-    layers = []
-    for nodes in out:
-        ext = set()
-        for n in nodes:
-            if not isinstance(net.nodes[n], g.Input):
-                ext |= {s for s in net.sources(n) if s not in nodes and net.order.index(s) < net.order.index(n)}
-        if len(ext) > 1:
-            raise UnsupportedNetworkError(f"layer {nodes} reads more than one other layer ({sorted(ext)})")
-        src = ext.pop() if ext else None
-        if src is None and not isinstance(net.nodes[nodes[0]], g.Input):
-            raise UnsupportedNetworkError(f"layer {nodes} has no input")
-        layers.append((nodes[-1], nodes, src))
-    return layers
-
-
-def layer_depths(layers) -> dict:
-    depth = {}
-    for name, _, src in layers:
-        depth[name] = 1 if src is None else depth[src] + 1
-    return depth
-
-
-class LayerKernel:
-    """The nodes ``nodes`` of ``net``, stepped with conversion's simulator arithmetic.
-
-    ``step(payload)``: payload = the frame (first layer) or the events of the source layer's last
-    node (flat); returns (values of the last node, its events (None for an Output), events, synops).
-    """
-
-    def __init__(self, net, nodes, src, fixed: bool):
-        from conversion import graph as g
-        from conversion.simulator import Simulator
-
-        self.sim = Simulator(net, batch=1, fixed=fixed)
-        self.nodes, self.src, self.fixed = list(nodes), src, fixed
-        self.kinds = [type(net.nodes[n]).__name__ for n in nodes]
-        self.plastic = [n for n in nodes if isinstance(net.nodes[n], g.PlasticSTPN)]
-        if src is not None:
-            self.src_shape = (1, *net.nodes[src].out_shape)
-            self.sent = np.zeros(self.src_shape, np.int64 if fixed else np.float64)
-        self.reset()
-
-    def reset(self):
-        self.sim.reset()
-        if self.src is not None:
-            self.sent[:] = 0
-
-    def _counters(self):
-        st = self.sim.stats
-        return sum(st[n]["events"] for n in self.nodes), sum(st[n]["synops"] for n in self.nodes)
-
-    def step(self, payload):
-        sim = self.sim
-        ev0, syn0 = self._counters()
-        sim.values, sim.deltas = {}, {}
-        if self.src is None:   # the Input node: the frame
-            inp = self.nodes[0]
-            obs = np.asarray(payload).reshape((1, *sim.net.nodes[inp].shape))
-            sim.values[inp] = obs.astype(np.int64) if self.fixed else obs.astype(np.float64)
-            sim.deltas[inp] = None
-            todo = self.nodes[1:]
-        else:                  # events of the source layer; its y_sent is their running sum
-            e = np.asarray(payload).reshape(self.src_shape)
-            e = np.rint(e).astype(np.int64) if self.fixed else e.astype(np.float64)
-            self.sent = self.sent + e
-            sim.values[self.src], sim.deltas[self.src] = self.sent, e
-            todo = self.nodes
-        for n, kind in zip(todo, self.kinds[len(self.kinds) - len(todo):]):
-            getattr(sim, "_" + kind)(n)
-        for n in self.plastic:
-            sim._plasticity(n)
-        sim.t += 1
-        sim.frames += 1
-        last = self.nodes[-1]
-        ev1, syn1 = self._counters()
-        delta = sim.deltas.get(last)
-        return (np.asarray(sim.values[last]).reshape(-1), None if delta is None else np.asarray(delta).reshape(-1),
-                ev1 - ev0, syn1 - syn0)
 
 
 class LavaRunner:
@@ -204,8 +99,6 @@ class LavaRunner:
     def step(self, obs):
         from lava.magma.core.run_conditions import RunSteps
 
-        from mstpn.compare import StepOut
-
         if not self._running:   # the Injector's channel exists once the runtime is created
             self._root.create_runtime(run_cfg=self._cfg)
             self._running = True
@@ -237,28 +130,6 @@ class LavaRunner:
                 self._root.stop()
             except Exception:  # noqa: BLE001 - a stopped runtime may complain; nothing is left to free
                 pass
-
-
-def logits_node(net) -> str:
-    from conversion import graph as g
-
-    outs = net.of_type(g.Output)
-    return "logits" if "logits" in outs else outs[0]
-
-
-def value_exponent(net, name) -> int:
-    """Exponent e of a node's integer value (value = int * 2**e) in the fixed-point network."""
-    from conversion import graph as g
-
-    node = net.nodes[name]
-    if isinstance(node, g.Output):
-        return int(net.fixed[net.source(name)]["u_exp"])
-    if isinstance(node, g.Input):
-        return 0
-    fp = net.fixed.get(name, {})
-    if isinstance(node, g.SigmaDelta):
-        return int(fp.get("out_exp", 0))
-    return int(fp.get("u_exp", 0))
 
 
 def make_float_runner(spec, **options):

@@ -1,7 +1,7 @@
 """Lava Process of one layer of the converted network (synapses + sigma-delta neurons) and its
 floating_pt / fixed_pt ProcessModels.
 
-One :class:`SDLayer` = one layer of :func:`lava_procs.network.layers_of` (input encoder, conv,
+One :class:`SDLayer` = one layer of :func:`conversion.backend.layers_of` (input encoder, conv,
 dense head or the plastic STPN layer with its tanh neurons), ending in the node that sends events:
 
 * ``a_in``  (n_in,)  graded events from the layer below (the input layer: the frame's pixels)
@@ -17,7 +17,7 @@ computes only then (``phase``); a frame takes ``period`` = (depth of the deepest
 Between its phases a layer sends zeros and changes nothing, so the result equals the
 NumPy reference step for step.
 
-The layer state (u, y, y_sent, z, F, N) lives in a :class:`lava_procs.network.LayerKernel` inside
+The layer state (u, y, y_sent, z, F, N) lives in a :class:`LayerKernel` inside
 the model, which applies conversion's simulator arithmetic (float64, or the integer specification)
 to the layer's nodes: specification and oracle share one implementation.
 """
@@ -35,6 +35,53 @@ from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+
+class LayerKernel:
+    """The nodes ``nodes`` of ``net``, stepped with conversion's simulator arithmetic.
+
+    ``step(payload)``: payload = the frame (first layer) or the events of the source layer's last
+    node (flat); returns (values of the last node, its events (None for an Output), events, synops).
+    """
+
+    def __init__(self, net, nodes, src, fixed: bool):
+        from conversion.simulator import Simulator
+
+        self.sim = Simulator(net, batch=1, fixed=fixed)
+        self.nodes, self.src, self.fixed = list(nodes), src, fixed
+        if src is not None:
+            self.src_shape = (1, *net.nodes[src].out_shape)
+            self.sent = np.zeros(self.src_shape, np.int64 if fixed else np.float64)
+        self.reset()
+
+    def reset(self):
+        self.sim.reset()
+        if self.src is not None:
+            self.sent[:] = 0
+
+    def _counters(self):
+        st = self.sim.stats
+        return sum(st[n]["events"] for n in self.nodes), sum(st[n]["synops"] for n in self.nodes)
+
+    def step(self, payload):
+        sim = self.sim
+        ev0, syn0 = self._counters()
+        if self.src is None:   # the Input node: the frame
+            inp = self.nodes[0]
+            given = {inp: (np.asarray(payload).reshape((1, *sim.net.nodes[inp].shape)), None)}
+            todo = self.nodes[1:]
+        else:                  # events of the source layer; its y_sent is their running sum
+            e = np.asarray(payload).reshape(self.src_shape)
+            e = np.rint(e).astype(np.int64) if self.fixed else e.astype(np.float64)
+            self.sent = self.sent + e
+            given = {self.src: (self.sent, e)}
+            todo = self.nodes
+        sim.step_nodes(todo, given)
+        last = self.nodes[-1]
+        ev1, syn1 = self._counters()
+        delta = sim.deltas.get(last)
+        return (np.asarray(sim.values[last]).reshape(-1), None if delta is None else np.asarray(delta).reshape(-1),
+                ev1 - ev0, syn1 - syn0)
 
 
 class SDLayer(AbstractProcess):
@@ -55,8 +102,6 @@ class _SDModelBase(PyLoihiProcessModel):
         super().__init__(proc_params)
         self.n = int(proc_params["n"])
         self.my_phase, self.my_period = int(proc_params["phase"]), int(proc_params["period"])  # "phase" is taken by PyLoihiProcessModel
-        from lava_procs.network import LayerKernel
-
         self.kernel = LayerKernel(proc_params["net"], proc_params["nodes"], proc_params["src"], self.FIXED)
         self._buf = np.zeros(self.n)
         self._zeros = np.zeros(self.n)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from memristor.backends import BACKENDS, get_simulator
+from mstpn_base.registry import device_backends, device_simulator
 from memristor.params import DeviceParams
 from mstpn_base.errors import DataFormatError, ParameterError
 
@@ -33,7 +33,7 @@ def register(subparsers) -> None:
     sub = dev.add_subparsers(dest="device_command", metavar="SUBCOMMAND")
 
     ch = sub.add_parser("characterize", help="run the characterisation protocols, write CSV + PNG")
-    ch.add_argument("--backend", default="numpy", metavar="{" + ",".join(BACKENDS) + "}",
+    ch.add_argument("--backend", default="numpy", metavar="{" + ",".join(device_backends()) + "}",
                     help="device-model implementation (default numpy)")
     ch.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), metavar="P",
                     help=f"subset of {', '.join(PROTOCOLS)} (default all)")
@@ -79,7 +79,7 @@ def cmd_characterize(args) -> int:
     for name in args.protocols:
         pr.get_protocol(name)  # unknown protocol: one-line error before any work
     params = _load(args.params)
-    sim = get_simulator(args.backend)  # unknown / unavailable backend: one-line error
+    sim = device_simulator(args.backend)  # unknown / unavailable backend: one-line error
     for name in args.protocols:
         res = pr.run_protocol(name, args.backend, params, args.seed, args.variability, simulator=sim)
         stem = args.out / f"{name}_{args.backend}"

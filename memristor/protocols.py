@@ -18,7 +18,7 @@ a summary table (one dict per device):
   g_st(t_test + 2 s) / g_st(t_test).
 
 ``run_protocol(name, backend, params, seed)`` runs one protocol through
-:func:`memristor.backends.get_simulator`; ``write_traces_csv``, ``write_summary_csv`` and
+:func:`mstpn_base.registry.device_simulator`; ``write_traces_csv``, ``write_summary_csv`` and
 ``plot_protocol`` write results atomically (:mod:`mstpn_base.io`).
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 
 from memristor import reference as ref
-from memristor.backends import get_simulator
+from mstpn_base.registry import device_simulator
 from memristor.params import DeviceParams
 from memristor.reference import DeviceBatch, Drive, Trace
 from mstpn_base.errors import MstpnError, ParameterError
@@ -290,7 +290,7 @@ def run_protocol(name: str, backend: str = "numpy", params: DeviceParams | None 
     """Build protocol ``name``, simulate it on ``backend`` (or the given ``simulator``), analyse."""
     proto = get_protocol(name)
     params = DeviceParams() if params is None else params
-    sim = simulator or get_simulator(backend)
+    sim = simulator or device_simulator(backend)
     batch, drive, g0 = proto.build(params, seed, variability)
     t0 = time.perf_counter()
     trace = sim(batch, drive, g_lt0=g0)

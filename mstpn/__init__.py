@@ -1,3 +1,3 @@
 """mstpn: memristive STPN on neuromorphic backends (CLI, shared I/O, energy, reports)."""
 
-__version__ = "0.1.0"
+from mstpn_base import __version__  # noqa: F401  (one version for the distribution)

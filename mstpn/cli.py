@@ -21,7 +21,7 @@ from mstpn_base.errors import MstpnError
 COMMAND_MODULES = (
     "memristor.cli",      # mstpn device ...
     "snn_agent.cli",      # mstpn train / evaluate
-    "conversion.cli",     # mstpn convert
+    "mstpn.convert_cli",  # mstpn convert
     "mstpn.compare_cli",  # mstpn compare
     "mstpn.energy.cli",   # mstpn energy
     "mstpn.report_cli",   # mstpn report / run

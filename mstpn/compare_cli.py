@@ -15,14 +15,15 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    from mstpn.compare import BACKENDS, DEFAULT_BACKENDS
+    from mstpn_base import registry
 
     p = subparsers.add_parser("compare", help="run a converted policy on every backend, compare and report",
                               description=__doc__.splitlines()[0])
     p.add_argument("net", type=Path, help="converted network file (mstpn convert)")
     p.add_argument("--frames", type=int, default=100, help="length of the recorded sequence (default 100)")
-    p.add_argument("--backends", nargs="+", default=list(DEFAULT_BACKENDS), metavar="B",
-                   help=f"subset of {', '.join(BACKENDS)} (default: all except loihi2)")
+    p.add_argument("--backends", nargs="+", default=None, metavar="B",
+                   help=f"subset of {', '.join(registry.network_backends())} "
+                        f"(default: {' '.join(registry.default_backends())})")
     p.add_argument("--obs", type=Path, help="recorded observations (.npy, uint8 (T, 84, 84)) instead of recording")
     p.add_argument("--game", action="store_true", help="also play one full Pong game on each backend")
     p.add_argument("--max-game-steps", type=int, default=None,

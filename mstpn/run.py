@@ -29,7 +29,7 @@ def prepare_network(policy, env_cfg, seed: int = 0, calibration_frames: int = CA
                     log=print):
     """Convert ``policy`` exactly as ``mstpn convert`` does (thresholds tuned for 99% action
     agreement and Loihi-style fixed point, calibrated on frames the policy plays itself)."""
-    from conversion.cli import convert_with_calibration
+    from snn_agent.export import convert_with_calibration
 
     return convert_with_calibration(policy, env_cfg, calib_frames=calibration_frames, seed=seed, log=log)
 
@@ -38,7 +38,7 @@ def play_event_driven(net, env_cfg, seed: int = 0, max_frames: int | None = None
                       progress: bool = True) -> dict:
     """One greedy game of the converted network in closed loop; returns score, steps, frames,
     the observations and per-step rewards (for the GIF) and the simulator (for its event counters)."""
-    from conversion.pong import play_loop
+    from snn_agent.play import play_loop
     from conversion.simulator import Simulator
 
     max_steps = (max_frames or env_cfg.max_episode_frames) // env_cfg.frameskip
@@ -108,7 +108,11 @@ def run_main_job(checkpoint=None, out="out/run", seed: int = 0, max_frames: int 
     from mstpn.energy.report import energy_report
     from snn_agent.checkpoint import config_from_metadata, load_policy
 
+    from mstpn import compare
+    from mstpn_base import registry
+
     torch.set_num_threads(1)
+    backends = compare.check_backends(backends or [b for b in registry.default_backends() if b != "torch"])
     out = Path(out)
     checkpoint = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
     if not checkpoint.exists():
@@ -146,35 +150,25 @@ def run_main_job(checkpoint=None, out="out/run", seed: int = 0, max_frames: int 
     return summary
 
 
-#: backends of the main job's comparison: the converted network's NumPy reference simulator in
-#: float and fixed point (always), then the simulator backends of mstpn.compare
-CORE_BACKENDS = ("numpy", "numpy-fixed")
-
-
 def compare_backends(net, policy, env_cfg, seed: int, n_frames: int, backends, out: Path, progress: bool) -> dict:
     """Record ``n_frames`` of the PyTorch policy playing (its float64 logits are the reference) and
-    run them on each backend: action agreement, max |logit error|, frames per second.  Backends
-    that are missing or cannot express the network are reported as such, not hidden."""
-    from conversion.pong import record
-    from conversion.simulator import Simulator, run_sequence
+    run them on each backend of ``backends`` in one comparison: action
+    agreement, max |logit error|, frames per second.  Backends that are missing or cannot express
+    the network are reported as such, not hidden."""
+    from mstpn import compare
+    from snn_agent.play import record_frames
 
-    rec = record(policy, env_cfg, n_frames=n_frames, seed=seed + 1)
+    frames = record_frames(net, n_frames, seed=seed + 1, policy=policy)
+    comps, _ = compare.compare_sequence(net, frames, backends, policy=policy)
     rows = []
-    for name in backends or (*CORE_BACKENDS, "lava", "lava-fixed", "brian2", "snntorch"):
-        t0 = time.perf_counter()
-        try:
-            if name in CORE_BACKENDS:
-                res = run_sequence(Simulator(net, fixed=name == "numpy-fixed"), rec.frames, rec.starts)
-                logits, actions = res["logits"][:, 0], res["actions"][:, 0]
-            else:
-                logits, actions = _external_backend(name, net, policy, rec)
-        except Exception as exc:  # noqa: BLE001 - a backend's failure is a result, reported in the table
-            rows.append(dict(backend=name, error=f"{type(exc).__name__}: {exc}".splitlines()[0][:200]))
+    for c in comps:
+        if c.backend == "torch" and "torch" not in backends:
             continue
-        wall = time.perf_counter() - t0
-        rows.append(dict(backend=name, frames=int(len(actions)), fps=len(actions) / wall,
-                         action_agreement=float(np.mean(actions == rec.actions)),
-                         max_logit_error=float(np.max(np.abs(logits - rec.logits)))))
+        if c.error:
+            rows.append(dict(backend=c.backend, error=c.error.splitlines()[0][:200]))
+        else:
+            rows.append(dict(backend=c.backend, frames=c.frames, fps=c.fps, action_agreement=c.agreement_torch,
+                             max_logit_error=c.logit_max_abs))
     table = ["| backend | frames | frames/s | actions = PyTorch | max abs logit error |", "|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
@@ -182,19 +176,8 @@ def compare_backends(net, policy, env_cfg, seed: int, n_frames: int, backends, o
         else:
             table.append(f"| {r['backend']} | {r['frames']} | {r['fps']:.1f} | {r['action_agreement']:.1%} | "
                          f"{r['max_logit_error']:.2e} |")
-    return {"frames": int(len(rec.frames)), "reference": "PyTorch policy, float64", "rows": rows,
+    return {"frames": int(len(frames)), "reference": "PyTorch policy, float64", "rows": rows,
             "table_md": "\n".join(table)}
-
-
-def _external_backend(name: str, net, policy, rec):
-    """Logits and actions of an mstpn.compare backend on the recording."""
-    from mstpn import compare
-
-    comps, results = compare.compare_sequence(net, rec.frames[:, 0], [name], policy=policy)
-    res = results[name]
-    if res.error:
-        raise RuntimeError(res.error)
-    return np.asarray(res.logits), np.asarray(res.actions)
 
 
 def _jsonable(x):

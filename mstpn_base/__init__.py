@@ -1,1 +1,4 @@
-"""Base layer: user-facing error types and atomic file I/O. Imports nothing else of the project."""
+"""Base layer: user-facing error types, atomic file I/O, signal handling and the backend registry.
+Imports nothing else of the project."""
+
+__version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""The converted policy in its rate-coded integrate-and-fire form as an snnTorch module (issue #5).
+"""The converted policy in its rate-coded integrate-and-fire form as an snnTorch module.
 
 :class:`RateSTPNPolicy` is a ``torch.nn.Module`` built from a converted network file (rate mode,
 ``mstpn convert --mode rate``; a sigma-delta file is turned into the rate form with the IF
@@ -56,7 +56,7 @@ def rate_thresholds(net) -> dict:
     from conversion import graph as g
     from conversion.calibrate import Calibration
     from conversion.calibrate import rate_thresholds as from_calibration
-    from mstpn.compare import UnsupportedNetworkError
+    from conversion.backend import UnsupportedNetworkError
 
     if net.mode == "rate":
         return {n: net.nodes[n].v_threshold for n in net.of_type(g.RateIF)}
@@ -97,7 +97,7 @@ class RateSTPNPolicy(nn.Module):
     def __init__(self, net, steps: int | None = None):
         super().__init__()
         from conversion import graph as g
-        from mstpn.compare import UnsupportedNetworkError
+        from conversion.backend import UnsupportedNetworkError
 
         snn, surrogate = _snn()
         for k, kind in zip(RATE_NODES, (g.Conv2d, g.Conv2d, g.PlasticSTPN, g.SigmaDelta, g.Affine, g.Affine)):
@@ -181,12 +181,12 @@ class RateSTPNPolicy(nn.Module):
 
 
 class SnnTorchRunner:
-    """Frame-by-frame runner (batch 1) of :class:`RateSTPNPolicy` for :mod:`mstpn.compare`."""
+    """Frame-by-frame runner (batch 1) of :class:`RateSTPNPolicy` (the contract of :mod:`conversion.backend`)."""
 
     name = "snntorch"
 
     def __init__(self, net, steps: int | None = None, device: str = "cpu"):
-        from mstpn.compare import logits_node
+        from conversion.backend import logits_node
 
         self.net = net
         self.module = RateSTPNPolicy(net, steps).to(device).eval()
@@ -200,7 +200,7 @@ class SnnTorchRunner:
 
     @torch.no_grad()
     def step(self, obs):
-        from mstpn.compare import StepOut
+        from conversion.backend import StepOut
 
         x = torch.as_tensor(np.asarray(obs, np.float64)).reshape(1, 1, 84, 84).to(self.device)
         logits, value, self.state, ex = self.module(x, self.state)

@@ -16,7 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conversion.backend import UnsupportedNetworkError
 from mstpn import compare as C
+from mstpn_base import registry
+from snn_agent.play import record_frames
 from mstpn_base.errors import BackendUnavailableError, DataFormatError, MstpnError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,20 +34,20 @@ from lava_available import HAVE_LAVA, needs_lava  # noqa: E402,F401
 def setup():
     if not CKPT.exists():
         pytest.skip("shipped checkpoint artifacts/stpn/policy.safetensors is missing")
-    from conversion.cli import convert_with_calibration
+    from snn_agent.export import convert_with_calibration
     from snn_agent.checkpoint import load_policy
 
     policy, meta = load_policy(CKPT)
     env = meta["config"].env
     net = convert_with_calibration(policy, env, calib_frames=100, seed=0, log=lambda *_: None)
     rate = convert_with_calibration(policy, env, mode="rate", calib_frames=100, seed=0, log=lambda *_: None)
-    frames = C.record_frames(net, N_FRAMES, seed=1, policy=policy)
-    ref = C.run_sequence(C.make_runner("torch", net, policy=policy), frames, "torch")
+    frames = record_frames(net, N_FRAMES, seed=1, policy=policy)
+    ref = C.run_sequence(registry.make_runner("torch", net, policy=policy), frames, "torch")
     return dict(policy=policy, net=net, rate=rate, frames=frames, ref=ref)
 
 
 def _run(name, net, frames):
-    runner = C.make_runner(name, net)
+    runner = registry.make_runner(name, net)
     try:
         return C.run_sequence(runner, frames, name)
     finally:
@@ -102,7 +105,7 @@ def test_brian2_cpp_standalone_runs_a_recorded_sequence_like_numpy(setup, tmp_pa
     """The recorded sequence as one compiled C++ run (TimedArray input, monitors read at each
     frame's last step): same values as the NumPy simulator to 1e-9 and the same events."""
     frames = setup["frames"][:N_FRAMES_STANDALONE]
-    runner = C.make_runner("brian2-standalone", setup["net"], directory=tmp_path / "b2")
+    runner = registry.make_runner("brian2-standalone", setup["net"], directory=tmp_path / "b2")
     sa = C.run_sequence(runner, frames, "brian2-standalone")
     assert (tmp_path / "b2" / "main.cpp").is_file()          # a real C++ project was built
     ref_np = _run("numpy", setup["net"], frames)
@@ -110,7 +113,7 @@ def test_brian2_cpp_standalone_runs_a_recorded_sequence_like_numpy(setup, tmp_pa
     for k in ("sd1", "sd2", "h"):
         np.testing.assert_allclose(sa.acts[k], ref_np.acts[k], rtol=0, atol=1e-9, err_msg=k)
         assert np.array_equal(sa.events[k], ref_np.events[k]), k
-    with pytest.raises(C.UnsupportedNetworkError, match="closed-loop"):
+    with pytest.raises(UnsupportedNetworkError, match="closed-loop"):
         runner.step(frames[0])
     # the runtime device is back: a frame-by-frame Brian2 run still works in the same process
     assert _run("brian2", setup["net"], frames[:2]).frames == 2
@@ -152,7 +155,7 @@ def test_snntorch_module_is_batched_and_differentiable(setup):
 def test_clear_errors(setup, tmp_path, monkeypatch):
     net, rate = setup["net"], setup["rate"]
     with pytest.raises(MstpnError, match="unknown backend"):
-        C.make_runner("nest", net)
+        registry.make_runner("nest", net)
     bad = tmp_path / "bad.nir"
     bad.write_text("not a network")
     with pytest.raises(DataFormatError):
@@ -161,10 +164,10 @@ def test_clear_errors(setup, tmp_path, monkeypatch):
         C.load_network(tmp_path)
     with pytest.raises(FileNotFoundError):
         C.load_network(tmp_path / "missing.nir")
-    with pytest.raises(C.UnsupportedNetworkError, match="rate"):
-        C.make_runner("brian2", rate)
-    with pytest.raises(C.UnsupportedNetworkError, match="fixed-point"):
-        C.make_runner("numpy-fixed", rate)
+    with pytest.raises(UnsupportedNetworkError, match="rate"):
+        registry.make_runner("brian2", rate)
+    with pytest.raises(UnsupportedNetworkError, match="fixed-point"):
+        registry.make_runner("numpy-fixed", rate)
     # a backend whose package is missing
     import importlib
 
@@ -177,15 +180,15 @@ def test_clear_errors(setup, tmp_path, monkeypatch):
 
     monkeypatch.setattr(importlib, "import_module", fake)
     with pytest.raises(BackendUnavailableError, match="brian2"):
-        C.make_runner("brian2", net)
+        registry.make_runner("brian2", net)
 
 
 @needs_lava
 def test_lava_errors(setup):
-    with pytest.raises(C.UnsupportedNetworkError, match="rate"):
-        C.make_runner("lava", setup["rate"])
+    with pytest.raises(UnsupportedNetworkError, match="rate"):
+        registry.make_runner("lava", setup["rate"])
     with pytest.raises(BackendUnavailableError, match="loihi2"):
-        C.make_runner("loihi2", setup["net"])
+        registry.make_runner("loihi2", setup["net"])
 
 
 def test_cli_writes_report(setup, tmp_path, capsys):

@@ -53,7 +53,7 @@ def test_small_policies_equal_dense_with_resets_and_batch(kind):
 
 @pytest.fixture(scope="module")
 def pong_recording():
-    from conversion import pong
+    from snn_agent import play as pong
 
     pol = build_policy(seed=0)     # H = 64, 6 actions, as the reference
     return pol, pong.record(pol, EnvConfig(), n_frames=520, seed=1)

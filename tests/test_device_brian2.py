@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from memristor.backends import get_simulator
+from mstpn_base.registry import device_simulator
 from memristor.params import DeviceParams
 from memristor.reference import Drive, make_devices, make_drive, simulate as simulate_ref
 from mstpn_base.errors import BackendUnavailableError, MstpnError
@@ -186,7 +186,7 @@ def test_cython_target_matches_reference(case):
     """One run on the compiled target (first use compiles, ~30 s), via the backend registry."""
     _, batch, drive, g_lt0, ref = case
     before = brian2.prefs.codegen.target
-    trace = get_simulator("brian2-cython")(batch, drive, g_lt0=g_lt0)
+    trace = device_simulator("brian2-cython")(batch, drive, g_lt0=g_lt0)
     assert brian2.prefs.codegen.target == before           # the global preference is restored
     _assert_agree(trace, ref)
     assert trace.backend == "brian2-cython"

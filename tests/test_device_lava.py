@@ -6,7 +6,7 @@ import pytest
 
 from memristor import fixed_point as fp
 from memristor import reference as ref
-from memristor.backends import get_simulator
+from mstpn_base.registry import device_simulator
 from memristor.params import DeviceParams
 from mstpn_base.errors import BackendUnavailableError
 
@@ -28,7 +28,7 @@ def test_lava_float_matches_reference(case):
     """Same float64 operations in the same order: agreement to rounding; 1e-6 relative is the
     project's cross-backend tolerance (observed: exact).  A one-step input delay would break it."""
     batch, drive, g0 = case
-    got = get_simulator("lava")(batch, drive, g_lt0=g0)
+    got = device_simulator("lava")(batch, drive, g_lt0=g0)
     want = ref.simulate(batch, drive, g0)
     assert got.backend == "lava"
     for v in ref.STATE_VARS:
@@ -43,7 +43,7 @@ def test_lava_float_matches_reference(case):
 @needs_lava
 def test_lava_fixed_is_bit_accurate(case):
     batch, drive, g0 = case
-    got = get_simulator("lava-fixed")(batch, drive, g_lt0=g0)
+    got = device_simulator("lava-fixed")(batch, drive, g_lt0=g0)
     want = fp.simulate_fixed(batch, drive, g0)
     for v in ref.STATE_VARS:
         assert np.array_equal(got.meta["raw"][v], want.meta["raw"][v]), v
@@ -80,7 +80,7 @@ def test_lava_fixed_reports_overflow_like_the_oracle():
     with pytest.raises(fp.FixedPointOverflowError) as want:
         fp.simulate_fixed(batch, drive)
     loose = fp.FixedPointSpec(strict=False)
-    got = get_simulator("lava-fixed", spec=loose)(batch, drive)
+    got = device_simulator("lava-fixed", spec=loose)(batch, drive)
     oracle = fp.simulate_fixed(batch, drive, spec=loose)
     first = (want.value.variable, want.value.step, want.value.device)
     assert got.meta["overflows"][0] == oracle.meta["overflows"][0] == first and first[:1] == ("r",)
@@ -93,4 +93,4 @@ def test_clear_error_when_lava_is_missing(monkeypatch):
     batch, drive, g0 = scenario(n_steps=5)
     for name in ("lava", "lava-fixed"):
         with pytest.raises(BackendUnavailableError, match="lava-nc is not importable"):
-            get_simulator(name)(batch, drive, g_lt0=g0)
+            device_simulator(name)(batch, drive, g_lt0=g0)

@@ -26,7 +26,7 @@ import pytest
 
 from memristor import fixed_point as fp
 from memristor import protocols as pr
-from memristor.backends import BACKENDS, get_simulator
+from mstpn_base.registry import device_backends, device_simulator
 from memristor.params import DeviceParams
 from mstpn_base.errors import BackendUnavailableError, MstpnError
 
@@ -59,11 +59,11 @@ def nominal():
 
 
 # -- cross-implementation agreement --------------------------------------------------------------------
-FLOAT_BACKENDS = [b for b in BACKENDS if b not in ("numpy", "lava-fixed")]
+FLOAT_BACKENDS = [b for b in device_backends() if b not in ("numpy", "lava-fixed")]
 
 
 def test_registry_covers_the_required_backends():
-    assert {"numpy", "torch", "brian2", "lava", "lava-fixed"} <= set(BACKENDS)
+    assert {"numpy", "torch", "brian2", "lava", "lava-fixed"} <= set(device_backends())
 
 
 @pytest.mark.parametrize("backend", FLOAT_BACKENDS)
@@ -101,7 +101,7 @@ def test_missing_backend_skips_only_when_not_required(monkeypatch):
     def missing(name, **_):
         raise BackendUnavailableError(f"backend {name!r} is not available (test); install it")
 
-    monkeypatch.setattr(pr, "get_simulator", missing)
+    monkeypatch.setattr(pr, "device_simulator", missing)
     monkeypatch.setattr(sys.modules[__name__], "REQUIRE_ALL", False)
     with pytest.raises(pytest.skip.Exception, match="not available"):
         run_or_skip("ppf", "lava")
@@ -112,7 +112,7 @@ def test_missing_backend_skips_only_when_not_required(monkeypatch):
 
 def test_unknown_backend_is_a_clear_error():
     with pytest.raises(MstpnError, match="unknown device backend 'nonsense'"):
-        get_simulator("nonsense")
+        device_simulator("nonsense")
     with pytest.raises(MstpnError, match="unknown protocol"):
         pr.run_protocol("nonsense")
 

@@ -30,7 +30,7 @@ def test_run_writes_report_and_is_reproducible(checkpoint, tmp_path):
     for k in range(2):
         out = tmp_path / f"run{k}"
         r = mstpn("run", "--checkpoint", checkpoint, "--out", out, "--max-frames", 120, "--compare-frames", 20,
-                  "--backends", "numpy,numpy-fixed,nosuch", "--seed", 5, "--no-progress")
+                  "--backends", "numpy,numpy-fixed,loihi2", "--seed", 5, "--no-progress")
         assert r.returncode == 0, r.stderr[-3000:]
         assert "score" in r.stdout and "memristive" in r.stdout
         for f in ("README.md", "report.html", "run.json", "game.gif", "energy/energy.png", "energy/energy.json",
@@ -40,7 +40,7 @@ def test_run_writes_report_and_is_reproducible(checkpoint, tmp_path):
     rows = {r["backend"]: r for r in outs[0]["comparison"]["rows"]}
     assert rows["numpy"]["frames"] == 20 and 0.0 <= rows["numpy"]["action_agreement"] <= 1.0
     assert rows["numpy-fixed"]["max_logit_error"] >= 0.0
-    assert "error" in rows["nosuch"]                       # reported, not hidden, not fatal
+    assert "error" in rows["loihi2"]              # no Loihi 2 here: reported, not hidden, not fatal
     g0, g1 = outs[0]["game"], outs[1]["game"]
     assert g0["steps"] == 30 and g0["frames"] == 120 and not g0["finished"]
     assert (g0["score"], g0["events_per_frame"]) == (g1["score"], g1["events_per_frame"])   # same seed, same run
@@ -64,6 +64,15 @@ def test_run_bad_checkpoint_one_line_error(tmp_path, make_bad, message):
     assert r.returncode == 2
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and message in err[0], r.stderr
+    assert not out.exists()
+
+
+def test_run_unknown_backend_is_refused_before_any_work(checkpoint, tmp_path):
+    out = tmp_path / "out"
+    r = mstpn("run", "--checkpoint", checkpoint, "--out", out, "--backends", "torch,foo", "--no-progress")
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and "unknown backend(s) foo" in err[0], r.stderr
     assert not out.exists()
 
 

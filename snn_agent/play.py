@@ -1,5 +1,8 @@
-"""Pong sequences for calibration, equivalence tests and benchmarks (ale-py via snn_agent.envs).
+"""The game loop: Pong played by a policy or a backend runner, one environment, batch 1.
 
+:func:`record` plays the PyTorch policy and keeps the observations (calibration, equivalence
+tests, benchmarks); :func:`play_loop` plays any ``act(obs) -> action`` closed loop;
+:func:`play_game` and :func:`record_frames` do the same for a converted network's runner.
 Scores are raw game scores (points won - points lost); actions are greedy (argmax of the logits,
 first index on ties), as ``mstpn evaluate``.  One game = one episode of one environment.
 """
@@ -12,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mstpn_base.errors import ParameterError
+from snn_agent.config import EnvConfig
+from snn_agent.envs import PongVecEnv
 
 
 @dataclass
@@ -25,8 +30,6 @@ class Recording:
 
 
 def _env(env_cfg, seed: int):
-    from snn_agent.envs import PongVecEnv
-
     return PongVecEnv(dataclasses.replace(env_cfg, reward_clipping=False), 1, seed=seed, num_threads=1)
 
 
@@ -116,10 +119,43 @@ def play_loop(act, env_cfg, seed: int = 0, max_steps: int | None = None, keep_ob
     return out
 
 
-def play(sim, env_cfg, seed: int = 0, max_frames: int = 30_000) -> dict:
-    """Closed loop: the simulator (batch 1) plays one greedy game (at most ``max_frames`` agent
-    steps). Returns score, steps, finished, actions (see :func:`play_loop`)."""
+def env_config(net) -> EnvConfig:
+    """The Pong environment a converted network was made for (metadata "env"), else the default."""
+    env = net.metadata.get("env") or {}
+    fields = {f.name for f in dataclasses.fields(EnvConfig)}
+    return EnvConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in env.items() if k in fields})
+
+
+def record_frames(net, n_frames: int, seed: int = 0, policy=None) -> np.ndarray:
+    """Observations (T, 84, 84) uint8 of the PyTorch policy of ``net`` playing greedily from
+    ``seed``; cut at the end of the first game (no reset inside a sequence)."""
+    from snn_agent.torch_backend import policy_from_network
+
+    policy = policy if policy is not None else policy_from_network(net)
+    rec = record(policy, env_config(net), n_frames=n_frames, seed=seed)
+    if rec.starts[1:].any():
+        cut = int(np.flatnonzero(rec.starts[1:])[0]) + 1
+        return rec.frames[:cut, 0]
+    return rec.frames[:, 0]
+
+
+def play_game(runner, net, seed: int = 0, max_steps: int | None = None, progress=None) -> dict:
+    """One full Pong game on a backend ``runner`` of ``net``, frame by frame.  Returns score
+    (points won - lost), agent steps, seconds, truncated."""
+    def report(steps, score):
+        if progress and steps % 500 == 0:
+            progress(f"  {getattr(runner, 'name', '?')}: {steps} steps, score {score:+.0f}")
+
+    runner.reset()
+    g = play_loop(lambda obs: np.argmax(runner.step(obs[0, 0]).logits), env_config(net), seed, max_steps,
+                  on_step=report)
+    return dict(score=g["score"], steps=g["steps"], seconds=g["seconds"], truncated=not g["finished"])
+
+
+def play_simulator(sim, env_cfg, seed: int = 0, max_frames: int = 30_000) -> dict:
+    """Closed loop: the reference simulator (batch 1) plays one greedy game (at most ``max_frames``
+    agent steps). Returns score, steps, finished, actions (see :func:`play_loop`)."""
     if sim.B != 1:
-        raise ParameterError("play() needs a simulator with batch 1")
+        raise ParameterError("play_simulator() needs a simulator with batch 1")
     sim.reset()
     return play_loop(lambda obs: sim.step(obs).actions[0], env_cfg, seed, max_steps=max_frames)

@@ -1,0 +1,65 @@
+"""Backends ``numpy`` and ``numpy-fixed``: the NumPy reference simulator (batch 1) as a runner.
+
+The float64 form is the event-driven oracle of every float backend; the fixed-point form is the
+integer specification every fixed-point backend must equal bit for bit (see
+:mod:`conversion.backend` for the runner contract).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from conversion.backend import StepOut, UnsupportedNetworkError, layer_names, layers_of, logits_node, value_exponent
+from conversion.simulator import Simulator
+from mstpn_base.errors import ParameterError
+
+
+class SimRunner:
+    """:class:`conversion.simulator.Simulator` with batch 1, one frame per :meth:`step`."""
+
+    def __init__(self, net, fixed: bool = False):
+        try:
+            self.sim = Simulator(net, batch=1, fixed=fixed)
+        except ParameterError as exc:
+            raise UnsupportedNetworkError(str(exc)) from None
+        self.net, self.fixed = net, fixed
+        self.name = "numpy-fixed" if fixed else "numpy"
+        self.layers = layer_names(net)
+        self.logits = logits_node(net)
+        # events and synops of a layer are those of all its nodes (sigma-delta: layers_of)
+        self.groups = ({name: nodes for name, nodes, _ in layers_of(net)} if net.mode == "sigma_delta"
+                       else {n: [n] for n in self.layers})
+
+    def reset(self):
+        self.sim.reset()
+
+    def step(self, obs) -> StepOut:
+        sim = self.sim
+        before = {n: dict(c) for n, c in sim.stats.items()}
+        shape = sim.net.nodes[sim.order[0]].shape
+        sim.step(np.asarray(obs).reshape((1, *shape)))
+        out = StepOut(None)
+        for name in self.layers:
+            v = np.asarray(sim.values[name]).reshape(-1)
+            if self.fixed:
+                out.raw[name] = v.astype(np.int64)
+                v = v * 2.0 ** value_exponent(self.net, name)
+            out.acts[name] = v.astype(np.float64)
+            nodes = self.groups.get(name, [name])
+            out.events[name] = sum(sim.stats[n]["events"] - before[n]["events"] for n in nodes)
+            out.synops[name] = sum(sim.stats[n]["synops"] - before[n]["synops"] for n in nodes)
+        out.logits = out.acts[self.logits].copy()
+        return out
+
+    def close(self):
+        pass
+
+
+def make_runner(net, **_):
+    return SimRunner(net, fixed=False)
+
+
+def make_fixed_runner(net, **_):
+    if net.fixed is None:
+        raise UnsupportedNetworkError("numpy-fixed needs a network with fixed-point parameters "
+                                      "(mstpn convert with calibration)")
+    return SimRunner(net, fixed=True)

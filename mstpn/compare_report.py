@@ -1,0 +1,101 @@
+"""The Markdown report of a cross-simulator comparison, with plots (matplotlib Agg, atomic writes)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from conversion.backend import layer_names
+from mstpn.compare import Summary
+from mstpn_base.io import atomic_path, atomic_write_json, atomic_write_text
+
+
+def _plots(results: dict, comps: list, out: Path, net) -> list:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+
+    files = []
+    ok = {n: r for n, r in results.items() if not r.error}
+    ref = ok.get("torch")
+    # activity rasters (events per unit over time) of the NumPy reference, per layer
+    src = ok.get("numpy")
+    if src is not None and src.acts:
+        layers = [n for n in layer_names(net) if n in src.acts]
+        fig, axes = plt.subplots(1, len(layers), figsize=(3 * len(layers), 3), squeeze=False)
+        for ax, name in zip(axes[0], layers):
+            a = src.acts[name]
+            changed = np.diff(a, axis=0, prepend=0.0) != 0     # a unit's sent value changed: an event
+            ax.imshow(changed.T, aspect="auto", interpolation="nearest", cmap="Greys")
+            ax.set_title(f"{name} ({int(changed.sum())} events)", fontsize=8)
+            ax.set_xlabel("frame")
+        axes[0][0].set_ylabel("unit")
+        fig.tight_layout()
+        with atomic_path(out / "activity_raster.png") as p:
+            fig.savefig(p, dpi=80)
+        plt.close(fig)
+        files.append("activity_raster.png")
+    if ref is not None:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        for n, r in ok.items():
+            if n == "torch":
+                continue
+            m = min(r.frames, ref.frames)
+            err = np.abs(r.logits[:m] - ref.logits[:m]).max(axis=1)
+            ax.semilogy(np.maximum(err, 1e-17), label=n)
+        ax.set_xlabel("frame")
+        ax.set_ylabel("max |logit - torch|")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        with atomic_path(out / "error_over_time.png") as p:
+            fig.savefig(p, dpi=80)
+        plt.close(fig)
+        files.append("error_over_time.png")
+    fig, ax = plt.subplots(figsize=(6, 3))
+    names = [c.backend for c in comps if not c.error]
+    ax.bar(names, [c.fps for c in comps if not c.error])
+    ax.set_yscale("log")
+    ax.set_ylabel("frames / s")
+    ax.tick_params(axis="x", rotation=30, labelsize=7)
+    fig.tight_layout()
+    with atomic_path(out / "speed.png") as p:
+        fig.savefig(p, dpi=80)
+    plt.close(fig)
+    files.append("speed.png")
+    return files
+
+
+def write_report(summary: Summary, results: dict, out: Path, net) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    files = _plots(results, summary.comparisons, out, net)
+    names_ = layer_names(net)
+    np_fps = next((c.fps for c in summary.comparisons if c.backend == "numpy" and not c.error), None)
+    lines = ["# Cross-simulator comparison", "",
+             f"Recorded sequence: {max((c.frames for c in summary.comparisons), default=0)} frames; "
+             "reference: the PyTorch policy (float64). Actions are the argmax of the logits.", "",
+             summary.table(), "", "## Speed (frames per second, ratio to the NumPy reference)", ""]
+    for c in summary.comparisons:
+        if not c.error:
+            ratio = f"{c.fps / np_fps:.3f}x" if np_fps else "-"
+            lines.append(f"- {c.backend}: {c.fps:.2f} fps ({ratio})")
+    lines += ["", "## Per-layer activation error (max |a - a_torch|, relative to max |a_torch|)", "",
+              "| backend | " + " | ".join(names_) + " |", "|---|" + "---|" * len(names_)]
+    for c in summary.comparisons:
+        if c.layer_max_abs:
+            lines.append(f"| {c.backend} | " + " | ".join(
+                f"{c.layer_max_abs[n]:.1e} ({c.layer_rel[n]:.1e})" if n in c.layer_max_abs else "-"
+                for n in names_) + " |")
+    lines += ["", "## Events and synaptic operations per frame (mean)", "",
+              "| backend | " + " | ".join(f"{n} ev / syn" for n in names_) + " |",
+              "|---|" + "---|" * len(names_)]
+    for c in summary.comparisons:
+        if c.events:
+            lines.append(f"| {c.backend} | " + " | ".join(
+                f"{c.events.get(n, float('nan')):.0f} / {c.synops.get(n, float('nan')):.0f}" for n in names_) + " |")
+    lines += [""] + [f"![{f}]({f})" for f in files] + [""]
+    atomic_write_text(out / "report.md", "\n".join(lines))
+    payload = [{k: v for k, v in c.__dict__.items()} for c in summary.comparisons]
+    atomic_write_json(out / "results.json", json.loads(json.dumps(payload, default=float)))
