@@ -39,6 +39,8 @@ class UpdateStats:
     grad_norm: float
     lr: float
     agreement: float | None = None   # distillation: fraction of steps whose greedy actions agree
+    approx_kl: float | None = None   # PPO: mean of (ratio - 1) - log(ratio) (Schulman's k3 estimator)
+    clip_frac: float | None = None   # PPO: fraction of samples whose ratio left [1 - clip, 1 + clip]
 
 
 def nstep_returns(rewards, dones, bootstrap, discount: float):
@@ -51,8 +53,10 @@ def nstep_returns(rewards, dones, bootstrap, discount: float):
     return out
 
 
-class A2C:
-    """Holds the optimiser; :meth:`step` does one rollout + one update and returns the new obs/state."""
+class Learner:
+    """What every learner shares: the Adam optimiser, the linear learning-rate schedule and one
+    clipped optimiser step.  Subclasses implement ``step(env, obs, state, frames_done)`` (one
+    rollout + update; returns obs, detached state, :class:`UpdateStats`, agent steps taken)."""
 
     def __init__(self, policy, cfg: TrainConfig, frames_per_step: int = 4):
         self.policy = policy
@@ -78,6 +82,10 @@ class A2C:
             raise ParameterError(f"{what} gradient became NaN/inf (diverged); lower the learning rate")
         self.opt.step()
         return grad_norm, lr
+
+
+class A2C(Learner):
+    """:meth:`step` does one rollout + one update and returns the new obs/state."""
 
     def step(self, env, obs, state, frames_done: int):
         """Roll out ``n_steps`` in ``env`` from ``obs``/``state`` and update the policy once.

@@ -6,14 +6,28 @@ from pathlib import Path
 
 from mstpn_base.errors import MstpnError, ParameterError
 from mstpn_base.io import atomic_write_json
+from snn_agent.config import EVAL_SEED_BASE, STICKY_ACTIONS
+
+EVAL_EPISODES = 30   # snn_agent.evaluate.EVAL_EPISODES (not imported here: that pulls in torch)
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train an STPN / m-STPN / LSTM Pong agent with A2C",
-                              description="Train a Pong agent (A2C, truncated BPTT). Settings: --config "
-                                          "JSON, then flags. Writes checkpoints, curve.csv/png to --out.")
+    p = subparsers.add_parser("train", help="train an STPN / m-STPN / LSTM Pong agent with A2C or PPO",
+                              description="Train a Pong agent (A2C or recurrent PPO, truncated BPTT). Settings: "
+                                          "--config JSON, then flags. Writes checkpoints, curve.csv/png and "
+                                          "tensorboard events (tb/) to --out.")
     p.add_argument("--config", type=Path, help="JSON {model:{...}, env:{...}, train:{...}}")
     p.add_argument("--model", choices=("stpn", "mstpn", "lstm"), help="recurrent core (default stpn)")
+    p.add_argument("--algo", choices=("a2c", "ppo"), help="RL algorithm (default a2c); ppo also sets n_steps 128, "
+                                                         "lr 2.5e-4, grad_clip 0.5, num_envs 8 unless given")
+    p.add_argument("--sticky", type=float, help="sticky-action probability of the training env (default 0.25, "
+                                                "the standard ALE protocol; 0 = deterministic emulator)")
+    p.add_argument("--grad-clip", type=float, help="gradient-norm clip (A2C default 40, PPO 0.5)")
+    p.add_argument("--entropy-coef", type=float, help="entropy bonus coefficient (default 0.01)")
+    p.add_argument("--gae-lambda", type=float, help="PPO: GAE lambda (default 0.95)")
+    p.add_argument("--clip-coef", type=float, help="PPO: ratio / value clip (default 0.1)")
+    p.add_argument("--epochs", type=int, help="PPO: passes over each rollout (default 4)")
+    p.add_argument("--minibatches", type=int, help="PPO: minibatches of whole envs per pass (default 4)")
     p.add_argument("--seed", type=int)
     p.add_argument("--frames", type=int, help="emulator frames to train in total (agent steps x 4)")
     p.add_argument("--num-envs", type=int)
@@ -43,11 +57,17 @@ def register(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="log JSON lines instead of a progress bar")
     p.set_defaults(func=cmd_train)
 
-    e = subparsers.add_parser("evaluate", help="greedy play of a trained checkpoint",
-                              description="Play N greedy Pong games on CPU with fixed seeds; print mean/std score.")
+    e = subparsers.add_parser("evaluate", help="greedy play of a trained checkpoint (standard ALE protocol)",
+                              description="Play N greedy Pong games on CPU with fixed seeds never used in "
+                                          "training, sticky actions 0.25 by default; print mean, std, 95%% "
+                                          "confidence interval and the protocol.")
     e.add_argument("checkpoint", type=Path)
-    e.add_argument("--episodes", type=int, default=10)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--episodes", type=int, default=EVAL_EPISODES, help=f"games (default {EVAL_EPISODES})")
+    e.add_argument("--seed", type=int, default=EVAL_SEED_BASE,
+                   help=f"game i is seeded SEED + i (default {EVAL_SEED_BASE}: training seeds lie below 10^9 + 4096)")
+    e.add_argument("--sticky", type=float, default=STICKY_ACTIONS,
+                   help=f"sticky-action probability (default {STICKY_ACTIONS}; 0 = deterministic emulator), "
+                        "whatever the checkpoint was trained with")
     e.add_argument("--max-frames", type=int, help="cap per episode [emulator frames]")
     e.add_argument("--num-envs", type=int, default=8, help="games played in parallel")
     e.add_argument("--gif", type=Path, help="write the first game as an animated GIF")
@@ -63,22 +83,36 @@ _FLAG_TO_KEY = {"seed": ("train", "seed"), "frames": ("train", "frames"), "num_e
                 "snapshot_every": ("train", "snapshot_every_frames"),
                 "teacher": ("train", "teacher"), "teacher_prob": ("train", "teacher_prob"),
                 "teacher_temperature": ("train", "teacher_temperature"),
+                "algo": ("train", "algo"), "grad_clip": ("train", "grad_clip"),
+                "entropy_coef": ("train", "entropy_coef"), "gae_lambda": ("train", "gae_lambda"),
+                "clip_coef": ("train", "clip_coef"), "epochs": ("train", "update_epochs"),
+                "minibatches": ("train", "num_minibatches"), "sticky": ("env", "repeat_action_probability"),
                 "model": ("model", "kind"), "hidden": ("model", "hidden"), "action_set": ("env", "action_set")}
 
 
 def build_config(args):
-    from snn_agent.config import RunConfig
+    """RunConfig from (the run's stored config.json on --resume | --config | defaults), then flags.
+    A new PPO run takes :data:`snn_agent.config.PPO_DEFAULTS` for what neither sets."""
+    from mstpn_base.io import read_json
+    from snn_agent.config import PPO_DEFAULTS, RunConfig
 
+    given: set = set()
     if args.resume and (args.out / "config.json").exists():
         base = RunConfig.load(args.out / "config.json").to_dict()
+        given = set(base["train"])
     elif args.config is not None:
         base = RunConfig.load(args.config).to_dict()
+        given = set(read_json(args.config).get("train", {}))
     else:
         base = RunConfig().validate().to_dict()
     for flag, (sec, key) in _FLAG_TO_KEY.items():
         v = getattr(args, flag, None)
         if v is not None:
             base[sec][key] = v
+            if sec == "train":
+                given.add(key)
+    if base["train"]["algo"] == "ppo":
+        base["train"].update({k: v for k, v in PPO_DEFAULTS.items() if k not in given})
     return RunConfig.from_dict(base)
 
 
@@ -99,20 +133,27 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from snn_agent.checkpoint import load_policy
-    from snn_agent.evaluate import evaluate
+    from snn_agent.evaluate import describe_protocol, evaluate, protocol_env, protocol_record
 
     if args.episodes < 1 or args.num_envs < 1:
         raise MstpnError("--episodes and --num-envs must be >= 1")
     policy, meta = load_policy(args.checkpoint, device="cpu")
-    res = evaluate(policy, meta["config"].env, episodes=args.episodes, seed=args.seed,
+    trained = meta["config"].env
+    env_cfg = protocol_env(trained, args.sticky)
+    print(f"protocol: {describe_protocol(protocol_record(env_cfg, args.episodes, args.seed, args.max_frames))}"
+          + (f"; the checkpoint was trained with sticky actions {trained.repeat_action_probability:g}"
+             if trained.repeat_action_probability != env_cfg.repeat_action_probability else ""))
+    res = evaluate(policy, env_cfg, episodes=args.episodes, seed=args.seed,
                    max_frames=args.max_frames, gif=args.gif, num_envs=args.num_envs,
                    progress=not args.no_progress)
     res["checkpoint"] = str(args.checkpoint)
     res["model"] = meta["architecture"]["kind"]
     res["frames_trained"] = meta["progress"].get("frames")
+    res["trained_repeat_action_probability"] = trained.repeat_action_probability
     trunc = sum(res["truncated"])
+    ci = f", 95% CI [{res['ci95'][0]:.2f}, {res['ci95'][1]:.2f}]" if res["ci95"] else ""
     print(f"{args.checkpoint}: {res['model']}, {res['episodes']} games, score {res['mean']:.2f} "
-          f"+- {res['std']:.2f}" + (f" ({trunc} cut at --max-frames)" if trunc else ""))
+          f"+- {res['std']:.2f} (sample std){ci}" + (f" ({trunc} cut at --max-frames)" if trunc else ""))
     if args.json:
         atomic_write_json(args.json, res)
     return 0

@@ -13,6 +13,18 @@ from mstpn_base.io import read_json
 from mstpn_base.errors import DataFormatError, ParameterError
 
 MODELS = ("stpn", "mstpn", "lstm")
+ALGOS = ("a2c", "ppo")
+
+#: sticky actions of the standard ALE protocol (Machado et al., JAIR 2018): with this probability
+#: the emulator repeats the previous action instead of the agent's, every emulator frame
+STICKY_ACTIONS = 0.25
+
+#: training environments are seeded below this: env seed = (train.seed * 100_003 + updates at the
+#: (re)start) mod TRAIN_SEED_SPACE, its sub-environments seed, seed + 1, ..., seed + num_envs - 1
+TRAIN_SEED_SPACE = 1_000_000_000
+#: ``mstpn evaluate`` plays game i on seed EVAL_SEED_BASE + i by default: never a training seed
+#: (training seeds < TRAIN_SEED_SPACE + num_envs <= 1,000,004,096)
+EVAL_SEED_BASE = 1_500_000_000
 
 #: action subsets of Pong's minimal action set [NOOP, FIRE, RIGHT, LEFT, RIGHTFIRE, LEFTFIRE]
 ACTION_SETS = {
@@ -48,13 +60,16 @@ class ModelConfig:
 
 @dataclass
 class EnvConfig:
-    """ale-py vector environment: 84x84 grayscale, one frame (no stacking), frameskip 4."""
+    """ale-py vector environment: 84x84 grayscale, one frame (no stacking), frameskip 4.
+
+    ``repeat_action_probability``: sticky actions, 0.25 by default (the standard ALE protocol);
+    0 gives the deterministic emulator (only the 0..``noop_max`` no-op starts differ per seed)."""
 
     game: str = "pong"
     action_set: str = "minimal"
     frameskip: int = 4
     noop_max: int = 30
-    repeat_action_probability: float = 0.0
+    repeat_action_probability: float = STICKY_ACTIONS
     reward_clipping: bool = True
     max_episode_frames: int = 108000
 
@@ -63,8 +78,13 @@ class EnvConfig:
             raise ParameterError(f"action_set must be one of {sorted(ACTION_SETS)}, got {self.action_set!r}")
         if not (isinstance(self.frameskip, int) and self.frameskip >= 1):
             raise ParameterError(f"frameskip must be an integer >= 1, got {self.frameskip!r}")
-        if not (0.0 <= self.repeat_action_probability <= 1.0):
-            raise ParameterError("repeat_action_probability must lie in [0, 1]")
+        p = self.repeat_action_probability
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not (0.0 <= p < 1.0):
+            raise ParameterError(f"repeat_action_probability (sticky actions) must lie in [0, 1), got {p!r}")
+        if not (isinstance(self.noop_max, int) and self.noop_max >= 0):
+            raise ParameterError(f"noop_max must be an integer >= 0, got {self.noop_max!r}")
+        if not (isinstance(self.max_episode_frames, int) and self.max_episode_frames >= self.frameskip):
+            raise ParameterError(f"max_episode_frames must be an integer >= frameskip, got {self.max_episode_frames!r}")
 
     @property
     def actions(self) -> tuple[int, ...]:
@@ -73,7 +93,10 @@ class EnvConfig:
 
 @dataclass
 class TrainConfig:
-    """A2C with truncated BPTT (defaults follow the reference where it has one)."""
+    """A2C or recurrent PPO with truncated BPTT (A2C defaults follow the reference where it has
+    one; the PPO fields follow CleanRL's ppo_atari_lstm and apply only with ``algo = "ppo"``)."""
+
+    algo: str = "a2c"             # a2c (snn_agent/a2c.py) | ppo (snn_agent/ppo.py)
 
     frames: int = 10_000_000      # emulator frames (= agent steps x frameskip)
     num_envs: int = 16
@@ -91,20 +114,35 @@ class TrainConfig:
     checkpoint_every_s: float = 180.0   # latest checkpoint (resume point)
     snapshot_every_frames: int = 500_000  # kept snapshots (pick the best one later)
     log_every_updates: int = 10
+    # PPO (snn_agent/ppo.py); n_steps is the rollout length, grad_clip the gradient-norm clip
+    gae_lambda: float = 0.95
+    clip_coef: float = 0.1        # ratio clipped to [1 - clip_coef, 1 + clip_coef]
+    clip_vloss: bool = True       # value loss clipped around the rollout's values (same clip_coef)
+    update_epochs: int = 4        # passes over each rollout
+    num_minibatches: int = 4      # minibatches of whole environments per pass (divides num_envs)
+    norm_adv: bool = True         # advantages normalised per minibatch
     # distillation (snn_agent/distill.py) instead of A2C when a teacher checkpoint is given
     teacher: str | None = None    # checkpoint path of the teacher policy
     teacher_prob: float = 0.0     # probability that the teacher's greedy action is executed
     teacher_temperature: float = 1.0   # target softmax(teacher logits / temperature)
 
     def validate(self):
+        if self.algo not in ALGOS:
+            raise ParameterError(f"train.algo must be one of {ALGOS}, got {self.algo!r}")
         for name in ("frames", "num_envs", "n_steps", "threads", "env_threads", "log_every_updates",
-                     "snapshot_every_frames"):
+                     "snapshot_every_frames", "update_epochs", "num_minibatches"):
             v = getattr(self, name)
             if not (isinstance(v, int) and v >= 1):
                 raise ParameterError(f"train.{name} must be a positive integer, got {v!r}")
         for name in ("lr", "grad_clip", "checkpoint_every_s", "adam_eps", "teacher_temperature"):
             _positive(f"train.{name}", getattr(self, name))
-        for name in ("discount",):
+        if self.num_envs % self.num_minibatches:
+            raise ParameterError(f"train.num_minibatches ({self.num_minibatches}) must divide train.num_envs "
+                                 f"({self.num_envs}): PPO minibatches are whole environments")
+        if not (isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0):
+            raise ParameterError(f"train.seed must be an integer >= 0, got {self.seed!r}")
+        _positive("train.clip_coef", self.clip_coef)
+        for name in ("discount", "gae_lambda"):
             v = getattr(self, name)
             if not (0.0 <= v <= 1.0):
                 raise ParameterError(f"train.{name} must lie in [0, 1], got {v!r}")
@@ -116,6 +154,8 @@ class TrainConfig:
             raise ParameterError(f"train.teacher_prob must lie in [0, 1], got {self.teacher_prob!r}")
         if self.teacher is not None and not isinstance(self.teacher, str):
             raise ParameterError(f"train.teacher must be a checkpoint path, got {self.teacher!r}")
+        if self.teacher is not None and self.algo != "a2c":
+            raise ParameterError("train.teacher (distillation) replaces the RL algorithm: leave train.algo at 'a2c'")
 
 
 @dataclass
@@ -186,4 +226,15 @@ def replace(cfg: RunConfig, **sections) -> RunConfig:
     return RunConfig.from_dict(d)
 
 
-__all__ = ["RunConfig", "ModelConfig", "EnvConfig", "TrainConfig", "ACTION_SETS", "MODELS", "replace"]
+#: CleanRL's ppo_atari_lstm settings that differ from the A2C defaults above; ``mstpn train --algo
+#: ppo`` applies them unless --config or a flag sets them
+PPO_DEFAULTS = {"n_steps": 128, "lr": 2.5e-4, "grad_clip": 0.5, "num_envs": 8}
+
+
+def train_env_seed(train: TrainConfig, updates: int) -> int:
+    """First seed of the training environments at a (re)start after ``updates`` updates."""
+    return (train.seed * 100_003 + int(updates)) % TRAIN_SEED_SPACE
+
+
+__all__ = ["RunConfig", "ModelConfig", "EnvConfig", "TrainConfig", "ACTION_SETS", "MODELS", "ALGOS", "replace",
+           "PPO_DEFAULTS", "STICKY_ACTIONS", "TRAIN_SEED_SPACE", "EVAL_SEED_BASE", "train_env_seed"]

@@ -38,9 +38,11 @@ from snn_agent.policy import detach_state, reset_state
 
 
 def check_teacher(teacher_env: EnvConfig, student_env: EnvConfig, path) -> None:
-    """The teacher must act in the same environment: action set, frameskip, preprocessing."""
+    """The teacher must act in the same environment: action set, frameskip, preprocessing.  The
+    sticky-action probability may differ (it perturbs the executed actions, not what the policy
+    sees or chooses from)."""
     a, b = teacher_env.__dict__, student_env.__dict__
-    diff = sorted(k for k in a if a[k] != b.get(k))
+    diff = sorted(k for k in a if a[k] != b.get(k) and k != "repeat_action_probability")
     if diff:
         raise ParameterError(f"teacher {path} was trained on other env settings ({', '.join(diff)}: "
                              f"{[a[k] for k in diff]} vs the student's {[b.get(k) for k in diff]})")

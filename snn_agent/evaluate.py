@@ -1,10 +1,18 @@
 """Greedy evaluation of a policy on Pong: N episodes with fixed seeds, on CPU.
 
+Protocol (what ``mstpn evaluate`` does by default, Machado et al., JAIR 2018): sticky actions
+0.25 (:func:`protocol_env`), up to 30 no-op starts, frameskip 4, episodes capped at 108,000
+emulator frames, 30 greedy games on seeds EVAL_SEED_BASE + i = 1,500,000,000 + i, which no
+training run uses (training seeds lie below 10^9 + num_envs, :func:`snn_agent.config.train_env_seed`).
+The result holds the protocol it used (``protocol``), the mean, the sample standard deviation
+(ddof 1) and the 95 % confidence interval of the mean (Student t, :func:`mean_ci`).
+
 Episodes run in parallel batches of up to ``num_envs`` games; game i of batch k is seeded with
-``seed + k * num_envs + i`` (ale-py's vector env seeds its sub-environments consecutively), so the
-same (checkpoint, seed, episodes) gives the same scores.  Actions are argmax of the logits; scores
-are the raw game score (points won - points lost, -21..+21).  ``max_frames`` caps each episode
-(emulator frames); an episode cut there reports its partial score and ``truncated = True``.
+``seed + k * num_envs + i`` (ale-py's vector env seeds its sub-environments consecutively, the
+sticky-action RNG included), so the same (checkpoint, protocol, seed, episodes) gives the same
+scores.  Actions are argmax of the logits; scores are the raw game score (points won - points
+lost, -21..+21).  ``max_frames`` caps each episode (emulator frames); an episode cut there
+reports its partial score and ``truncated = True``.
 """
 from __future__ import annotations
 
@@ -15,19 +23,73 @@ import torch
 
 from mstpn_base.errors import ParameterError
 from mstpn_base.io import atomic_path
-from snn_agent.config import EnvConfig
+from snn_agent.config import EVAL_SEED_BASE, STICKY_ACTIONS, TRAIN_SEED_SPACE, EnvConfig
 from snn_agent.policy import Policy, reset_state
+
+#: default number of evaluation games
+EVAL_EPISODES = 30
+#: largest training seed + 1 for num_envs <= 4096 (:func:`snn_agent.config.train_env_seed`)
+TRAIN_SEED_END = TRAIN_SEED_SPACE + 4096
+
+
+def protocol_env(env_cfg: EnvConfig, sticky: float = STICKY_ACTIONS) -> EnvConfig:
+    """``env_cfg`` (a checkpoint's, for its action set and preprocessing) with the sticky-action
+    probability of the evaluation protocol; validated."""
+    cfg = dataclasses.replace(env_cfg, repeat_action_probability=float(sticky))
+    cfg.validate()
+    return cfg
+
+
+def mean_ci(scores, level: float = 0.95) -> dict:
+    """Mean, sample standard deviation s (ddof 1) and the ``level`` confidence interval of the
+    mean, mean +- t_{(1+level)/2, n-1} s / sqrt(n) (Student t).  With one score s and the
+    interval are undefined: std 0.0 and ci None."""
+    from scipy import stats
+
+    x = np.asarray(scores, dtype=float)
+    if x.size < 1 or not np.all(np.isfinite(x)):
+        raise ParameterError("mean_ci needs at least one finite score")
+    if not 0.0 < level < 1.0:
+        raise ParameterError(f"confidence level must lie in (0, 1), got {level!r}")
+    mean = float(x.mean())
+    if x.size == 1:
+        return {"mean": mean, "std": 0.0, "ci_level": level, "ci": None, "n": 1}
+    sd = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2.0, x.size - 1)) * sd / np.sqrt(x.size)
+    return {"mean": mean, "std": sd, "ci_level": level, "ci": [mean - half, mean + half], "n": int(x.size)}
+
+
+def protocol_record(env_cfg: EnvConfig, episodes: int, seed: int, max_frames: int | None) -> dict:
+    """The evaluation protocol as stored with a result."""
+    cap = min(max_frames, env_cfg.max_episode_frames) if max_frames else env_cfg.max_episode_frames
+    return {"repeat_action_probability": env_cfg.repeat_action_probability, "noop_max": env_cfg.noop_max,
+            "frameskip": env_cfg.frameskip, "max_episode_frames": cap, "action_set": env_cfg.action_set,
+            "reward": "raw game score", "actions": "greedy (argmax of the logits)",
+            "seeds": [seed, seed + episodes - 1],
+            "seeds_overlap_training": bool(seed < TRAIN_SEED_END)}
+
+
+def describe_protocol(p: dict) -> str:
+    """One line: ``sticky actions 0.25, noop_max 30, frameskip 4, <= 108000 frames, seeds a..b``."""
+    return (f"sticky actions {p['repeat_action_probability']:g}, noop_max {p['noop_max']}, frameskip "
+            f"{p['frameskip']}, <= {p['max_episode_frames']} frames per game, seeds {p['seeds'][0]}.."
+            f"{p['seeds'][1]}" + (" (training seeds lie below 1,000,004,096: these may overlap them)"
+                                  if p["seeds_overlap_training"] else " (never used in training)"))
 
 
 @torch.no_grad()
-def evaluate(policy: Policy, env_cfg: EnvConfig, episodes: int = 10, seed: int = 0,
+def evaluate(policy: Policy, env_cfg: EnvConfig, episodes: int = EVAL_EPISODES, seed: int = EVAL_SEED_BASE,
              max_frames: int | None = None, gif=None, num_envs: int = 8, progress: bool = True,
              threads: int = 1) -> dict:
-    """Play ``episodes`` greedy games; returns mean/std score, per-episode scores, lengths, truncated."""
+    """Play ``episodes`` greedy games in ``env_cfg`` as given (use :func:`protocol_env` for the
+    standard protocol); returns mean, std (ddof 1), 95 % CI, per-episode scores, lengths,
+    truncated and ``protocol``."""
     from snn_agent.envs import PongVecEnv
 
     if episodes < 1:
         raise ParameterError(f"episodes must be >= 1, got {episodes}")
+    if not (0 <= seed and seed + episodes - 1 < 2**31):
+        raise ParameterError(f"seeds must lie in [0, 2^31), got {seed}..{seed + episodes - 1}")
     if max_frames is not None and max_frames < env_cfg.frameskip:
         raise ParameterError(f"max_frames must be at least one agent step ({env_cfg.frameskip} frames)")
     torch.set_num_threads(threads)
@@ -82,8 +144,10 @@ def evaluate(policy: Policy, env_cfg: EnvConfig, episodes: int = 10, seed: int =
     if gif is not None and frames_gif:
         write_gif(gif, frames_gif, fps=60.0 / env_cfg.frameskip, rewards=rewards_gif)
     s = np.asarray(scores, dtype=float)
-    return {"episodes": episodes, "seed": seed, "mean": float(s.mean()), "std": float(s.std()),
-            "scores": s.tolist(), "agent_steps": lengths, "frames": [int(x) * env_cfg.frameskip for x in lengths],
+    ci = mean_ci(s)
+    return {"episodes": episodes, "seed": seed, "mean": ci["mean"], "std": ci["std"], "ci95": ci["ci"],
+            "protocol": protocol_record(env_cfg, episodes, seed, max_frames), "scores": s.tolist(),
+            "agent_steps": lengths, "frames": [int(x) * env_cfg.frameskip for x in lengths],
             "truncated": [bool(t) for t in truncated], "max_frames": max_frames}
 
 

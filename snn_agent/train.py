@@ -1,5 +1,6 @@
-"""The training run on Pong: A2C, or with ``train.teacher`` distillation (:mod:`snn_agent.distill`),
-with periodic atomic checkpoints, snapshots and a training curve.
+"""The training run on Pong: A2C (:mod:`snn_agent.a2c`), recurrent PPO (``train.algo = "ppo"``,
+:mod:`snn_agent.ppo`) or, with ``train.teacher``, distillation (:mod:`snn_agent.distill`), with
+periodic atomic checkpoints, snapshots, a training curve and tensorboard event files.
 
 Files in the output folder ``OUT``::
 
@@ -9,10 +10,16 @@ Files in the output folder ``OUT``::
     checkpoint_best.safetensors      best mean score over the last 20 episodes (>= 10 episodes)
     snapshots/frames_<N>.safetensors kept every ``snapshot_every_frames`` emulator frames
     curve.csv, curve.png             training curve (frames, episodes, score, losses, speed)
+    tb/                              tensorboard event files, the curve's scalars vs emulator frames
 
 Frames are emulator frames: one agent step = ``frameskip`` (4) frames.  Resuming continues the
 schedule (learning rate decay, frame count) from the latest checkpoint; the environments start
 new games (their emulator state is not saved) and the plastic state starts from zero.
+
+Environment seeds: the training envs of a (re)start after ``updates`` updates are seeded
+:func:`snn_agent.config.train_env_seed` = (train.seed * 100_003 + updates) mod 10^9 (sub-env i:
+that + i), always below 10^9 + num_envs; evaluation uses seeds from 1.5 * 10^9 by default
+(:data:`snn_agent.config.EVAL_SEED_BASE`).
 """
 from __future__ import annotations
 
@@ -30,12 +37,13 @@ import torch
 from mstpn_base.errors import DataFormatError, MstpnError
 from mstpn_base.io import atomic_path, atomic_write_json, atomic_write_text
 from snn_agent.a2c import A2C
-from snn_agent.checkpoint import (build_policy, load_policy, load_resume_state, save_checkpoint,
-                                  save_resume_state)
-from snn_agent.config import RunConfig
+from mstpn_base.lock import lock_folder
+from snn_agent.checkpoint import build_policy, load_policy, load_resume_state, save_checkpoint
+from snn_agent.config import RunConfig, train_env_seed
 
 CURVE_FIELDS = ("frames", "agent_steps", "updates", "wall_s", "episodes", "score_mean20", "score_last",
-                "loss", "policy_loss", "value_loss", "entropy", "grad_norm", "lr", "steps_per_s", "agreement")
+                "loss", "policy_loss", "value_loss", "entropy", "grad_norm", "lr", "steps_per_s", "agreement",
+                "approx_kl", "clip_frac")
 _INT_FIELDS = ("frames", "agent_steps", "updates", "episodes")
 LATEST = "checkpoint_latest.safetensors"
 BEST = "checkpoint_best.safetensors"
@@ -90,7 +98,14 @@ class _Stop(BaseException):
     that no ``except Exception`` on the way (the compiled step's fallback, for one) swallows it."""
 
 
-def train(cfg: RunConfig, out, device: str = "cpu", resume: bool = False, progress: bool = True,
+def train(cfg: RunConfig, out, *args, **kwargs) -> dict:
+    """Train in ``out`` while holding its lock (:mod:`mstpn_base.lock`: a second run on the same
+    folder is refused); arguments and result as :func:`_train`."""
+    with lock_folder(out, "training run"):
+        return _train(cfg, out, *args, **kwargs)
+
+
+def _train(cfg: RunConfig, out, device: str = "cpu", resume: bool = False, progress: bool = True,
           max_updates: int | None = None, time_limit_s: float | None = None, init_from=None,
           env_factory=None, log=print) -> dict:
     """Train (or resume) a policy; returns the final progress dict.  Stops at ``cfg.train.frames``,
@@ -155,12 +170,16 @@ def train(cfg: RunConfig, out, device: str = "cpu", resume: bool = False, progre
         learner = Distill(policy, teacher.to(policy.dtype), cfg.train, frames_per_step=cfg.env.frameskip,
                           seed=cfg.train.seed + prog["updates"])
         log(f"distilling from teacher {cfg.train.teacher} ({tmeta['architecture']['kind']})")
+    elif cfg.train.algo == "ppo":
+        from snn_agent.ppo import PPO
+
+        learner = PPO(policy, cfg.train, frames_per_step=cfg.env.frameskip)
     else:
         learner = A2C(policy, cfg.train, frames_per_step=cfg.env.frameskip)
     if resume:
         learner.opt.load_state_dict(rst["optimizer"])
         torch.set_rng_state(rst["torch_rng"])
-    env_seed = cfg.train.seed * 100_003 + prog["updates"]
+    env_seed = train_env_seed(cfg.train, prog["updates"])
     if env_factory is None:
         from snn_agent.envs import PongVecEnv
         env = PongVecEnv(cfg.env, cfg.train.num_envs, seed=env_seed, num_threads=cfg.train.env_threads)
@@ -170,10 +189,13 @@ def train(cfg: RunConfig, out, device: str = "cpu", resume: bool = False, progre
     def checkpoint(path):
         save_checkpoint(path, policy, cfg, progress=prog)
 
-    def save_latest():
-        checkpoint(latest)
-        save_resume_state(latest, learner.opt, extra={"scores": list(scores)})
+    def save_latest():  # checkpoint + resume state as one pair (save_checkpoint with optimizer=)
+        save_checkpoint(latest, policy, cfg, progress=prog, optimizer=learner.opt,
+                        resume_extra={"scores": list(scores)})
         write_curve(out, rows, png=True)
+        tb.flush()
+
+    tb = _tensorboard(out, purge_step=prog["frames"] if resume else None)
 
     old_handler = signal.getsignal(signal.SIGTERM)
 
@@ -222,8 +244,11 @@ def train(cfg: RunConfig, out, device: str = "cpu", resume: bool = False, progre
                        "score_last": scores[-1] if scores else "", "loss": st.loss,
                        "policy_loss": st.policy_loss, "value_loss": st.value_loss, "entropy": st.entropy,
                        "grad_norm": st.grad_norm, "lr": st.lr, "steps_per_s": round(steps_log / (now - t_log), 1),
-                       "agreement": "" if st.agreement is None else st.agreement}
+                       "agreement": "" if st.agreement is None else st.agreement,
+                       "approx_kl": "" if st.approx_kl is None else st.approx_kl,
+                       "clip_frac": "" if st.clip_frac is None else st.clip_frac}
                 rows.append(row)
+                _log_scalars(tb, row)
                 t_log, steps_log = now, 0
                 write_curve(out, rows, png=False)
                 if bar is not None:
@@ -251,8 +276,35 @@ def train(cfg: RunConfig, out, device: str = "cpu", resume: bool = False, progre
     finally:
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
+        tb.close()
     save_latest()
     if bar is not None:
         bar.close()
     env.close()
     return prog
+
+
+class _NoWriter:
+    """Stands in for the SummaryWriter when tensorboard is not installed."""
+
+    def add_scalar(self, *a, **k):
+        pass
+
+    flush = close = add_scalar
+
+
+def _tensorboard(out: Path, purge_step=None):
+    """A SummaryWriter on ``out/tb`` (``purge_step``: on resume, tensorboard hides the events of
+    the first run logged after the checkpoint's frame count)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # pragma: no cover - tensorboard is a dependency
+        return _NoWriter()
+    return SummaryWriter(str(out / "tb"), purge_step=purge_step)
+
+
+def _log_scalars(tb, row: dict) -> None:
+    """Every numeric curve column as ``train/<name>`` against emulator frames."""
+    for k, v in row.items():
+        if k != "frames" and isinstance(v, (int, float)) and not isinstance(v, bool):
+            tb.add_scalar(f"train/{k}", v, global_step=row["frames"])
