@@ -11,25 +11,33 @@ document (schema ``mstpn.snn-checkpoint``, version 1)::
     env, train     EnvConfig / TrainConfig as dicts;  seed
     progress       frames (emulator frames trained), agent_steps, updates, episodes, recent_score
     dtype          float32 | float64;  tensors {name: shape}
+    sha256         SHA-256 of the tensor payload (:func:`tensor_digest`), verified on loading;
+                   checkpoints written before it existed have none and still load
 
-Resuming also needs the optimiser and RNG states: :func:`save_resume_state` writes them to a
-separate torch file next to the checkpoint (``<stem>.resume.pt``).  Every write is atomic.
+Resuming also needs the optimiser and RNG states: they go to a separate torch file next to the
+checkpoint (``<stem>.resume.pt``) that records the ``sha256`` of the checkpoint it belongs to;
+:func:`save_checkpoint` with ``optimizer=`` writes the pair, :func:`load_resume_state` refuses a
+resume state that belongs to another checkpoint (a save that was killed between the two files).
+Every write is atomic.
 
-:func:`load_policy` validates everything (schema, version, architecture, names, shapes, dtypes,
-finiteness, file length) and raises :class:`mstpn_base.errors.DataFormatError` naming the problem.
+:func:`load_policy` validates everything (schema, version, JSON types of the metadata,
+architecture, env settings, names, shapes, dtypes, checksum, finiteness and size of the weights,
+file length) and raises :class:`mstpn_base.errors.DataFormatError` naming the problem.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
+import math
 import struct
 from pathlib import Path
 
 import torch
 
 from memristor.params import DeviceParams
-from mstpn_base import __version__
-from mstpn_base.errors import DataFormatError, MstpnError
+from mstpn import __version__
+from mstpn_base.errors import DataFormatError, MstpnError, ParameterError
 from mstpn_base.io import atomic_path
 from snn_agent.config import EnvConfig, ModelConfig, RunConfig, TrainConfig, _from_section
 from snn_agent.policy import CONV_FEATURES, Policy
@@ -38,6 +46,11 @@ SCHEMA = "mstpn.snn-checkpoint"
 VERSION = 1
 _DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 _ST_DTYPES = {"F32": 4, "F64": 8}
+#: largest |weight| a checkpoint may hold (trained policies stay below 10); more means corruption
+WEIGHT_MAX = 1e4
+#: env settings a checkpoint may carry (the policies play Pong; see EnvConfig for their meaning)
+GAMES = ("pong",)
+ENV_INT_RANGES = {"frameskip": (1, 16), "noop_max": (0, 1000), "max_episode_frames": (1, 10_000_000)}
 
 
 def build_policy(config: RunConfig | ModelConfig | dict | None = None, seed: int = 0,
@@ -83,8 +96,24 @@ def _model_dict(mcfg: ModelConfig) -> dict:
     return asdict(mcfg)
 
 
-def save_checkpoint(path, policy: Policy, config: RunConfig, progress: dict | None = None) -> dict:
-    """Write ``policy`` weights + metadata to ``path`` (.safetensors) atomically; returns the metadata."""
+def tensor_digest(tensors: dict) -> str:
+    """SHA-256 of the tensor payload: for each tensor in name order, its name, dtype, shape and
+    raw little-endian bytes."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        v = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}\0{v.dtype}\0{list(v.shape)}\0".encode())
+        h.update(v.view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+
+def save_checkpoint(path, policy: Policy, config: RunConfig, progress: dict | None = None,
+                    optimizer=None, resume_extra: dict | None = None) -> dict:
+    """Write ``policy`` weights + metadata to ``path`` (.safetensors) atomically; returns the metadata.
+
+    With ``optimizer``, the resume state (optimiser, RNG, ``resume_extra``) is written too, as a
+    pair: both files are complete before either is published, and the resume state names the
+    checkpoint's checksum, so a save killed between the two renames is detected on resuming."""
     from safetensors.torch import save_file
 
     meta = checkpoint_metadata(policy, config, progress)
@@ -92,8 +121,15 @@ def save_checkpoint(path, policy: Policy, config: RunConfig, progress: dict | No
     for k, v in tensors.items():
         if not torch.isfinite(v).all():
             raise DataFormatError(f"refusing to save a checkpoint with NaN/inf in {k}")
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"mstpn": json.dumps(meta, allow_nan=False)})
+    meta["sha256"] = tensor_digest(tensors)
+    if optimizer is None:
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"mstpn": json.dumps(meta, allow_nan=False)})
+        return meta
+    with atomic_path(resume_path(path)) as rtmp:
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"mstpn": json.dumps(meta, allow_nan=False)})
+            torch.save(_resume_state(optimizer, resume_extra, meta["sha256"]), rtmp)
     return meta
 
 
@@ -150,16 +186,41 @@ def read_metadata(path) -> dict:
     for key in ("architecture", "device_params", "env", "train", "progress", "tensors", "dtype"):
         if key not in meta:
             raise DataFormatError(f"{path}: checkpoint metadata lacks {key!r}")
-    if meta["dtype"] not in _DTYPES.values():
+        if key != "dtype" and not isinstance(meta[key], dict):
+            raise DataFormatError(f"{path}: checkpoint metadata {key!r} must be a JSON object, "
+                                  f"got {type(meta[key]).__name__}")
+    if not isinstance(meta["dtype"], str) or meta["dtype"] not in _DTYPES.values():
         raise DataFormatError(f"{path}: unsupported dtype {meta['dtype']!r}")
+    for k, v in meta["progress"].items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                              or v < 0):
+            raise DataFormatError(f"{path}: checkpoint progress {k!r} must be a number >= 0 or null, got {v!r}")
+    if "sha256" in meta and not (isinstance(meta["sha256"], str) and len(meta["sha256"]) == 64):
+        raise DataFormatError(f"{path}: checkpoint checksum (sha256) is malformed")
+    for k, shape in meta["tensors"].items():
+        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                for d in shape)):
+            raise DataFormatError(f"{path}: checkpoint metadata gives tensor {k!r} the shape {shape!r}")
     # header tensors must agree with the metadata
     names = {k for k in header if k != "__metadata__"}
     if names != set(meta["tensors"]):
         raise DataFormatError(f"{path}: tensors in the file do not match its metadata")
     for k in names:
-        if list(header[k].get("shape", [])) != list(meta["tensors"][k]):
+        if not isinstance(header[k], dict) or list(header[k].get("shape", [])) != list(meta["tensors"][k]):
             raise DataFormatError(f"{path}: shape of {k} in the file does not match its metadata")
     return meta
+
+
+def _check_env(env: EnvConfig) -> None:
+    """Env settings of a checkpoint: a Pong game of sane length (EnvConfig.validate checks the rest)."""
+    if env.game not in GAMES:
+        raise ParameterError(f"env.game is {env.game!r}; the policies play {', '.join(GAMES)} only")
+    for key, (lo, hi) in ENV_INT_RANGES.items():
+        v = getattr(env, key)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ParameterError(f"env.{key} must be an integer in [{lo}, {hi}], got {v!r}")
+    if not isinstance(env.reward_clipping, bool):
+        raise ParameterError(f"env.reward_clipping must be true/false, got {env.reward_clipping!r}")
 
 
 def config_from_metadata(meta: dict) -> RunConfig:
@@ -168,9 +229,12 @@ def config_from_metadata(meta: dict) -> RunConfig:
         mcfg = _from_section(ModelConfig, arch, "architecture")
         env = _from_section(EnvConfig, meta["env"], "env")
         train = _from_section(TrainConfig, meta["train"], "train")
+        _check_env(env)
         cfg = RunConfig(mcfg, env, train).validate()
     except MstpnError as exc:
         raise DataFormatError(f"checkpoint metadata is invalid: {exc}") from None
+    except (TypeError, ValueError, AttributeError) as exc:  # e.g. a string where a number belongs
+        raise DataFormatError(f"checkpoint metadata is invalid: {type(exc).__name__}: {exc}") from None
     if meta["architecture"].get("conv_features", CONV_FEATURES) != CONV_FEATURES or \
             list(meta["architecture"].get("input_shape", [1, 84, 84])) != [1, 84, 84]:
         raise DataFormatError("checkpoint architecture has another input or conv torso than this version")
@@ -188,7 +252,10 @@ def load_policy(path, dtype=None, device="cpu") -> tuple[Policy, dict]:
 
     path = Path(path)
     meta = read_metadata(path)
-    cfg = config_from_metadata(meta)
+    try:
+        cfg = config_from_metadata(meta)
+    except DataFormatError as exc:
+        raise DataFormatError(f"{path}: {exc}") from None
     try:
         DeviceParams.from_dict(meta["device_params"])
     except MstpnError as exc:
@@ -210,6 +277,12 @@ def load_policy(path, dtype=None, device="cpu") -> tuple[Policy, dict]:
             raise DataFormatError(f"{path}: tensor {k} has dtype {v.dtype}, metadata says {meta['dtype']}")
         if not torch.isfinite(v).all():
             raise DataFormatError(f"{path}: tensor {k} contains NaN or inf")
+        if v.numel() and float(v.abs().max()) > WEIGHT_MAX:
+            raise DataFormatError(f"{path}: tensor {k} holds a weight of {float(v.abs().max()):.3g}, beyond "
+                                  f"{WEIGHT_MAX:g} (corrupted or diverged checkpoint)")
+    if "sha256" in meta and tensor_digest(tensors) != meta["sha256"]:
+        raise DataFormatError(f"{path}: the weights do not match the checkpoint's checksum (corrupted file); "
+                              "restore it from its source")
     policy = policy.to({"float32": torch.float32, "float64": torch.float64}[meta["dtype"]])
     policy.load_state_dict(tensors, strict=True)
     if dtype is not None:
@@ -225,11 +298,17 @@ def resume_path(checkpoint_path) -> Path:
     return p.with_name(p.name.removesuffix(".safetensors") + ".resume.pt")
 
 
+def _resume_state(optimizer, extra: dict | None, checkpoint_sha256: str | None) -> dict:
+    return {"schema": SCHEMA + ".resume", "version": VERSION, "optimizer": optimizer.state_dict(),
+            "torch_rng": torch.get_rng_state(), "extra": extra or {}, "checkpoint_sha256": checkpoint_sha256}
+
+
 def save_resume_state(checkpoint_path, optimizer, extra: dict | None = None) -> None:
-    state = {"schema": SCHEMA + ".resume", "version": VERSION, "optimizer": optimizer.state_dict(),
-             "torch_rng": torch.get_rng_state(), "extra": extra or {}}
+    """The resume state of the checkpoint now at ``checkpoint_path`` (which must exist); prefer
+    ``save_checkpoint(..., optimizer=)``, which writes both files as a pair."""
+    sha = read_metadata(checkpoint_path).get("sha256")
     with atomic_path(resume_path(checkpoint_path)) as tmp:
-        torch.save(state, tmp)
+        torch.save(_resume_state(optimizer, extra, sha), tmp)
 
 
 def load_resume_state(checkpoint_path) -> dict:
@@ -242,4 +321,9 @@ def load_resume_state(checkpoint_path) -> dict:
         raise DataFormatError(f"{path}: corrupted resume state ({exc})") from None
     if not isinstance(state, dict) or state.get("schema") != SCHEMA + ".resume" or state.get("version") != VERSION:
         raise DataFormatError(f"{path}: not a resume state of this mstpn version")
+    sha = read_metadata(checkpoint_path).get("sha256")
+    if state.get("checkpoint_sha256") is not None and state["checkpoint_sha256"] != sha:
+        raise DataFormatError(f"{path} belongs to another version of {Path(checkpoint_path).name} (a save was "
+                              "interrupted between the two files): it cannot resume; start a new run from the "
+                              "checkpoint's weights with --init-from")
     return state
