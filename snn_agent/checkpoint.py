@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from memristor.params import DeviceParams
-from mstpn import __version__
+from mstpn_base import __version__
 from mstpn_base.errors import DataFormatError, MstpnError, ParameterError
 from mstpn_base.io import atomic_path
 from snn_agent.config import EnvConfig, ModelConfig, RunConfig, TrainConfig, _from_section
