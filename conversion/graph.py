@@ -21,7 +21,8 @@ Node kinds (NIR has a primitive for the first six; the last three are this proje
                 v <- v + u; spike when v >= v_threshold, then v <- v - v_threshold (reset by
                 subtraction); v starts each frame at v_init * v_threshold; the receiver's input is
                 (number of spikes) * v_threshold / steps, an estimate of relu(u).
-``PlasticSTPN`` the STPN synapses with short-term plasticity and row normalisation (BRIEF sec. 2):
+``PlasticSTPN`` the STPN synapses with short-term plasticity and row normalisation (the STPN rule of
+                Rodriguez, Guo & Moraitis, ICML 2022):
                 z = [x ; h_sent(prev. step)], G = W + F, N = ||G||_row + norm_eps,
                 a = (G z) / N + b,  F <- clip(lam (.) F / N + gamma (.) (h_post z^T), +-f_max),
                 where h_post = act(a) is the exact activation of the ``post`` SigmaDelta node.

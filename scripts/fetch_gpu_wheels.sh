@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Download, on the CPU machine, the wheels that the GPU machine's image lacks (it reaches no
-# package registry) into .whl/ (git-ignored locally), for `scripts/gpu_session.sh` with carry [".whl"].
-# The image has Python 3.12, torch, numpy, safetensors, h5py, tqdm, matplotlib, imageio, markdown,
+# Download, on a machine with internet access, the wheels that a GPU machine without a package
+# registry lacks into .whl/ (git-ignored locally), for `scripts/gpu_session.sh` (copy .whl/ along).
+# The GPU image it was prepared for has Python 3.12, torch, numpy, safetensors, h5py, tqdm, matplotlib, imageio, markdown,
 # cloudpickle and typing-extensions; it lacks ale-py, gymnasium and farama-notifications.
 set -euo pipefail
 cd "$(dirname "$0")/.."

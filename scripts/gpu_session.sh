@@ -1,23 +1,23 @@
 #!/usr/bin/env bash
-# One device-machine session (1 GPU, 16 cores, ~15 min in all): train STPN, m-STPN and the LSTM
-# baseline side by side on the GPU, measure GPU energy, and hand everything back as tarballs.
+# One unattended job for a GPU machine (sized for 1 GPU and 16 cores): train STPN, m-STPN and the
+# LSTM baseline side by side on the GPU, measure GPU energy, and pack everything as tarballs.
 #
-# Prepared on the CPU machine and tested there with DEVICE=cpu and a tiny TIME_LIMIT; meant to
-# run as ONE call of the device tool (see docs/training.md, "Training on the GPU machine"):
+# Tested on CPU with DEVICE=cpu and a tiny TIME_LIMIT (docs/training.md, "Training on a GPU
+# machine").  For a GPU machine without a package registry, first download the wheels its Python
+# lacks (gymnasium, ale-py, farama-notifications: scripts/fetch_gpu_wheels.sh) into .whl/ and copy
+# that folder next to the checkout; then run:
 #
-#     here:   echo /.whl/ >> .git/info/exclude   (once) and download the wheels the image lacks
-#             (gymnasium, ale-py, farama-notifications, cloudpickle, ...: docs/training.md)
-#     device: bash scripts/gpu_session.sh          with carry [".whl"], timeout_s 600
+#     bash scripts/gpu_session.sh
 #
-# Each run stops after TIME_LIMIT seconds (default 420) and leaves a resume checkpoint, so the
-# CPU machine can carry it on:  mstpn train --out runs/<model>_gpu --resume --env-threads 1
+# Each run stops after TIME_LIMIT seconds (default 420) and leaves a resume checkpoint, so a CPU
+# machine can carry it on:  mstpn train --out runs/<model>_gpu --resume --env-threads 1
 #
 # Each model trains with A2C from scratch (the reference's route; the shipped STPN / m-STPN were
 # distilled from the LSTM, artifacts/README.md), or with FROM_ARTIFACTS=1 from its shipped policy
 # (artifacts/<model>/policy.safetensors: weights and frame count, fresh optimiser).
 # Environment: DEVICE (cuda), TIME_LIMIT (420 s), NUM_ENVS (64), ENV_THREADS (5 per run),
-# MODELS ("stpn mstpn lstm"), SEED (0), FRAMES (50M: the end of the lr schedule), FROM_ARTIFACTS (0), OUT (set by the device tool;
-# default out/gpu_session).
+# MODELS ("stpn mstpn lstm"), SEED (0), FRAMES (50M: the end of the lr schedule), FROM_ARTIFACTS (0),
+# OUT (output folder; default out/gpu_session).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}

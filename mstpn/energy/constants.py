@@ -14,7 +14,7 @@ TAGS = ("published", "measured", "derived", "assumption")
 WEILENMANN = "Weilenmann et al., Nat. Commun. 15, 6898 (2024), doi 10.1038/s41467-024-51093-3"
 DAVIES = "Davies et al., 'Loihi: a neuromorphic manycore processor with on-chip learning', IEEE Micro 38(1), 2018"
 HOROWITZ = "Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC 2014 (45 nm)"
-H200_RUN = "this project's H200 measurement with NVML's total-energy counter, 2026-11 (BRIEF.md §5)"
+H200_RUN = "measured on an H200 with NVML's total-energy counter, 2026-11"
 
 
 @dataclass(frozen=True)
