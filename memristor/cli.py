@@ -13,7 +13,9 @@ from pathlib import Path
 
 from mstpn_base.registry import device_backends, device_simulator
 from memristor.params import DeviceParams
-from mstpn_base.errors import DataFormatError, ParameterError
+from mstpn_base.checks import check_seed
+from mstpn_base.errors import DataFormatError, MstpnError, ParameterError
+from mstpn_base.io import ensure_dir
 
 #: columns of each protocol's summary printed by ``characterize`` (the CSV has them all)
 SUMMARY_COLUMNS = {
@@ -78,10 +80,19 @@ def cmd_characterize(args) -> int:
 
     for name in args.protocols:
         pr.get_protocol(name)  # unknown protocol: one-line error before any work
+    check_seed(args.seed)
     params = _load(args.params)
     sim = device_simulator(args.backend)  # unknown / unavailable backend: one-line error
+    ensure_dir(args.out)
+    # every protocol runs before any file is written: an error leaves no partial set of files
+    results = []
     for name in args.protocols:
-        res = pr.run_protocol(name, args.backend, params, args.seed, args.variability, simulator=sim)
+        try:
+            results.append((name, pr.run_protocol(name, args.backend, params, args.seed, args.variability,
+                                                  simulator=sim)))
+        except MstpnError as exc:
+            raise type(exc)(f"protocol {name} with these parameters: {exc} (nothing written)") from None
+    for name, res in results:
         stem = args.out / f"{name}_{args.backend}"
         pr.write_traces_csv([res], f"{stem}_traces.csv")
         pr.write_summary_csv([res], f"{stem}_summary.csv")

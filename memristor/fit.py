@@ -42,6 +42,8 @@ NUMERIC = ("v_bias_V", "t_s", "pulse_v_V", "pulse_width_s", "g_S")
 SCALE = 1e-9  #: residuals in nS
 TAG = "fitted-to-user-data"
 MIN_RELAX_SAMPLES = 4  # c, A and the decay need more samples than unknowns
+#: plausible magnitude of each numeric column (beyond it the file is in other units or corrupted)
+LIMITS = {"v_bias_V": 100.0, "t_s": 1e9, "pulse_v_V": 100.0, "pulse_width_s": 1e3, "g_S": 1.0}
 
 
 class FitError(MstpnError):
@@ -72,7 +74,10 @@ def read_measurements(path) -> list[MeasuredTrace]:
     naming the file, the line (1 = header) and the column.  Lines starting with '#' are comments;
     extra columns are ignored."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (spreadsheet export) is dropped
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{path}: not a UTF-8 text file (byte {exc.start}); save the CSV as UTF-8") from None
     numbered = [(i, ln) for i, ln in enumerate(text.splitlines(), start=1)
                 if ln.strip() and not ln.lstrip().startswith("#")]
     if not numbered:
@@ -99,7 +104,7 @@ def read_measurements(path) -> list[MeasuredTrace]:
             raise DataFormatError(f"{where}, column 'kind': unknown kind {kind!r} (expected one of {', '.join(KINDS)})")
         if not tid:
             raise DataFormatError(f"{where}, column 'trace_id': empty")
-        val = {c: _number(fields_[col[c]], f"{where}, column '{c}'") for c in NUMERIC}
+        val = {c: _number(fields_[col[c]], f"{where}, column '{c}'", LIMITS[c]) for c in NUMERIC}
         if val["g_S"] < 0:
             raise DataFormatError(f"{where}, column 'g_S': negative conductance {val['g_S']!r} S")
         if val["pulse_width_s"] < 0:
@@ -123,13 +128,16 @@ def read_measurements(path) -> list[MeasuredTrace]:
     return out
 
 
-def _number(text: str, where: str) -> float:
+def _number(text: str, where: str, limit: float) -> float:
     try:
         x = float(text)
     except ValueError:
-        raise DataFormatError(f"{where}: {text.strip()!r} is not a number") from None
+        raise DataFormatError(f"{where}: {text.strip()[:40]!r} is not a number") from None
     if not math.isfinite(x):
-        raise DataFormatError(f"{where}: {text.strip()!r} is not finite")
+        raise DataFormatError(f"{where}: {text.strip()[:40]!r} is not finite")
+    if abs(x) > limit:
+        raise DataFormatError(f"{where}: {x:g} is beyond the plausible magnitude {limit:g} (SI units expected: "
+                              "S, s, V)")
     return x
 
 
@@ -216,6 +224,10 @@ def _check(traces: list[MeasuredTrace], init: DeviceParams, path) -> None:
         if tr.kind == "relaxation" and len(relaxation_window(tr)[0]) < MIN_RELAX_SAMPLES:
             raise DataFormatError(f"{where}: a relaxation trace needs at least {MIN_RELAX_SAMPLES} samples "
                                   f"from its last pulse on")
+        if tr.kind == "relaxation" and np.ptp(relaxation_window(tr)[1]) == 0:
+            raise FitError(f"{where}: the conductance is constant, so the trace shows no relaxation and "
+                           "identifies no time constant (tau0 is not identifiable); drop the trace or "
+                           "measure right after a burst")
 
 
 def fit_measurements(traces: list[MeasuredTrace], init: DeviceParams | None = None, path="<data>") -> FitResult:
@@ -326,6 +338,12 @@ def _result(sol, names, x0_vals, init, relax, pulse, windows, residuals, jac, nf
         raise FitError(f"{n} samples cannot determine {P} unknowns")
     s2 = float(res @ res) / (n - P)
     J = jac(sol.x)
+    flat = [nm for j, nm in enumerate(names) if not np.any(J[:, j])]
+    if flat:
+        raise FitError(f"{', '.join(flat)} not identifiable: the data do not depend on {'it' if len(flat) == 1 else 'them'} "
+                       "(no relaxation or response visible); nothing written")
+    if not (np.all(np.isfinite(J)) and np.isfinite(s2)):
+        raise FitError("the fit's Jacobian is not finite (data far outside the model's range?); nothing written")
     cov = np.linalg.pinv(J.T @ J) * s2
     sig_log = np.sqrt(np.clip(np.diag(cov), 0, None))
     values = {nm: float(v) for nm, v in zip(names, x0_vals * np.exp(sol.x[:nf]))}

@@ -10,6 +10,10 @@ Every parameter carries a unit, a physical range, and a provenance tag:
 * ``fitted-to-user-data``: set by :mod:`memristor.fit` from a user's measurements.
 
 The model itself (equations) is documented in :mod:`memristor.reference` and docs/device_model.md.
+
+A parameter file (:meth:`DeviceParams.load`) must give every parameter: a missing one is an error,
+not a silent preset value carrying the preset's provenance tag (``mstpn device params --out FILE``
+writes a complete file to start from).
 """
 from __future__ import annotations
 
@@ -188,6 +192,10 @@ class DeviceParams:
         unknown = set(params) - names
         if unknown:
             raise DataFormatError(f"unknown device parameters: {sorted(unknown)}")
+        missing = [n for n in cls.parameter_names() if n not in params]
+        if missing:
+            raise DataFormatError(f"device parameter file lacks {', '.join(missing)} (every parameter is "
+                                  "required; `mstpn device params --out FILE` writes a complete file to edit)")
         values, provenance = {}, {}
         for name, entry in params.items():
             if not isinstance(entry, dict) or "value" not in entry:
@@ -230,6 +238,9 @@ def validate(p: DeviceParams) -> None:
         meta = f.metadata
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ParameterError(f"device parameter {f.name} must be a number, got {v!r}")
+        if isinstance(v, int) and abs(v) > 2**53:
+            raise ParameterError(f"device parameter {f.name} = {_short(v)} is outside its physical range "
+                                 f"[{meta['range'][0]}, {meta['range'][1]}]")
         if not math.isfinite(v):
             raise ParameterError(f"device parameter {f.name} must be finite, got {v!r}")
         if meta["integer"] and int(v) != v:
@@ -249,6 +260,11 @@ def validate(p: DeviceParams) -> None:
             raise ParameterError(f"provenance names unknown parameter {name!r}")
         if tag not in PROVENANCE_TAGS:
             raise ParameterError(f"unknown provenance tag {tag!r} for {name}; use one of {PROVENANCE_TAGS}")
+
+
+def _short(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 24 else f"{text[:10]}...({len(text)} digits)"
 
 
 def published_preset() -> DeviceParams:
