@@ -14,6 +14,7 @@ from pathlib import Path
 
 from conversion.calibrate import DEFAULT_TARGET
 from conversion.graph import DEFAULT_RATE_STEPS
+from mstpn_base.checks import check_output_file, check_seed
 from mstpn_base.errors import ParameterError
 from snn_agent.export import convert_with_calibration, load_source
 
@@ -45,6 +46,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     if args.rate_steps < 1:
         raise ParameterError(f"--rate-steps must be >= 1, got {args.rate_steps}")
+    if args.calib_frames < 0:
+        raise ParameterError(f"--calib-frames must be >= 0 (0: no calibration), got {args.calib_frames}")
+    if not 0 < args.target <= 1:
+        raise ParameterError(f"--target must be an action agreement in (0, 1], got {args.target}")
+    check_seed(args.seed)
+    check_output_file(args.output, "--output")
     policy, env_cfg, desc = load_source(args.checkpoint)
     print(f"converting {desc} ({args.mode})")
     net = convert_with_calibration(policy, env_cfg, args.mode, args.rate_steps, args.calib_frames, args.seed,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from mstpn_base.checks import check_device, check_output_file, check_seed
 from mstpn_base.errors import MstpnError, ParameterError
 from mstpn_base.io import atomic_write_json
 from snn_agent.config import EVAL_SEED_BASE, STICKY_ACTIONS
@@ -119,7 +120,11 @@ def build_config(args):
 def cmd_train(args) -> int:
     from snn_agent.train import train
 
+    check_device(args.device)
     cfg = build_config(args)
+    check_seed(cfg.train.seed, "--seed (train.seed)")
+    if args.init_from is not None:
+        _check_init_from(args)
     if args.resume and args.config is not None:
         print("note: --resume uses the run's stored config.json; --config is ignored", file=sys.stderr)
     if args.time_limit is not None and not args.time_limit > 0:
@@ -131,12 +136,28 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _check_init_from(args) -> None:
+    """--init-from takes model and env from the checkpoint: a flag asking for another is an error."""
+    from snn_agent.checkpoint import read_metadata
+
+    meta = read_metadata(args.init_from)
+    arch, env = meta["architecture"], meta["env"]
+    for flag, given, stored in (("--model", args.model, arch.get("kind")), ("--hidden", args.hidden, arch.get("hidden")),
+                                ("--action-set", args.action_set, env.get("action_set"))):
+        if given is not None and given != stored:
+            raise ParameterError(f"{flag} {given} contradicts --init-from {args.init_from}, which holds "
+                                 f"{flag.lstrip('-')} {stored}; drop {flag} (the checkpoint sets it)")
+
+
 def cmd_evaluate(args) -> int:
     from snn_agent.checkpoint import load_policy
     from snn_agent.evaluate import describe_protocol, evaluate, protocol_env, protocol_record
 
     if args.episodes < 1 or args.num_envs < 1:
         raise MstpnError("--episodes and --num-envs must be >= 1")
+    for path, flag in ((args.gif, "--gif"), (args.json, "--json")):
+        if path is not None:
+            check_output_file(path, flag)  # before the games are played
     policy, meta = load_policy(args.checkpoint, device="cpu")
     trained = meta["config"].env
     env_cfg = protocol_env(trained, args.sticky)
