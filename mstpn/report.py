@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import base64
 import csv
-import json
+import math
 import re
 from pathlib import Path
 
 import numpy as np
 
-from mstpn_base.io import atomic_path, atomic_write_text
+from mstpn_base.errors import DataFormatError, ParameterError
+from mstpn_base.io import atomic_path, atomic_write_text, read_json
 
 #: the shipped policies, one folder per model (policy.safetensors, eval.json, curve.csv)
 DEFAULT_ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -33,10 +34,65 @@ DEVICE_PROTOCOLS = ("pulse_train", "relaxation", "ppf", "metaplasticity")
 MODEL_NAMES = {"stpn": "STPN", "mstpn": "m-STPN", "lstm": "LSTM"}
 
 
+def check_artifacts(artifacts) -> Path:
+    """The folder of shipped policies: it must exist (a mistyped --artifacts is an error, not an
+    empty score table)."""
+    path = Path(artifacts) if artifacts else DEFAULT_ARTIFACTS
+    if not path.is_dir():
+        raise ParameterError(f"--artifacts {path}: no such folder (give the folder holding */policy.safetensors, "
+                             f"default {DEFAULT_ARTIFACTS})")
+    return path
+
+
+def _number(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def validate_summary(s, where="run.json") -> dict:
+    """Check a run summary (``run.json``, written by ``mstpn run``) before rendering it: the
+    fields the report reads, with their JSON types.  Raises DataFormatError naming the field."""
+    def need(d, key, kinds, ctx):
+        v = d.get(key) if isinstance(d, dict) else None
+        if not isinstance(v, kinds) or isinstance(v, bool) and bool not in kinds:
+            raise DataFormatError(f"{where}: {ctx}{key} is missing or not {_kind_names(kinds)}, got {v!r:.60}; "
+                                  "re-create the folder with `mstpn run`")
+        return v
+    if not isinstance(s, dict):
+        raise DataFormatError(f"{where}: must be a JSON object (the summary `mstpn run` writes), "
+                              f"got {type(s).__name__}")
+    need(s, "checkpoint", (str,), "")
+    need(s, "model", (dict,), "")
+    need(s, "seed", (int,), "")
+    if s.get("trained_frames") is not None:
+        need(s, "trained_frames", (int, float), "")
+    game = need(s, "game", (dict,), "")
+    for key in ("score", "steps", "frames", "steps_per_s"):
+        need(game, key, (int, float), "game.")
+        if not _number(game[key]):
+            raise DataFormatError(f"{where}: game.{key} must be a finite number, got {game[key]!r}")
+    need(game, "finished", (bool,), "game.")
+    epf = need(game, "events_per_frame", (dict,), "game.")
+    for key in ("events", "synops_ratio"):
+        if epf.get(key) is not None:
+            need(epf, key, (int, float), "game.events_per_frame.")
+    need(need(s, "energy", (dict,), ""), "table", (str,), "energy.")
+    if s.get("comparison") is not None:
+        comp = need(s, "comparison", (dict,), "")
+        if comp.get("table_md") is not None:
+            need(comp, "table_md", (str,), "comparison.")
+    return s
+
+
+def _kind_names(kinds) -> str:
+    names = {str: "a string", dict: "an object", int: "a number", float: "a number", bool: "true/false"}
+    return " or ".join(dict.fromkeys(names[k] for k in kinds))
+
+
 def collect_models(artifacts: Path) -> list[dict]:
     """One dict per shipped policy folder: name, kind, trained frames/wall time, greedy score."""
     from snn_agent.checkpoint import read_metadata
 
+    artifacts = check_artifacts(artifacts)
     models = []
     for folder in sorted(p for p in Path(artifacts).glob("*") if (p / "policy.safetensors").is_file()):
         meta = read_metadata(folder / "policy.safetensors")
@@ -44,7 +100,10 @@ def collect_models(artifacts: Path) -> list[dict]:
         row = {"folder": folder.name, "kind": kind, "name": MODEL_NAMES.get(kind, kind),
                "frames": meta.get("progress", {}).get("frames"), "wall_s": meta.get("progress", {}).get("wall_s")}
         if (folder / "eval.json").is_file():
-            ev = json.loads((folder / "eval.json").read_text(encoding="utf-8"))
+            ev = read_json(folder / "eval.json")
+            if not (isinstance(ev, dict) and all(_number(ev.get(k)) for k in ("mean", "std", "episodes"))):
+                raise DataFormatError(f"{folder / 'eval.json'}: needs numbers mean, std, episodes "
+                                      "(write it with `mstpn evaluate --json`)")
             row.update(score_mean=ev["mean"], score_std=ev["std"], episodes=ev["episodes"])
         if (folder / "curve.csv").is_file():
             row["curve"] = folder / "curve.csv"
@@ -58,11 +117,14 @@ def collect_models(artifacts: Path) -> list[dict]:
 
 def _curve(path: Path) -> tuple[np.ndarray, np.ndarray]:
     frames, score = [], []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for r in csv.DictReader(fh):
-            if r.get("score_mean20"):
-                frames.append(float(r["frames"]))
-                score.append(float(r["score_mean20"]))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            for r in csv.DictReader(fh):
+                if r.get("score_mean20"):
+                    frames.append(float(r["frames"]))
+                    score.append(float(r["score_mean20"]))
+    except (ValueError, TypeError, csv.Error) as exc:  # UnicodeDecodeError is a ValueError
+        raise DataFormatError(f"{path}: not a training curve (columns frames, score_mean20): {exc}") from None
     return np.asarray(frames), np.asarray(score)
 
 
@@ -214,7 +276,8 @@ def render_html(markdown_text: str, folder: Path) -> str:
 def write_report(folder, summary: dict, artifacts=None, device_curves: bool = True) -> dict:
     """Write figures, ``README.md`` and ``report.html`` into ``folder``; returns the file map."""
     folder = Path(folder)
-    models = collect_models(Path(artifacts) if artifacts else DEFAULT_ARTIFACTS)
+    summary = validate_summary(summary, str(folder / "run.json"))
+    models = collect_models(artifacts)
     figures = {}
     if write_game_frame(folder):
         figures["game_frame"] = GAME_FRAME

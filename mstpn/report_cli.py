@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mstpn_base.checks import check_seed
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("run", help="main job: play Pong event-driven, compare simulators, energy, report",
@@ -29,8 +31,11 @@ def register(subparsers) -> None:
 
 
 def cmd_run(args) -> int:
+    from mstpn.report import check_artifacts
     from mstpn.run import run_main_job
 
+    check_seed(args.seed)
+    check_artifacts(args.artifacts)  # before the game, not when the report is written
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
     s = run_main_job(args.checkpoint, args.out, seed=args.seed, max_frames=args.max_frames,
                      compare_frames=args.compare_frames, backends=backends, gif=not args.no_gif,
@@ -46,9 +51,11 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from mstpn.report import write_report
+    from mstpn.report import check_artifacts, validate_summary, write_report
     from mstpn.run import load_run
 
-    files = write_report(args.run_dir, load_run(args.run_dir), artifacts=args.artifacts)
+    check_artifacts(args.artifacts)
+    summary = validate_summary(load_run(args.run_dir), str(Path(args.run_dir) / "run.json"))
+    files = write_report(args.run_dir, summary, artifacts=args.artifacts)
     print(f"wrote {files['markdown']} and {files['html']}")
     return 0
