@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: instead of the product.  Chosen not to match colours (#333, #f4f4f4), anchors (#section),
 #: HTML entities (&#39;), shebangs, or words like "tensorboard session" and "gpu_session.sh".
 PATTERNS = [
-    ("issue number", re.compile(r"\b(?:issues?|tickets?|PRs?|pull requests?)\s*#?\d+\b", re.I)),
+    ("issue number", re.compile(r"\b(?:issues?|tickets?)\s*#?\d+\b|\b(?:PRs?|pull requests?)\s*#\d+\b", re.I)),
     ("bare #N reference", re.compile(r"(?:^|(?<=[\s(\[,]))#\d{1,4}(?=[\s).,;:\]]|$)", re.M)),
     ("the issue's ...", re.compile(r"\bthe issue'?s\b", re.I)),
     ("work-log session", re.compile(r"\bsession\s+\d+\b|\bsession\s*#\s*\d+", re.I)),
@@ -32,8 +32,13 @@ TEXT_SUFFIXES = {".py", ".md", ".txt", ".sh", ".toml", ".cfg", ".ini", ".json", 
                  ".html", ".log", ""}
 
 
+#: embedded images (base64 in the HTML reports) are data, not text
+DATA_URI = re.compile(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=]+")
+
+
 def findings(text: str) -> list[tuple[str, str]]:
     """(pattern name, matched text) of every workflow phrase in ``text``."""
+    text = DATA_URI.sub("data:", text)
     out = []
     for name, pat in PATTERNS:
         for m in pat.finditer(text):
@@ -48,6 +53,7 @@ BAD = [
     "acceptance thresholds of issue 5",
     "see #12 for the details",
     "(fixed in #3)",
+    "merged in PR #42",
     "outside the issue's \"within 1 point\"",
     "Shipped in session 3: the final checkpoint",
     "2026-11-29, session 5",
@@ -67,6 +73,8 @@ GOOD = [
     "pre{background:#f4f4f4;padding:.6em}",
     "td{color: #333; border:1px solid #bbb}",
     "ax.bar(x, y, color='#4c72b0')",
+    '<img src="data:image/png;base64,iVBORw0KGgoPr6Issue5AAA=">',
+    "Pr6 and pr16 in a random token",
     'fill="#123"',
     "see [the energy section](#energy-of-this-game)",
     "&#39;quoted&#39;",
