@@ -279,6 +279,8 @@ def _read(f: h5py.File, path: Path) -> g.Network:
             if kind.startswith(EXT_PREFIX):
                 nodes[name] = _from_ext(d, kind[len(EXT_PREFIX):], name)
             elif kind in g.NIR_KINDS:
+                if kind == "Conv2d" and np.any(np.asarray(d.get("stride", 1)) < 1):
+                    raise DataFormatError(f"stride {d.get('stride')} must be >= 1")
                 nodes[name] = _from_nir(nir.dict2NIRNode(d), kind)
             else:
                 raise DataFormatError(f"node {name!r} has unsupported type {kind!r}")
