@@ -20,10 +20,12 @@ runs them on a :class:`memristor.reference.Drive` and returns a :class:`memristo
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from memristor import equations as eq
 from memristor.params import DeviceParams
 from memristor.reference import STATE_VARS, DeviceBatch, Drive, Trace, check_shapes, initial_state
 from mstpn_base.errors import BackendUnavailableError, MstpnError
@@ -59,9 +61,107 @@ def _require_brian2():
     return brian2
 
 
+class Sym:
+    """A Brian2 expression built by evaluating :mod:`memristor.equations` on symbols.
+
+    Arithmetic gives parenthesised expressions; comparisons give 0/1 masks (``int(...)``) and
+    ``&`` their product, so that selections become sums of masks times candidates: exactly one
+    term is non-zero and the chosen value is bit-identical to the candidate (x*1 + 0 == x), as
+    np.where gives."""
+
+    def __init__(self, code: str):
+        self.code = code
+
+    def __str__(self) -> str:
+        return self.code
+
+    __hash__ = object.__hash__
+
+    def _bin(self, op, other, reverse=False):
+        a, b = (other, self) if reverse else (self, other)
+        return Sym(f"({_code(a)} {op} {_code(b)})")
+
+    def __add__(self, o): return self._bin("+", o)                 # noqa: E704
+    def __radd__(self, o): return self._bin("+", o, True)          # noqa: E704
+    def __sub__(self, o): return self._bin("-", o)                 # noqa: E704
+    def __rsub__(self, o): return self._bin("-", o, True)          # noqa: E704
+    def __mul__(self, o): return self._bin("*", o)                 # noqa: E704
+    def __rmul__(self, o): return self._bin("*", o, True)          # noqa: E704
+    def __truediv__(self, o): return self._bin("/", o)             # noqa: E704
+    def __rtruediv__(self, o): return self._bin("/", o, True)      # noqa: E704
+    def __neg__(self): return Sym(f"(-{self.code})")                # noqa: E704
+    def __gt__(self, o): return Sym(f"int({self._bin('>', o)})")    # noqa: E704
+    def __lt__(self, o): return Sym(f"int({self._bin('<', o)})")    # noqa: E704
+    def __ne__(self, o): return Sym(f"int({self._bin('!=', o)})")   # noqa: E704
+    def __and__(self, o): return self._bin("*", o)                 # noqa: E704
+
+
+def _code(x) -> str:
+    return x.code if isinstance(x, Sym) else repr(float(x)) if not isinstance(x, int) else str(x)
+
+
+class Brian2Ops:
+    """The operations of :mod:`memristor.equations` as Brian2 code; ``let`` appends a statement."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def where(self, c, a, b):
+        return Sym(f"({_code(c)} * {_code(a)} + (1 - {_code(c)}) * {_code(b)})")
+
+    def clip(self, x, lo, hi):
+        return Sym(f"clip({_code(x)}, {_code(lo)}, {_code(hi)})")
+
+    def abs(self, x):
+        return Sym(f"abs({_code(x)})")
+
+    def floor(self, x):
+        return Sym(f"floor({_code(x)})")
+
+    def exp(self, x):
+        return Sym(f"exp({_code(x)})")
+
+    def let(self, name, x):
+        self.lines.append(f"{name} = {_code(x)}")
+        return Sym(name)
+
+    @staticmethod
+    def straight_through(x, quantised):
+        return quantised
+
+
+#: DeviceParams units -> Brian2 unit names (dimensionless: no unit)
+_UNITS = {"S": "siemens", "s": "second", "V": "volt", "W": "watt", "1": None}
+
+
+class _ParamSymbols:
+    """DeviceParams as Brian2 constants ``mem_<name>`` (recorded, for the namespace); integer
+    parameters (n_levels) stay numbers: they shape the code, as they shape the NumPy branches."""
+
+    def __init__(self, params: DeviceParams):
+        self._params, self.used = params, set()
+
+    def __getattr__(self, name):
+        value = getattr(self._params, name)
+        if isinstance(value, int):
+            return value
+        self.used.add(name)
+        return Sym(f"mem_{name}")
+
+    def namespace(self, b2) -> dict:
+        units = {f.name: f.metadata.get("unit") for f in dataclasses.fields(self._params)}
+        ns = {}
+        for name in sorted(self.used):
+            unit = _UNITS[units[name]]
+            ns[f"mem_{name}"] = getattr(self._params, name) * (getattr(b2, unit) if unit else 1)
+        return ns
+
+
 def synapse_equations(params: DeviceParams, s: str = DEFAULT_PAYLOAD["s"],
                       lt: str = DEFAULT_PAYLOAD["lt"], noise: str = DEFAULT_PAYLOAD["noise"]) -> SynapseEquations:
-    """Brian2 equation strings of the device for ``params``.
+    """Brian2 equation strings of the device for ``params``, generated from
+    :mod:`memristor.equations` (relaxation as event-driven linear ODEs, solved exactly by Brian2
+    at each event; the pulse rule evaluated on symbols as ``on_pre`` code).
 
     The pulse payload of each presynaptic event is given as Brian2 expressions evaluated in
     ``on_pre``: ``s`` (signed efficacy, dimensionless, 0 = no pulse: nothing changes), ``lt``
@@ -71,48 +171,30 @@ def synapse_equations(params: DeviceParams, s: str = DEFAULT_PAYLOAD["s"],
     carrying a graded spike, or the name of a synaptic parameter, and ``noise="1"`` for none.
     """
     b2 = _require_brian2()
-    ns = dict(
-        mem_g_min=params.g_min * b2.siemens, mem_g_max=params.g_max * b2.siemens,
-        mem_g_st_max=params.g_st_max * b2.siemens, mem_ppf_gain=params.ppf_gain,
-        mem_meta_depletion=params.meta_depletion, mem_tau_ppf=params.tau_ppf * b2.second,
-        mem_tau_meta=params.tau_meta * b2.second,
-    )
-    model = "\n".join([
-        "dg_st/dt = -g_st / tau : siemens (event-driven)",
-        "dr/dt = -r / mem_tau_ppf : 1 (event-driven)",
-        "dq/dt = -q / mem_tau_meta : 1 (event-driven)",
-        "g_lt : siemens",
-        "tau : second (constant)",
-        "a_st : 1 (constant)",
-        "eta_lt : 1 (constant)",
-        "g_st_now = g_st * exp(-(t - lastupdate) / tau) : siemens",
-        "r_now = r * exp(-(t - lastupdate) / mem_tau_ppf) : 1",
-        "q_now = q * exp(-(t - lastupdate) / mem_tau_meta) : 1",
-        "g_now = g_lt + g_st_now : siemens",
-    ])
-    # Selections are written as sums of 0/1 masks times candidates: exactly one term is non-zero,
-    # so the chosen value is bit-identical to the candidate (x*1 + 0 == x), as np.where gives.
-    if params.n_levels:
-        ns["mem_lt_step"] = (params.g_max - params.g_min) / (params.n_levels - 1) * b2.siemens
-        quant = "mem_g_min + floor((g_lt_new - mem_g_min) / mem_lt_step + 0.5) * mem_lt_step"
-    else:
-        quant = "g_lt_new"
-    on_pre = "\n".join([
-        f"s_ev = {s}",
-        f"lt_ev = int(({lt}) != 0) * int(s_ev != 0)",
-        f"n_ev = {noise}",
-        "pos = int(s_ev > 0)",
-        "neg = int(s_ev < 0)",
-        "pulsed = pos + neg",
-        "k = clip(a_st * abs(s_ev) * (1 + mem_ppf_gain * r) * (1 - q) * n_ev, 0, 1)",
-        "g_st = pos * (g_st + k * (mem_g_st_max - g_st)) + neg * (g_st - k * g_st) + (1 - pulsed) * g_st",
-        "k_lt = clip(eta_lt * abs(s_ev) * n_ev, 0, 1)",
-        "g_lt_new = pos * (g_lt + k_lt * (mem_g_max - g_lt)) + (1 - pos) * (g_lt - k_lt * (g_lt - mem_g_min))",
-        f"g_lt = lt_ev * ({quant}) + (1 - lt_ev) * g_lt",
-        "r = pulsed * (r + 1) + (1 - pulsed) * r",
-        "q = pulsed * (q + mem_meta_depletion * (1 - q)) + (1 - pulsed) * q",
-    ])
-    return SynapseEquations(model, on_pre, ns)
+    p = _ParamSymbols(params)
+    unit = {v: _UNITS[u] or "1" for v, u in eq.STATE_UNITS.items()}
+    model = []
+    for v in eq.STATE_VARS:            # volatile variables relax; the others are plain state
+        tau = eq.TIME_CONSTANTS.get(v)
+        if tau is None:
+            model.append(f"{v} : {unit[v]}")
+        else:
+            tau = "tau" if tau == "tau" else str(getattr(p, tau))
+            model.append(f"d{v}/dt = -{v} / {tau} : {unit[v]} (event-driven)")
+    model += ["tau : second (constant)", "a_st : 1 (constant)", "eta_lt : 1 (constant)"]
+    for v in eq.STATE_VARS:            # the relaxed value at any time t (read-out)
+        tau = eq.TIME_CONSTANTS.get(v)
+        if tau is not None:
+            tau = "tau" if tau == "tau" else str(getattr(p, tau))
+            model.append(f"{v}_now = {v} * exp(-(t - lastupdate) / {tau}) : {unit[v]}")
+    model.append("g_now = g_lt + g_st_now : siemens")
+    ops = Brian2Ops()
+    ops.lines += [f"s_ev = {s}", f"n_ev = {noise}", f"lt_ev = int(({lt}) != 0)"]
+    new = eq.pulse(ops, p, Sym("a_st"), Sym("eta_lt"), {v: Sym(v) for v in eq.STATE_VARS},
+                   Sym("s_ev"), Sym("lt_ev"), Sym("n_ev"))
+    ops.lines += [f"{v}_new = {_code(x)}" for v, x in new.items()]   # all from the old state ...
+    ops.lines += [f"{v} = {v}_new" for v in new]                      # ... then assigned
+    return SynapseEquations("\n".join(model), "\n".join(ops.lines), p.namespace(b2))
 
 
 def simulate(batch: DeviceBatch, drive: Drive, g_lt0=None, target: str = "numpy") -> Trace:

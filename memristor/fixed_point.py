@@ -179,6 +179,10 @@ def _fit(x, bits_max: int, name: str, frac: int) -> np.ndarray:
     return v
 
 
+#: the per-device integer constants of a FixedProblem, in a fixed order (rows of the Lava Var)
+CONST_ORDER = ("d_g", "d_r", "d_q", "a", "eta", "ppf", "md", "g_min", "g_max", "g_st_max")
+
+
 def quantize(batch: DeviceBatch, drive: Drive, spec: FixedPointSpec = DEFAULT_SPEC, g_lt0=None) -> FixedProblem:
     """Integer form of ``batch`` and ``drive`` (round to nearest).  Raises
     :class:`FixedPointOverflowError` naming (variable, step, device) for a drive value outside its
@@ -197,7 +201,7 @@ def quantize(batch: DeviceBatch, drive: Drive, spec: FixedPointSpec = DEFAULT_SP
         md=full(_fit(p.meta_depletion, one, "meta_depletion", spec.eff_frac)),
         g_min=full(round(p.g_min / lsb)), g_max=full(round(p.g_max / lsb)), g_st_max=full(round(p.g_st_max / lsb)),
     )
-    consts = {k: np.asarray(v, INT) for k, v in consts.items()}
+    consts = {k: np.asarray(consts[k], INT) for k in CONST_ORDER}
     mag = np.rint(np.abs(drive.s) * (1 << spec.drive_frac)).astype(INT)
     mag = np.where(drive.s != 0, np.maximum(mag, 1), 0)  # a pulse stays a pulse (r, q count it)
     _check_budget(mag, smax, "s")
@@ -279,6 +283,19 @@ def first_overflow(ovf: dict):
     return None
 
 
+def step_int(state: dict, c: dict, k: int, s, lt, noise, n_levels: int, spec: FixedPointSpec = DEFAULT_SPEC):
+    """One integer time step k: decay (k >= 1, of the volatile variables), then the pulses
+    (where s != 0).  Returns (new state, overflow masks of the pulse step or None).  The NumPy
+    oracle (:func:`run_int`) and the Lava fixed_pt model both step with this function."""
+    state = dict(state)
+    if k:
+        for v, d in (("g_st", "d_g"), ("r", "d_r"), ("q", "d_q")):
+            state[v] = decay_int(state[v], c[d], spec)
+    if not np.any(s):
+        return state, None
+    return pulse_int(state, c, s, lt, noise, n_levels, spec)
+
+
 def run_int(prob: FixedProblem) -> tuple[dict, list]:
     """Integer simulation of a :class:`FixedProblem`: raw (n_steps, n) int64 arrays per state and the
     overflow events [(variable, step, device), ...]."""
@@ -288,17 +305,12 @@ def run_int(prob: FixedProblem) -> tuple[dict, list]:
     raw = {v: np.empty((n_steps, n), INT) for v in ref.STATE_VARS}
     events = []
     for k in range(n_steps):
-        if k:
-            state["g_st"] = decay_int(state["g_st"], c["d_g"], spec)
-            state["r"] = decay_int(state["r"], c["d_r"], spec)
-            state["q"] = decay_int(state["q"], c["d_q"], spec)
-        if np.any(prob.s[k]):
-            state, ovf = pulse_int(state, c, prob.s[k], prob.lt[k], prob.noise[k], prob.n_levels, spec)
-            for v in OVERFLOW_ORDER:
-                for dev in np.flatnonzero(ovf[v]):
-                    if spec.strict:
-                        raise FixedPointOverflowError(v, k, dev)
-                    events.append((v, k, int(dev)))
+        state, ovf = step_int(state, c, k, prob.s[k], prob.lt[k], prob.noise[k], prob.n_levels, spec)
+        for v in OVERFLOW_ORDER if ovf else ():
+            for dev in np.flatnonzero(ovf[v]):
+                if spec.strict:
+                    raise FixedPointOverflowError(v, k, dev)
+                events.append((v, k, int(dev)))
         for v in ref.STATE_VARS:
             raw[v][k] = state[v]
     return raw, events

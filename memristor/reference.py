@@ -1,30 +1,10 @@
-"""NumPy reference of the SrTiO3 compact model: the equations every backend must reproduce.
+"""NumPy reference of the SrTiO3 compact model: devices, drives, the simulation loop, energy.
 
-Time is a uniform grid t_k = k dt (s).  At each step k, in this order:
-
-1. **Relaxation** (k >= 1, exact over dt, no Euler step)::
-
-       g_st <- g_st * exp(-dt / tau_i)          tau_i = tau0 * d2d_i * exp(-V_bias,i / v_tau)
-       r    <- r    * exp(-dt / tau_ppf)        (paired-pulse facilitation trace)
-       q    <- q    * exp(-dt / tau_meta)       (metaplastic depletion, recovers to 0)
-
-2. **Pulse** on devices whose drive s_k,i != 0 (s = signed pulse efficacy, see
-   :func:`pulse_efficacy`; n = cycle-to-cycle factor, 1 without noise)::
-
-       f    = 1 + ppf_gain * r                  facilitation: a second pulse soon after acts more
-       mu   = 1 - q                             history: recent pulses deplete the efficacy
-       k    = clip(a_st,i * |s| * f * mu * n, 0, 1)
-       g_st <- g_st + k (g_st_max - g_st)   if s > 0      (soft bounds)
-       g_st <- g_st - k g_st                if s < 0
-       if lt_k,i (|V| >= v_lt_threshold):
-           k_lt = clip(eta_lt,i * |s| * n, 0, 1)
-           g_lt <- g_lt + k_lt (g_max - g_lt)   if s > 0
-           g_lt <- g_lt - k_lt (g_lt - g_min)   if s < 0
-           g_lt <- quantise(g_lt)               n_levels evenly spaced, round half up
-       r <- r + 1
-       q <- q + meta_depletion (1 - q)
-
-3. **Record** g_lt, g_st, r, q.
+The equations themselves (relaxation, pulse response, quantisation) are defined once in
+:mod:`memristor.equations`; this module evaluates them on NumPy arrays, in float64, on a uniform
+time grid t_k = k dt (s).  At each step k, in this order: (1) relaxation (k >= 1, exact over dt),
+(2) the pulses of the devices whose drive s_k,i != 0 (s = signed pulse efficacy, see
+:func:`pulse_efficacy`; n = cycle-to-cycle factor, 1 without noise), (3) record g_lt, g_st, r, q.
 
 The conductance read by a synapse is G = g_lt + g_st (weight multiplication I = V_read G).
 Energy (exact integrals of the same trajectory) is in :func:`energy`.
@@ -36,10 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from memristor import equations as eq
+from memristor.equations import STATE_VARS  # noqa: F401  (re-exported: the state of a device)
 from memristor.params import DeviceParams
 from mstpn_base.errors import ParameterError
-
-STATE_VARS = ("g_lt", "g_st", "r", "q")
 
 
 def pulse_efficacy(p: DeviceParams, v, width):
@@ -173,34 +153,14 @@ def initial_state(batch: DeviceBatch, g_lt0=None) -> dict:
     return dict(g_lt=g_lt, g_st=np.zeros(n), r=np.zeros(n), q=np.zeros(n))
 
 
-def quantise_lt(p: DeviceParams, g_lt, xp=np):
-    """Snap g_lt to ``n_levels`` evenly spaced levels in [g_min, g_max], round half up."""
-    if p.n_levels == 0:
-        return g_lt
-    step = (p.g_max - p.g_min) / (p.n_levels - 1)
-    return p.g_min + xp.floor((g_lt - p.g_min) / step + 0.5) * step
-
-
 def decay_factors(batch: DeviceBatch, dt: float) -> dict:
     """Exact one-step retention factors exp(-dt/tau) of g_st (per device), r and q."""
-    p = batch.params
-    return dict(g_st=np.exp(-dt / batch.tau), r=math.exp(-dt / p.tau_ppf), q=math.exp(-dt / p.tau_meta))
+    return eq.retention(eq.NUMPY, batch.params, batch.tau, dt)
 
 
 def apply_pulses(batch: DeviceBatch, state: dict, s, lt, noise) -> dict:
-    """Step 2 of the model (see module docstring) on one step's drive vectors; returns new state."""
-    p = batch.params
-    g_lt, g_st, r, q = state["g_lt"], state["g_st"], state["r"], state["q"]
-    pulsed = s != 0
-    mag = np.abs(s)
-    k = np.clip(batch.a_st * mag * (1.0 + p.ppf_gain * r) * (1.0 - q) * noise, 0.0, 1.0)
-    g_st = np.where(s > 0, g_st + k * (p.g_st_max - g_st), np.where(s < 0, g_st - k * g_st, g_st))
-    k_lt = np.where(lt, np.clip(batch.eta_lt * mag * noise, 0.0, 1.0), 0.0)
-    g_lt_new = np.where(s > 0, g_lt + k_lt * (p.g_max - g_lt), g_lt - k_lt * (g_lt - p.g_min))
-    g_lt = np.where(lt, quantise_lt(p, g_lt_new), g_lt)
-    r = np.where(pulsed, r + 1.0, r)
-    q = np.where(pulsed, q + p.meta_depletion * (1.0 - q), q)
-    return dict(g_lt=g_lt, g_st=g_st, r=r, q=q)
+    """Step 2 (:func:`memristor.equations.pulse`) on one step's drive vectors; returns new state."""
+    return eq.pulse(eq.NUMPY, batch.params, batch.a_st, batch.eta_lt, state, s, lt, noise)
 
 
 def simulate(batch: DeviceBatch, drive: Drive, g_lt0=None) -> Trace:
@@ -211,7 +171,7 @@ def simulate(batch: DeviceBatch, drive: Drive, g_lt0=None) -> Trace:
     rec = {v: np.empty((drive.n_steps, batch.n)) for v in STATE_VARS}
     for k in range(drive.n_steps):
         if k:
-            state = {v: state[v] * dec[v] if v in dec else state[v] for v in STATE_VARS}
+            state = eq.relax(state, dec)
         if np.any(drive.s[k]):
             state = apply_pulses(batch, state, drive.s[k], drive.lt[k], drive.noise[k])
         for v in STATE_VARS:

@@ -15,7 +15,7 @@ import sys
 
 from mstpn import __version__
 from mstpn_base import signals
-from mstpn_base.errors import MstpnError
+from mstpn_base.commands import dispatch
 
 #: modules providing ``register(subparsers)``, in the order their commands are listed
 COMMAND_MODULES = (
@@ -42,28 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         module.register(sub)
     return parser
-
-
-def dispatch(args, prog: str = "mstpn") -> int:
-    """Run a parsed command: user errors -> one line on stderr + exit 2; SIGINT / SIGTERM -> one
-    line + exit 128 + signal number (130 / 143)."""
-    try:
-        status = int(args.func(args) or 0)
-    except KeyboardInterrupt as exc:
-        return _interrupted(prog, getattr(exc, "signum", None) or signals.received() or 2)
-    except (MstpnError, FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError,
-            PermissionError) as exc:
-        print(f"{prog} {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    if signals.received():  # a library swallowed the interrupt's exception
-        return _interrupted(prog, signals.received())
-    return status
-
-
-def _interrupted(prog: str, signum: int) -> int:
-    print(f"{prog}: interrupted by {signals.signal_name(signum)} (files are written atomically: none is "
-          "half-written; a training run saved its resume checkpoint)", file=sys.stderr)
-    return signals.exit_status(signum)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ contract is :mod:`conversion.backend`).  :func:`compare_sequence` runs one recor
 sequence on each backend and measures, against the PyTorch policy (and, for fixed-point
 backends, against ``numpy-fixed``): action agreement, the error of every layer's activation,
 events and synaptic operations per layer, frames per second.  Full games are played with
-:func:`snn_agent.play.play_game`; :mod:`mstpn.compare_report` writes the Markdown report.
+:func:`snn_agent.play.play_game`; :mod:`mstpn.compare_report` runs the whole job and writes its report.
 """
 from __future__ import annotations
 
@@ -199,40 +199,3 @@ def check_backends(backends) -> list:
     if unknown:
         raise MstpnError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     return list(backends)
-
-
-def run_comparison(net_path, frames: int = 100, backends=None, obs_path=None, game: bool = False,
-                   max_game_steps=None, seed: int = 0, out_dir="compare_out", progress=None) -> Summary:
-    """The ``mstpn compare`` command: sequence comparison (+ games), report in ``out_dir``
-    (``backends``: default the registry's default set)."""
-    from mstpn.compare_report import write_report
-    from snn_agent.play import play_game, record_frames
-
-    backends = check_backends(registry.default_backends() if backends is None else backends)
-    if frames < 1:
-        raise MstpnError("--frames must be >= 1")
-    net = load_network(net_path)
-    if obs_path is not None:
-        obs = np.load(obs_path)
-        if obs.ndim != 3 or obs.shape[1:] != (84, 84):
-            raise DataFormatError(f"{obs_path}: expected (T, 84, 84) frames, got {obs.shape}")
-        obs = obs[:frames]
-    else:
-        obs = record_frames(net, frames, seed)
-    comps, results = compare_sequence(net, obs, backends, progress=progress)
-    if game:
-        for c in comps:
-            if c.error:
-                continue
-            try:
-                runner = registry.make_runner(c.backend, net)
-                try:
-                    g = play_game(runner, net, seed=seed, max_steps=max_game_steps, progress=progress)
-                finally:
-                    runner.close()
-                c.score, c.game_steps, c.game_fps = g["score"], g["steps"], g["steps"] / g["seconds"]
-            except MstpnError as exc:
-                c.error = f"game failed: {exc}"
-    summary = Summary(comps, out_dir=Path(out_dir))
-    write_report(summary, results, Path(out_dir), net)
-    return summary

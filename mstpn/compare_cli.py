@@ -34,7 +34,7 @@ def register(subparsers) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from mstpn.compare import run_comparison
+    from mstpn.compare_report import run_comparison
 
     summary = run_comparison(args.net, frames=args.frames, backends=args.backends, obs_path=args.obs,
                              game=args.game, max_game_steps=args.max_game_steps, seed=args.seed,

@@ -1,4 +1,5 @@
-"""The Markdown report of a cross-simulator comparison, with plots (matplotlib Agg, atomic writes)."""
+"""The ``mstpn compare`` job (:func:`run_comparison`) and its Markdown report with plots
+(matplotlib Agg, atomic writes)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from conversion.backend import layer_names
-from mstpn.compare import Summary
+from mstpn import compare as C
+from mstpn.observations import load_observations
+from mstpn_base import registry
+from mstpn_base.errors import DataFormatError, MstpnError
 from mstpn_base.io import atomic_path, atomic_write_json, atomic_write_text
 
 
@@ -68,7 +72,7 @@ def _plots(results: dict, comps: list, out: Path, net) -> list:
     return files
 
 
-def write_report(summary: Summary, results: dict, out: Path, net) -> None:
+def write_report(summary: C.Summary, results: dict, out: Path, net) -> None:
     out.mkdir(parents=True, exist_ok=True)
     files = _plots(results, summary.comparisons, out, net)
     names_ = layer_names(net)
@@ -99,3 +103,36 @@ def write_report(summary: Summary, results: dict, out: Path, net) -> None:
     atomic_write_text(out / "report.md", "\n".join(lines))
     payload = [{k: v for k, v in c.__dict__.items()} for c in summary.comparisons]
     atomic_write_json(out / "results.json", json.loads(json.dumps(payload, default=float)))
+
+
+def run_comparison(net_path, frames: int = 100, backends=None, obs_path=None, game: bool = False,
+                   max_game_steps=None, seed: int = 0, out_dir="compare_out", progress=None) -> C.Summary:
+    """The ``mstpn compare`` command: sequence comparison (+ games), report in ``out_dir``
+    (``backends``: default the registry's default set)."""
+    from snn_agent.play import play_game, record_frames
+
+    backends = C.check_backends(registry.default_backends() if backends is None else backends)
+    if frames < 1:
+        raise MstpnError("--frames must be >= 1")
+    net = C.load_network(net_path)
+    if obs_path is not None:
+        obs = load_observations(obs_path, frames)
+    else:
+        obs = record_frames(net, frames, seed)
+    comps, results = C.compare_sequence(net, obs, backends, progress=progress)
+    if game:
+        for c in comps:
+            if c.error:
+                continue
+            try:
+                runner = registry.make_runner(c.backend, net)
+                try:
+                    g = play_game(runner, net, seed=seed, max_steps=max_game_steps, progress=progress)
+                finally:
+                    runner.close()
+                c.score, c.game_steps, c.game_fps = g["score"], g["steps"], g["steps"] / g["seconds"]
+            except MstpnError as exc:
+                c.error = f"game failed: {exc}"
+    summary = C.Summary(comps, out_dir=Path(out_dir))
+    write_report(summary, results, Path(out_dir), net)
+    return summary

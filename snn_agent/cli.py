@@ -186,9 +186,12 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m snn_agent.cli")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    from mstpn.cli import dispatch
+    from mstpn_base import signals
+    from mstpn_base.commands import dispatch
 
-    return dispatch(parser.parse_args(argv), prog="python -m snn_agent.cli")
+    args = parser.parse_args(argv)
+    with signals.handled():
+        return dispatch(args, prog="python -m snn_agent.cli")
 
 
 if __name__ == "__main__":

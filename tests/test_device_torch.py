@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from memristor import equations as eq
 from memristor import reference as ref
 from memristor import torch_model as tm
 from memristor.params import DeviceParams
@@ -60,11 +61,11 @@ def _final_g_st_torch(batch, drive, a_st):
     p = batch.params
     t = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float64)  # noqa: E731
     state = {k: t(v) for k, v in ref.initial_state(batch, None).items()}
-    lam = torch.exp(-drive.dt / t(batch.tau))
+    dec = eq.retention(tm.TORCH, p, t(batch.tau), drive.dt)
     eta = t(batch.eta_lt)
     for k in range(drive.n_steps):
         if k:
-            state = tm.relax(p, state, lam, drive.dt)
+            state = eq.relax(state, dec)
         state = tm.apply_pulses(p, a_st, eta, state, t(drive.s[k]), torch.as_tensor(drive.lt[k]), t(drive.noise[k]))
     return state["g_st"]
 

@@ -14,26 +14,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from memristor import equations as eq
 from memristor import fixed_point as fp
 from memristor import reference as ref
 from memristor.reference import DeviceBatch, Drive, Trace
 
 
-def _float_values(batch: DeviceBatch, drive: Drive, g_lt0) -> tuple[dict, tuple]:
-    p = batch.params
+def _float_values(batch: DeviceBatch, drive: Drive, g_lt0) -> tuple[dict, np.ndarray, tuple]:
     lam = ref.decay_factors(batch, drive.dt)
-    vals = dict(ref.initial_state(batch, g_lt0), decay_g=lam["g_st"], decay_r=lam["r"], decay_q=lam["q"],
-                a_st=batch.a_st, eta_lt=batch.eta_lt, ppf_gain=p.ppf_gain, meta_depletion=p.meta_depletion,
-                g_min=p.g_min, g_max=p.g_max, g_st_max=p.g_st_max)
-    return vals, (drive.s, drive.lt.astype(float), drive.noise)
+    n = batch.n
+    rows = [lam[v] for v in eq.TIME_CONSTANTS] + [batch.a_st, batch.eta_lt]      # FLOAT_CONSTS
+    consts = np.stack([np.broadcast_to(np.asarray(x, float), (n,)) for x in rows])
+    return ref.initial_state(batch, g_lt0), consts, (drive.s, drive.lt.astype(float), drive.noise)
 
 
-def _fixed_values(prob: fp.FixedProblem) -> tuple[dict, tuple]:
-    c = prob.consts
-    vals = dict(prob.init, decay_g=c["d_g"], decay_r=c["d_r"], decay_q=c["d_q"], a_st=c["a"], eta_lt=c["eta"],
-                ppf_gain=c["ppf"], meta_depletion=c["md"], g_min=c["g_min"], g_max=c["g_max"], g_st_max=c["g_st_max"])
-    vals = {k: np.asarray(v, np.int32) for k, v in vals.items()}
-    return vals, (prob.s, prob.lt.astype(np.int32), prob.noise)
+def _fixed_values(prob: fp.FixedProblem) -> tuple[dict, np.ndarray, tuple]:
+    consts = np.stack([prob.consts[k] for k in fp.CONST_ORDER]).astype(np.int32)
+    state = {k: np.asarray(v, np.int32) for k, v in prob.init.items()}
+    return state, consts, (prob.s, prob.lt.astype(np.int32), prob.noise)
 
 
 def build(batch: DeviceBatch, drive: Drive, g_lt0=None, fixed_point: bool = False,
@@ -49,8 +47,9 @@ def build(batch: DeviceBatch, drive: Drive, g_lt0=None, fixed_point: bool = Fals
 
     ref.check_shapes(batch, drive)
     prob = fp.quantize(batch, drive, spec, g_lt0) if fixed_point else None
-    vals, inputs = _fixed_values(prob) if fixed_point else _float_values(batch, drive, g_lt0)
-    proc = MemristorArray(shape=(batch.n,), n_levels=int(batch.params.n_levels), spec=spec, **vals)
+    state, consts, inputs = _fixed_values(prob) if fixed_point else _float_values(batch, drive, g_lt0)
+    proc = MemristorArray(shape=(batch.n,), consts=consts, state=state, params=batch.params,
+                          n_levels=int(batch.params.n_levels), spec=spec)
     for x, port in zip(inputs, (proc.s_in, proc.lt_in, proc.noise_in)):
         RingBuffer(data=np.ascontiguousarray(x.T)).s_out.connect(port)  # (n, n_steps): time last
     return proc, prob

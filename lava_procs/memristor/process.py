@@ -10,9 +10,13 @@ Ports (one value per device per time step; Lava time step ts carries drive row k
   sends an array element by element, ~18 s for 1000 steps x 256 devices x 4 states, while one
   message per step through an Extractor costs ~1 ms)
 
-Var meaning depends on the model, as for lava's LIF (du: float fraction vs 12-bit integer):
-floating_pt holds SI values and retention factors ``decay_* = exp(-dt/tau)``; fixed_pt holds the
-integers of :func:`memristor.fixed_point.quantize` and 12-bit decrements ``decay_* = d``.
+Vars: the state ``g_lt``, ``g_st``, ``r``, ``q`` (n,) and the per-device constants ``consts``
+(rows x n).  Their meaning depends on the model, as for lava's LIF (du: float fraction vs 12-bit
+integer): floating_pt holds SI values, and ``consts`` rows are :data:`FLOAT_CONSTS` (the exact
+retention factors exp(-dt/tau) of g_st, r, q and the efficacies a_st, eta_lt), while the
+device-wide parameters come with the process (``params``, a DeviceParams) and enter the equations
+of :mod:`memristor.equations` directly; fixed_pt holds the integers of
+:func:`memristor.fixed_point.quantize` (``consts`` rows in the order of :data:`FIXED_CONSTS`).
 ``overflow`` = [events, variable index in fixed_point.OVERFLOW_ORDER, step, device] of the first
 fixed-point overflow (-1: none).
 """
@@ -25,33 +29,37 @@ from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.process.variable import Var
 
-PER_DEVICE = ("decay_g", "decay_r", "decay_q", "a_st", "eta_lt", "ppf_gain", "meta_depletion",
-              "g_min", "g_max", "g_st_max")
-STATE = ("g_lt", "g_st", "r", "q")
+from memristor import equations as eq
+
+STATE = eq.STATE_VARS
+#: rows of ``consts`` in the floating_pt model: retention factors, then efficacies
+FLOAT_CONSTS = tuple(f"decay_{v}" for v in eq.TIME_CONSTANTS) + ("a_st", "eta_lt")
 
 
 class MemristorArray(AbstractProcess):
-    """``shape=(n,)`` devices; every keyword in PER_DEVICE and STATE is a scalar or (n,) array.
+    """``shape=(n,)`` devices.
 
-    ``n_levels``: long-term levels (0 = continuous);
-    ``spec``: the :class:`memristor.fixed_point.FixedPointSpec` of the fixed_pt model.
+    ``consts``: (rows, n) per-device constants (see module docstring); ``state``: dict of initial
+    (n,) arrays (default 0); ``params``: the DeviceParams (floating_pt); ``n_levels``: long-term
+    levels (0 = continuous); ``spec``: the :class:`memristor.fixed_point.FixedPointSpec` (fixed_pt).
     """
 
-    def __init__(self, *, shape: tuple, n_levels: int = 0, spec=None,
-                 name: str | None = None, **values) -> None:
-        missing = set(PER_DEVICE) - set(values)
-        unknown = set(values) - set(PER_DEVICE) - set(STATE)
-        if missing or unknown:
-            raise TypeError(f"MemristorArray: missing {sorted(missing)}, unknown {sorted(unknown)}")
+    def __init__(self, *, shape: tuple, consts, state: dict | None = None, params=None, n_levels: int = 0,
+                 spec=None, name: str | None = None) -> None:
         if len(shape) != 1:
             raise ValueError(f"MemristorArray shape must be (n,), got {shape}")
-        super().__init__(shape=shape, n_levels=n_levels, spec=spec, name=name)
+        consts = np.asarray(consts)
+        if consts.ndim != 2 or consts.shape[1] != shape[0]:
+            raise ValueError(f"MemristorArray consts must be (rows, {shape[0]}), got {consts.shape}")
+        state = state or {}
+        unknown = set(state) - set(STATE)
+        if unknown:
+            raise TypeError(f"MemristorArray: unknown state {sorted(unknown)}")
+        super().__init__(shape=shape, params=params, n_levels=n_levels, spec=spec, name=name)
         n = shape[0]
-        full = lambda v: np.broadcast_to(np.asarray(v), shape).copy()  # noqa: E731
         for key in STATE:
-            setattr(self, key, Var(shape=shape, init=full(values.get(key, 0))))
-        for key in PER_DEVICE:
-            setattr(self, key, Var(shape=shape, init=full(values[key])))
+            setattr(self, key, Var(shape=shape, init=np.broadcast_to(np.asarray(state.get(key, 0)), shape).copy()))
+        self.consts = Var(shape=consts.shape, init=consts.copy())
         self.n_levels = Var(shape=(1,), init=int(n_levels))
         self.overflow = Var(shape=(4,), init=np.array([0, -1, -1, -1]))
         self.s_in = InPort(shape=shape)

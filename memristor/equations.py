@@ -1,0 +1,117 @@
+"""The device equations of the SrTiO3 compact model, written once.
+
+Every implementation evaluates these functions: the NumPy reference and the Lava floating_pt
+model on NumPy arrays (:data:`NUMPY`), the PyTorch twin on tensors
+(:data:`memristor.torch_model.TORCH`), and Brian2 on symbols, which turns them into its
+``on_pre`` code (:mod:`brian_models.memristor_synapse`).  A change here reaches all of them.
+
+The operations the equations need are the few methods of an *ops* object (:class:`Ops`; :data:`NUMPY` is
+the reference): ``where``, ``clip``, ``abs``, ``floor``, ``let`` (name an intermediate: a no-op on
+arrays, a statement in generated code) and ``straight_through`` (quantisation: the quantised value
+forward; PyTorch keeps the identity gradient).  Comparisons (``s > 0``), ``&`` of masks and
+arithmetic are the operands' own operators.
+
+State per device: ``g_lt`` [S] (non-volatile), ``g_st`` [S] (volatile), ``r`` (paired-pulse
+facilitation trace), ``q`` (metaplastic depletion).  Per step, in this order:
+
+1. relaxation (:data:`TIME_CONSTANTS`): dx/dt = -x / tau_x, exact over dt: x <- x exp(-dt / tau_x);
+2. a pulse of signed efficacy s (:func:`pulse`)::
+
+       f    = 1 + ppf_gain r                     facilitation (:func:`facilitation`)
+       mu   = 1 - q                              history (:func:`availability`)
+       k    = clip(a_st |s| f mu n, 0, 1)        n: cycle-to-cycle factor
+       g_st <- g_st + k (g_st_max - g_st)  if s > 0;   g_st - k g_st  if s < 0     (soft bounds)
+       if the pulse programs g_lt:  k_lt = clip(eta_lt |s| n, 0, 1)
+           g_lt <- g_lt + k_lt (g_max - g_lt)  if s > 0;   g_lt - k_lt (g_lt - g_min)  if s < 0
+           g_lt <- quantise_lt(g_lt)             n_levels evenly spaced, round half up
+       r <- r + 1;   q <- q + meta_depletion (1 - q)
+
+The conductance a synapse multiplies with is G = g_lt + g_st.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+STATE_VARS = ("g_lt", "g_st", "r", "q")
+#: units of the state variables (as in DeviceParams metadata)
+STATE_UNITS = {"g_lt": "S", "g_st": "S", "r": "1", "q": "1"}
+
+#: volatile variables and their relaxation time constant: "tau" is the per-device time constant
+#: tau0 * d2d * exp(-V_bias / v_tau) (:meth:`memristor.params.DeviceParams.tau`), any other name
+#: a DeviceParams field [s].  g_lt does not relax.
+TIME_CONSTANTS = {"g_st": "tau", "r": "tau_ppf", "q": "tau_meta"}
+
+
+def _quantised_forward(x, quantised):
+    return quantised
+
+
+@dataclass(frozen=True)
+class Ops:
+    """The operations the equations use, for one kind of array."""
+
+    where: Callable
+    clip: Callable
+    abs: Callable
+    floor: Callable
+    exp: Callable
+    straight_through: Callable = _quantised_forward
+
+    @staticmethod
+    def let(name, x):
+        return x
+
+
+NUMPY = Ops(np.where, np.clip, np.abs, np.floor, np.exp)
+
+
+def retention(ops, p, tau, dt: float) -> dict:
+    """One-step retention factors exp(-dt / tau_x) of the volatile variables; ``tau`` is the
+    per-device g_st time constant [s] (array or tensor), the others are DeviceParams fields."""
+    return {v: ops.exp(-dt / tau) if name == "tau" else math.exp(-dt / getattr(p, name))
+            for v, name in TIME_CONSTANTS.items()}
+
+
+def relax(state: dict, factors: dict) -> dict:
+    """Relaxation over one step: every volatile variable times its retention factor."""
+    return {v: state[v] * factors[v] if v in factors else state[v] for v in STATE_VARS}
+
+
+def facilitation(p, r):
+    """Paired-pulse facilitation: f = 1 + ppf_gain r (a pulse soon after another acts more)."""
+    return 1.0 + p.ppf_gain * r
+
+
+def availability(p, q):
+    """History dependence: mu = 1 - q (recent pulses deplete the efficacy)."""
+    return 1.0 - q
+
+
+def quantise_lt(ops, p, g_lt):
+    """g_lt snapped to ``n_levels`` evenly spaced levels in [g_min, g_max], round half up
+    (n_levels = 0: continuous)."""
+    if p.n_levels == 0:
+        return g_lt
+    step = (p.g_max - p.g_min) / (p.n_levels - 1)
+    return ops.straight_through(g_lt, p.g_min + ops.floor((g_lt - p.g_min) / step + 0.5) * step)
+
+
+def pulse(ops, p, a_st, eta_lt, state: dict, s, lt, noise) -> dict:
+    """Step 2 (see module docstring): the new state after pulses of signed efficacy ``s`` (0: no
+    pulse, nothing changes), ``lt`` (the pulse also programs g_lt) and cycle-to-cycle factor
+    ``noise``; ``a_st``, ``eta_lt`` are the per-device efficacies."""
+    g_lt, g_st, r, q = state["g_lt"], state["g_st"], state["r"], state["q"]
+    pos, neg, pulsed = s > 0, s < 0, s != 0
+    mag = ops.let("mag", ops.abs(s))
+    k = ops.let("k", ops.clip(a_st * mag * facilitation(p, r) * availability(p, q) * noise, 0.0, 1.0))
+    g_st_new = ops.where(pos, g_st + k * (p.g_st_max - g_st), ops.where(neg, g_st - k * g_st, g_st))
+    k_lt = ops.let("k_lt", ops.clip(eta_lt * mag * noise, 0.0, 1.0))
+    programmed = ops.where(pos, g_lt + k_lt * (p.g_max - g_lt), g_lt - k_lt * (g_lt - p.g_min))
+    g_lt_new = ops.where(lt & pulsed, quantise_lt(ops, p, programmed), g_lt)
+    r_new = ops.where(pulsed, r + 1.0, r)
+    q_new = ops.where(pulsed, q + p.meta_depletion * (1.0 - q), q)
+    return dict(g_lt=g_lt_new, g_st=g_st_new, r=r_new, q=q_new)
