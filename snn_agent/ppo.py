@@ -91,8 +91,9 @@ def rerun_sequence(policy, obs, start_state, dones):
     T, b = obs.shape[:2]
     x = policy.features(obs.reshape((T * b,) + tuple(obs.shape[2:]))).view(T, b, -1)
     state, hs = start_state, []
-    for t in range(T):
-        h, state, _ = policy.core(x[t], state)
+    # unbind, not x[t]: the backward of T selects would build T zero-filled (T, b, I) gradients
+    for t, xt in enumerate(x.unbind(0)):
+        h, state, _ = policy.core(xt, state)
         hs.append(h)
         if dones[t].any():
             state = reset_state(state, dones[t])

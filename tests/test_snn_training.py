@@ -211,3 +211,23 @@ def test_stop_request_passes_the_compiled_steps_fallback():
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
         assert step(1) == 2
     assert step(2) == 3          # stays on eager, no second warning needed
+
+
+def test_a2c_run_writes_tensorboard_and_ignores_the_ppo_fields(tmp_path):
+    """A2C is the default algorithm; the PPO minibatch rule does not apply to it (3 envs, 4
+    minibatches); tensorboard events hold the curve's scalars against emulator frames."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from snn_agent.train import train
+
+    cfg = RunConfig.from_dict({"model": {"kind": "lstm", "hidden": 8}, "env": {"action_set": "updown"},
+                               "train": {"num_envs": 3, "n_steps": 5, "frames": 10**6, "log_every_updates": 1,
+                                         "num_minibatches": 4}})
+    assert cfg.train.algo == "a2c"
+    factory = lambda c, seed: BanditEnv(c.train.num_envs, length=3, seed=seed)  # noqa: E731
+    train(cfg, tmp_path, progress=False, max_updates=3, env_factory=factory, log=lambda *_: None)
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/entropy")] == [60, 120, 180]
+    assert "train/approx_kl" not in acc.Tags()["scalars"]          # A2C has no PPO statistics
+    rows = list(csv.DictReader(open(tmp_path / "curve.csv")))
+    assert [r["approx_kl"] for r in rows] == ["", "", ""]
