@@ -136,7 +136,7 @@ class TrainConfig:
                 raise ParameterError(f"train.{name} must be a positive integer, got {v!r}")
         for name in ("lr", "grad_clip", "checkpoint_every_s", "adam_eps", "teacher_temperature"):
             _positive(f"train.{name}", getattr(self, name))
-        if self.num_envs % self.num_minibatches:
+        if self.algo == "ppo" and self.num_envs % self.num_minibatches:
             raise ParameterError(f"train.num_minibatches ({self.num_minibatches}) must divide train.num_envs "
                                  f"({self.num_envs}): PPO minibatches are whole environments")
         if not (isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0):
