@@ -1,9 +1,8 @@
 """Synchronous advantage actor-critic (A2C) with truncated BPTT through the plastic state.
 
-Why A2C and not PPO: it is what the reference trained (RLlib A2C), and on CPU every sample costs
-one forward and one backward pass through the 170k-synapse plastic layer; PPO's several epochs
-per batch multiply that cost, and its recurrent minibatching needs the stored state of every
-sequence start.  A2C uses each sample once, straight from the rollout's autograd graph.
+A2C is what the reference trained (RLlib A2C).  On CPU every sample costs one forward and one
+backward pass through the 170k-synapse plastic layer; A2C uses each sample once, straight from
+the rollout's autograd graph, where PPO (:mod:`snn_agent.ppo`) passes over it several times.
 
 One update, for ``num_envs`` environments B and ``n_steps`` T (the BPTT truncation):
 
