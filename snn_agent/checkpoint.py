@@ -193,7 +193,7 @@ def read_metadata(path) -> dict:
         raise DataFormatError(f"{path}: unsupported dtype {meta['dtype']!r}")
     for k, v in meta["progress"].items():
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-                              or v < 0):
+                              or (v < 0 and k not in ("recent_score", "best_score"))):  # scores: -21..21
             raise DataFormatError(f"{path}: checkpoint progress {k!r} must be a number >= 0 or null, got {v!r}")
     if "sha256" in meta and not (isinstance(meta["sha256"], str) and len(meta["sha256"]) == 64):
         raise DataFormatError(f"{path}: checkpoint checksum (sha256) is malformed")
@@ -236,7 +236,7 @@ def config_from_metadata(meta: dict) -> RunConfig:
     except (TypeError, ValueError, AttributeError) as exc:  # e.g. a string where a number belongs
         raise DataFormatError(f"checkpoint metadata is invalid: {type(exc).__name__}: {exc}") from None
     if meta["architecture"].get("conv_features", CONV_FEATURES) != CONV_FEATURES or \
-            list(meta["architecture"].get("input_shape", [1, 84, 84])) != [1, 84, 84]:
+            meta["architecture"].get("input_shape", [1, 84, 84]) != [1, 84, 84]:
         raise DataFormatError("checkpoint architecture has another input or conv torso than this version")
     return cfg
 
