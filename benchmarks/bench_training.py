@@ -1,12 +1,16 @@
-"""Speed of the Pong pipeline on this machine: environment steps/s and A2C training steps/s.
+"""Speed of the Pong pipeline on this machine: environment steps/s, A2C and PPO training steps/s.
 
-    python benchmarks/bench_training.py [--seconds 6] [--num-envs 16] [--threads 1]
+    python benchmarks/bench_training.py [--seconds 6] [--num-envs 16] [--threads 1] [--algos a2c,ppo]
 
-Prints, as numbers: ale-py vector env agent steps/s (random actions), then for each core
-(stpn, mstpn, lstm) A2C training agent steps/s (rollout with autograd + update; for the plastic
-cores both eager and with the torch.compile'd step that `mstpn train` uses, and their ratio) and
-greedy inference steps/s.  One agent step = 4 emulator frames.  About a minute with the defaults
-(including compilation).
+Prints, as numbers: ale-py vector env agent steps/s (random actions, sticky actions 0.25, one env
+thread), then for each core (stpn, mstpn, lstm) A2C training agent steps/s (rollout with
+autograd + update, 20-step rollouts; for the plastic cores both eager and with the
+torch.compile'd step that `mstpn train` uses, and their ratio), PPO training agent steps/s
+(compiled step; rollouts of --ppo-steps steps, 4 epochs, 4 minibatches of whole environments:
+one no-grad rollout plus 4 forward/backward passes per sample), each also as a fraction of the
+env's own steps/s (``_over_env``: 1 would mean training costs nothing beyond the emulator), and
+greedy inference steps/s.  One agent step = 4 emulator frames.  Run it under ``taskset -c N`` to
+measure one core.  A few minutes with the defaults (including compilation).
 """
 from __future__ import annotations
 
@@ -32,14 +36,18 @@ def main(argv=None) -> None:
     ap.add_argument("--num-envs", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--models", default="stpn,mstpn,lstm")
+    ap.add_argument("--algos", default="a2c,ppo")
+    ap.add_argument("--ppo-steps", type=int, default=128, help="PPO rollout length [agent steps]")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from snn_agent.a2c import A2C
     from snn_agent.checkpoint import build_policy
     from snn_agent.config import RunConfig
     from snn_agent.envs import PongVecEnv
+    from snn_agent.ppo import PPO
 
     B = args.num_envs
+    algos = args.algos.split(",")
     print(f"# torch {torch.__version__}, {args.threads} torch thread(s), {B} envs, 1 env thread")
     env = PongVecEnv(RunConfig().env, B, seed=0, num_threads=1)
     env.reset()
@@ -49,7 +57,8 @@ def main(argv=None) -> None:
         env.step(rng.integers(0, env.n_actions, B))
         return B
 
-    print(f"env_agent_steps_per_s {_timed(env_steps, args.seconds):.0f}")
+    env_sps = _timed(env_steps, args.seconds)
+    print(f"env_agent_steps_per_s {env_sps:.0f}")
     for kind in args.models.split(","):
         cfg = RunConfig.from_dict({"model": {"kind": kind}, "train": {"num_envs": B, "n_steps": 20}})
         pol = build_policy(cfg, seed=0)
@@ -57,15 +66,30 @@ def main(argv=None) -> None:
         box = {"obs": env.reset(), "st": pol.init_state(B)}
 
         def train_steps():
-            box["obs"], box["st"], _, n = learner.step(env, box["obs"], box["st"], 0)
+            box["obs"], box["st"], _, n = box["learner"].step(env, box["obs"], box["st"], 0)
             return n
 
-        tr = _timed(train_steps, args.seconds)
+        box["learner"] = learner
+        if "a2c" in algos:
+            tr = _timed(train_steps, args.seconds)
         if hasattr(pol.core, "compile_step"):
             pol.core.compile_step()
-            trc = _timed(train_steps, args.seconds)
-            print(f"{kind}_train_compiled_agent_steps_per_s {trc:.0f}")
-            print(f"{kind}_compiled_over_eager {trc / tr:.2f}")
+        if "a2c" in algos:
+            trc = _timed(train_steps, args.seconds) if hasattr(pol.core, "compile_step") else tr
+            if hasattr(pol.core, "compile_step"):
+                print(f"{kind}_train_compiled_agent_steps_per_s {trc:.0f}")
+                print(f"{kind}_compiled_over_eager {trc / tr:.2f}")
+            print(f"{kind}_a2c_agent_steps_per_s {trc:.0f}")
+            print(f"{kind}_a2c_over_env {trc / env_sps:.3f}")
+        if "ppo" in algos:
+            pcfg = RunConfig.from_dict({"model": {"kind": kind}, "train": {
+                "algo": "ppo", "num_envs": B, "n_steps": args.ppo_steps, "num_minibatches": 4, "update_epochs": 4,
+                "lr": 2.5e-4, "grad_clip": 0.5}})
+            box["learner"], box["st"] = PPO(pol, pcfg.train), pol.init_state(B)
+            tp = _timed(train_steps, args.seconds)
+            print(f"{kind}_ppo_agent_steps_per_s {tp:.0f}")
+            print(f"{kind}_ppo_over_env {tp / env_sps:.3f}")
+        if hasattr(pol.core, "compile_step"):
             pol.core.step_fn = type(pol.core).step_fn        # back to eager for the inference number
         pol.eval()
         st = pol.init_state(B)
@@ -79,7 +103,8 @@ def main(argv=None) -> None:
             return B
 
         inf = _timed(infer_steps, args.seconds / 2)
-        print(f"{kind}_train_agent_steps_per_s {tr:.0f}" + (" (eager)" if hasattr(pol.core, "compile_step") else ""))
+        if "a2c" in algos:
+            print(f"{kind}_train_agent_steps_per_s {tr:.0f}" + (" (eager)" if hasattr(pol.core, "compile_step") else ""))
         print(f"{kind}_greedy_agent_steps_per_s {inf:.0f}")
     env.close()
 
