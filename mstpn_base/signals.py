@@ -70,7 +70,7 @@ def deferred() -> Iterator[None]:
         yield
     finally:
         _State.depth -= 1
-    if _State.count > start and _State.depth == 0:
+    if _State.count > start:  # also in a nested block: each block end is a point of publishing
         raise Interrupted(_State.last)
 
 

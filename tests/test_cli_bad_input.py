@@ -518,3 +518,26 @@ def test_atomic_write_text_refuses_a_folder_target(tmp_path):
 
     with pytest.raises(ParameterError, match="is a folder"):
         atomic_write_text(tmp_path, "x")
+
+
+def test_signal_during_a_paired_save_publishes_neither_file(files, tmp_path, monkeypatch):
+    """Checkpoint and resume state: an interrupt while they are written leaves both old files."""
+    import snn_agent.checkpoint as ckmod
+
+    cfg = files["cfg"]
+    pol = build_policy(cfg, seed=4)
+    opt = torch.optim.Adam(pol.parameters(), lr=1e-3)
+    ck = tmp_path / "checkpoint_latest.safetensors"
+    save_checkpoint(ck, pol, cfg, progress={"frames": 8}, optimizer=opt)
+    before = (ck.read_bytes(), ckmod.resume_path(ck).read_bytes())
+    real = torch.save
+
+    def save_then_signal(*a, **k):
+        real(*a, **k)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(torch, "save", save_then_signal)
+    with signals.handled(), pytest.raises(KeyboardInterrupt):
+        save_checkpoint(ck, pol, cfg, progress={"frames": 16}, optimizer=opt)
+    assert (ck.read_bytes(), ckmod.resume_path(ck).read_bytes()) == before
+    assert no_temp_files(tmp_path)
