@@ -69,17 +69,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     if path.is_dir():
         raise ParameterError(f"cannot write {path}: it is a folder; give a file path")
     sweep_stale_temp_files(path)
-    fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(path)}{os.getpid()}.", suffix=_temp_suffix(path),
-                               dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
-        with signals.deferred():
+        with signals.deferred():  # from creating the temporary file until the block is done
+            fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(path)}{os.getpid()}.", suffix=_temp_suffix(path),
+                                       dir=path.parent)
+            os.close(fd)
             yield Path(tmp)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         raise
 
 

@@ -541,3 +541,20 @@ def test_signal_during_a_paired_save_publishes_neither_file(files, tmp_path, mon
         save_checkpoint(ck, pol, cfg, progress={"frames": 16}, optimizer=opt)
     assert (ck.read_bytes(), ckmod.resume_path(ck).read_bytes()) == before
     assert no_temp_files(tmp_path)
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_real_process_signalled_as_its_temp_file_appears(tmp_path, sig, status):
+    """The ``mstpn`` process gets the signal the moment its temporary file exists (the narrowest
+    window: between creating the file and writing it); it exits with the signal's status and leaves
+    nothing in the folder."""
+    proc = subprocess.Popen([sys.executable, "-m", "mstpn.cli", "convert", "random", "-o", str(tmp_path / "n.nir"),
+                             "--calib-frames", "0"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    while proc.poll() is None and not list(tmp_path.glob(".n.nir.*")):
+        pass
+    proc.send_signal(sig)
+    err = proc.communicate()[1].strip().splitlines()
+    assert proc.returncode == status, err
+    assert err and err[-1].startswith("mstpn: interrupted by")
+    assert list(tmp_path.iterdir()) == []
