@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from brian_models.codegen import Brian2Ops, Sym, code_of
 from memristor import equations as eq
 from memristor.params import DeviceParams
 from memristor.reference import STATE_VARS, DeviceBatch, Drive, Trace, check_shapes, initial_state
@@ -59,75 +60,6 @@ def _require_brian2():
     except ImportError as exc:
         raise BackendUnavailableError(f"the brian2 backend needs brian2 ({exc}); pip install brian2") from None
     return brian2
-
-
-class Sym:
-    """A Brian2 expression built by evaluating :mod:`memristor.equations` on symbols.
-
-    Arithmetic gives parenthesised expressions; comparisons give 0/1 masks (``int(...)``) and
-    ``&`` their product, so that selections become sums of masks times candidates: exactly one
-    term is non-zero and the chosen value is bit-identical to the candidate (x*1 + 0 == x), as
-    np.where gives."""
-
-    def __init__(self, code: str):
-        self.code = code
-
-    def __str__(self) -> str:
-        return self.code
-
-    __hash__ = object.__hash__
-
-    def _bin(self, op, other, reverse=False):
-        a, b = (other, self) if reverse else (self, other)
-        return Sym(f"({_code(a)} {op} {_code(b)})")
-
-    def __add__(self, o): return self._bin("+", o)                 # noqa: E704
-    def __radd__(self, o): return self._bin("+", o, True)          # noqa: E704
-    def __sub__(self, o): return self._bin("-", o)                 # noqa: E704
-    def __rsub__(self, o): return self._bin("-", o, True)          # noqa: E704
-    def __mul__(self, o): return self._bin("*", o)                 # noqa: E704
-    def __rmul__(self, o): return self._bin("*", o, True)          # noqa: E704
-    def __truediv__(self, o): return self._bin("/", o)             # noqa: E704
-    def __rtruediv__(self, o): return self._bin("/", o, True)      # noqa: E704
-    def __neg__(self): return Sym(f"(-{self.code})")                # noqa: E704
-    def __gt__(self, o): return Sym(f"int({self._bin('>', o)})")    # noqa: E704
-    def __lt__(self, o): return Sym(f"int({self._bin('<', o)})")    # noqa: E704
-    def __ne__(self, o): return Sym(f"int({self._bin('!=', o)})")   # noqa: E704
-    def __and__(self, o): return self._bin("*", o)                 # noqa: E704
-
-
-def _code(x) -> str:
-    return x.code if isinstance(x, Sym) else repr(float(x)) if not isinstance(x, int) else str(x)
-
-
-class Brian2Ops:
-    """The operations of :mod:`memristor.equations` as Brian2 code; ``let`` appends a statement."""
-
-    def __init__(self):
-        self.lines: list[str] = []
-
-    def where(self, c, a, b):
-        return Sym(f"({_code(c)} * {_code(a)} + (1 - {_code(c)}) * {_code(b)})")
-
-    def clip(self, x, lo, hi):
-        return Sym(f"clip({_code(x)}, {_code(lo)}, {_code(hi)})")
-
-    def abs(self, x):
-        return Sym(f"abs({_code(x)})")
-
-    def floor(self, x):
-        return Sym(f"floor({_code(x)})")
-
-    def exp(self, x):
-        return Sym(f"exp({_code(x)})")
-
-    def let(self, name, x):
-        self.lines.append(f"{name} = {_code(x)}")
-        return Sym(name)
-
-    @staticmethod
-    def straight_through(x, quantised):
-        return quantised
 
 
 #: DeviceParams units -> Brian2 unit names (dimensionless: no unit)
@@ -192,7 +124,7 @@ def synapse_equations(params: DeviceParams, s: str = DEFAULT_PAYLOAD["s"],
     ops.lines += [f"s_ev = {s}", f"n_ev = {noise}", f"lt_ev = int(({lt}) != 0)"]
     new = eq.pulse(ops, p, Sym("a_st"), Sym("eta_lt"), {v: Sym(v) for v in eq.STATE_VARS},
                    Sym("s_ev"), Sym("lt_ev"), Sym("n_ev"))
-    ops.lines += [f"{v}_new = {_code(x)}" for v, x in new.items()]   # all from the old state ...
+    ops.lines += [f"{v}_new = {code_of(x)}" for v, x in new.items()]   # all from the old state ...
     ops.lines += [f"{v} = {v}_new" for v in new]                      # ... then assigned
     return SynapseEquations("\n".join(model), "\n".join(ops.lines), p.namespace(b2))
 

@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from brian_models.codegen import Brian2Ops, Sym, code_of
+from conversion import semantics as sem
 from conversion.backend import StepOut, UnsupportedNetworkError
 from mstpn_base.errors import BackendUnavailableError, MstpnError
 
@@ -56,7 +58,23 @@ def _b2():
 
 
 def _act_expr(kind: str) -> str:
-    return {"identity": "u", "relu": "clip(u, 0, inf)", "tanh": "tanh(u)"}[kind]
+    """y = act(u), generated from :func:`conversion.semantics.activation`."""
+    return code_of(sem.activation(Brian2Ops(), kind, Sym("u")))
+
+
+def _sender(value: str) -> dict:
+    """Threshold and reset of a sigma-delta group sending ``value`` (x or y), generated from
+    :func:`conversion.semantics.sigma_delta`; the reset also counts the event and its fan-out."""
+    _, sent, fire = sem.sigma_delta(Brian2Ops(), Sym(value), Sym("sent"), Sym("thr"))
+    return dict(threshold=f"{code_of(fire)} == 1 and gate == 1",
+                reset=f"sent = {code_of(sent)}\nnev += 1\nnsyn += fan")
+
+
+def _payload(pre) -> str:
+    """The graded payload a synapse reads on an event: the sender's change (semantics.change),
+    read in the synapses slot, before the sender's reset."""
+    value = "x_pre" if "x" in pre.variables else "y_pre"
+    return code_of(sem.change(Sym(value), Sym("sent_pre")))
 
 
 def _gate(phase: int) -> str:
@@ -137,8 +155,7 @@ class Brian2Runner:
                                                     dt=self.period * self.clock.dt)
                     x_eq = "x = frames_in(t, i) : 1"
                 grp = b2.NeuronGroup(n_out, x_eq + "\nsent : 1\nthr : 1 (constant)\nnev : 1\nnsyn : 1\nfan : 1 (constant)\n"
-                                     + _gate(0), threshold="abs(x - sent) > thr and gate == 1", reset="sent = sent + (x - sent)\nnev += 1\nnsyn += fan",
-                                     clock=self.clock, name=f"g_{name}", namespace=ns)
+                                     + _gate(0), **_sender("x"), clock=self.clock, name=f"g_{name}", namespace=ns)
                 grp.thr = last.threshold.reshape(-1)
                 groups[name] = grp
                 objs.append(grp)
@@ -162,9 +179,7 @@ class Brian2Runner:
             if isinstance(last, g.SigmaDelta):
                 eqs = (f"u : 1\ny = {_act_expr(last.activation)} : 1\nsent : 1\nthr : 1 (constant)\n"
                        "nev : 1\nnsyn : 1\nfan : 1 (constant)\n" + _gate(depth[name] - 1))
-                grp = b2.NeuronGroup(n_u, eqs, threshold="abs(y - sent) > thr and gate == 1",
-                                     reset="sent = sent + (y - sent)\nnev += 1\nnsyn += fan",
-                                     clock=self.clock, name=f"g_{name}", namespace=ns)
+                grp = b2.NeuronGroup(n_u, eqs, **_sender("y"), clock=self.clock, name=f"g_{name}", namespace=ns)
                 grp.thr = np.broadcast_to(last.threshold.reshape(-1), (n_u,))
             else:   # Output: its u is read
                 grp = b2.NeuronGroup(n_u, "u : 1", clock=self.clock, name=f"g_{name}", namespace=ns)
@@ -178,8 +193,7 @@ class Brian2Runner:
                 j, i = np.meshgrid(np.arange(sn.weight.shape[0]), np.arange(sn.weight.shape[1]), indexing="ij")
                 i, j = i.ravel(), j.ravel()
                 w = sn.weight[j, i] * scale
-            payload = "(x_pre - sent_pre)" if "x" in pre.variables else "(y_pre - sent_pre)"
-            syn = b2.Synapses(pre, grp, "w : 1 (constant)", on_pre=f"u_post += w * {payload}",
+            syn = b2.Synapses(pre, grp, "w : 1 (constant)", on_pre=f"u_post += w * {_payload(pre)}",
                               clock=self.clock, name=f"s_{name}", namespace=ns)
             syn.connect(i=i, j=j)
             syn.w = w
@@ -215,17 +229,22 @@ class Brian2Runner:
             "a : 1", "y : 1", "sent : 1", "zprev : 1", "rownorm : 1", "b : 1 (constant)", "thr : 1 (constant)",
             "nev : 1", "nsyn : 1", "fan : 1 (constant)",
             "n2x : 1", "n2h : 1", "dotx : 1", "doth : 1", gate])
-        h = b2.NeuronGroup(H, eqs, threshold="abs(y - sent) > thr and gate == 1",
-                           reset="sent = sent + (y - sent)\nnev += 1\nnsyn += fan",
-                           clock=self.clock, name=f"g_{nodes[-1]}", namespace=ns)
+        h = b2.NeuronGroup(H, eqs, **_sender("y"), clock=self.clock, name=f"g_{nodes[-1]}", namespace=ns)
         h.b = st.b
         h.thr = np.broadcast_to(post.threshold.reshape(-1), (H,))
         # neuron-side operations, once per frame, before the threshold of that step (the masks
         # select exactly: x * 1 + 0 == x; "+ (1 - gate)" keeps the divisions finite when gated off)
-        h.run_regularly("zprev = gate * sent + (1 - gate) * zprev\n"
-                        "rownorm = gate * (sqrt(n2x + n2h) + stpn_eps) + (1 - gate) * rownorm\n"
-                        "a = gate * ((dotx + doth) / (rownorm + (1 - gate)) + b) + (1 - gate) * a\n"
-                        "y = gate * tanh(a) + (1 - gate) * y", when="before_thresholds", name=f"rr_{nodes[-1]}")
+        # neuron-side operations (semantics.stpn_*), once per frame, before the threshold of that
+        # step; gated by masks that select exactly (x * 1 + 0 == x), and "+ (1 - gate)" keeps the
+        # divisions finite when gated off
+        ops, gate = Brian2Ops(), Sym("gate")
+        norm = sem.stpn_norm(ops, Sym("n2x") + Sym("n2h"), Sym("stpn_eps"))
+        pre_act = sem.stpn_preactivation(Sym("dotx") + Sym("doth"), Sym("rownorm") + (1 - gate), Sym("b"))
+        h.run_regularly(ops.code(zprev=ops.where(gate, Sym("sent"), Sym("zprev")),
+                                 rownorm=ops.where(gate, norm, Sym("rownorm")),
+                                 a=ops.where(gate, pre_act, Sym("a")),
+                                 y=ops.where(gate, sem.activation(ops, "tanh", Sym("a")), Sym("y"))),
+                        when="before_thresholds", name=f"rr_{nodes[-1]}")
         x_payload = "x_pre" if "x" in pre_x.variables else "sent_pre"
         model = lambda tag, z: "\n".join([  # noqa: E731
             "W : 1 (constant)", "lam : 1 (constant)", "gamma : 1 (constant)", "F : 1",
@@ -245,8 +264,10 @@ class Brian2Runner:
             syn.gamma = st.gamma[:, cols].reshape(-1)
         # the plasticity phase, after the neurons fired (z of this frame: x_sent and h_sent(prev))
         for syn, z in ((sx, "sent_pre"), (sh, "zprev_pre")):
-            syn.run_regularly(f"F = gate_post * clip(lam * (F / (rownorm_post + (1 - gate_post))) + gamma * (y_post * {z}), -f_max, f_max)"
-                              " + (1 - gate_post) * F", when="end", name=f"rr_{syn.name}")
+            ops, gate = Brian2Ops(), Sym("gate_post")
+            F_new = sem.stpn_plasticity(ops, Sym("F"), Sym("rownorm_post") + (1 - gate), Sym("lam"), Sym("gamma"),
+                                        Sym("y_post"), Sym(z), f_max=Sym("f_max"))
+            syn.run_regularly(ops.code(F=ops.where(gate, F_new, Sym("F"))), when="end", name=f"rr_{syn.name}")
         objs += [h, sx, sh]
         self.stpn_synops = 2 * H * K   # W z + F z of the dense plastic layer (summed variables)
         return h

@@ -6,7 +6,8 @@ what each node exposes to its receivers (SigmaDelta: the sent value y_sent; Conv
 integrated input u; PlasticSTPN: the pre-activation a), ``sim.deltas[node]`` the events of this
 step (zero where none) and ``sim.state[node]`` every internal state (y, u, F, z, N, ...).
 
-Semantics per node: see :mod:`conversion.graph`.  Order within a step: nodes in evaluation order
+Semantics per node: :mod:`conversion.semantics` (the float arithmetic here evaluates it; the
+integer specification is :mod:`conversion.fixed_point`).  Order within a step: nodes in evaluation order
 (no synaptic delay), then the plasticity phase of every PlasticSTPN (uses this step's N, z and the
 post activation), as Loihi's learning phase after the neuron phase.  Synapse nodes integrate their
 source's events (u += W e); a source without events (Input, graded Scale) is read densely.
@@ -29,8 +30,10 @@ import numpy as np
 
 from conversion import fixed_point as fx
 from conversion import graph as g
+from conversion import semantics as sem
 from conversion.ops import conv2d, conv_fanout
 from mstpn_base.errors import DataFormatError, ParameterError
+from mstpn_base.ops import NUMPY
 
 INT = np.int64
 COUNTERS = ("events", "synops", "dense", "plastic_ops", "plastic_dense", "hebbian")
@@ -42,14 +45,6 @@ class StepResult:
     value: np.ndarray         # (B,) float
     actions: np.ndarray       # (B,) argmax of the logits (first index on ties)
     logits_int: np.ndarray | None = None  # fixed point only: the integer logits
-
-
-def _act_float(kind, u):
-    if kind == "relu":
-        return np.maximum(u, 0.0)
-    if kind == "tanh":
-        return np.tanh(u)
-    return u
 
 
 class Simulator:
@@ -271,14 +266,13 @@ class Simulator:
             y = self.monitor.check(n, "y", y, fx.STATE_MAX, self.t)
             thr = fp["threshold"]
         else:
-            y = _act_float(node.activation, u)
+            y = sem.activation(NUMPY, node.activation, u)
             thr = node.threshold
-        e = y - st["sent"]
-        fire = np.abs(e) > thr
-        e = np.where(fire, e, 0)
+        e, sent, fire = sem.sigma_delta(NUMPY, y, st["sent"], thr)
         if self.fixed:
             e = self.monitor.check(n, "payload", e, fx.STATE_MAX, self.t)
-        st["y"], st["sent"] = y, st["sent"] + e
+            sent = st["sent"] + e
+        st["y"], st["sent"] = y, sent
         self._count(n, "events", fire.sum())
         self.values[n], self.deltas[n] = st["sent"], e
 
@@ -320,8 +314,8 @@ class Simulator:
             a = m.check(n, "a", a, fx.STATE_MAX, self.t)
         else:
             G = W + F
-            st["N"] = np.sqrt(np.einsum("bhk,bhk->bh", G, G)) + node.norm_eps
-            a = (st["uW"] + np.einsum("bhk,bk->bh", F, z)) / st["N"] + node.b
+            st["N"] = sem.stpn_norm(NUMPY, np.einsum("bhk,bhk->bh", G, G), node.norm_eps)
+            a = sem.stpn_preactivation(st["uW"] + np.einsum("bhk,bk->bh", F, z), st["N"], node.b)
         st["a"] = a
         self.values[n], self.deltas[n] = a, None
 
@@ -345,9 +339,8 @@ class Simulator:
                 F = np.clip(F, -int(fp["f_max"]), int(fp["f_max"]))
             F = m.check(n, "F", F, fx.STATE_MAX, self.t)
         else:
-            F = node.lam * (F / st["N"][:, :, None]) + node.gamma * (h[:, :, None] * z[:, None, :])
-            if np.isfinite(node.f_max):
-                F = np.clip(F, -node.f_max, node.f_max)
+            F = sem.stpn_plasticity(NUMPY, F, st["N"][:, :, None], node.lam, node.gamma, h[:, :, None],
+                                    z[:, None, :], node.f_max if np.isfinite(node.f_max) else None)
         st["F"] = F
         st["dh"] = self.deltas[node.post]
 

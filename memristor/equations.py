@@ -1,15 +1,9 @@
 """The device equations of the SrTiO3 compact model, written once.
 
 Every implementation evaluates these functions: the NumPy reference and the Lava floating_pt
-model on NumPy arrays (:data:`NUMPY`), the PyTorch twin on tensors
-(:data:`memristor.torch_model.TORCH`), and Brian2 on symbols, which turns them into its
-``on_pre`` code (:mod:`brian_models.memristor_synapse`).  A change here reaches all of them.
-
-The operations the equations need are the few methods of an *ops* object (:class:`Ops`; :data:`NUMPY` is
-the reference): ``where``, ``clip``, ``abs``, ``floor``, ``let`` (name an intermediate: a no-op on
-arrays, a statement in generated code) and ``straight_through`` (quantisation: the quantised value
-forward; PyTorch keeps the identity gradient).  Comparisons (``s > 0``), ``&`` of masks and
-arithmetic are the operands' own operators.
+model on NumPy arrays, the PyTorch twin on tensors, and Brian2 on symbols, which turns them into
+its ``on_pre`` code (:mod:`brian_models.memristor_synapse`).  A change here reaches all of them.
+The operations they need are those of an ops object (:mod:`mstpn_base.ops`).
 
 State per device: ``g_lt`` [S] (non-volatile), ``g_st`` [S] (volatile), ``r`` (paired-pulse
 facilitation trace), ``q`` (metaplastic depletion).  Per step, in this order:
@@ -31,10 +25,8 @@ The conductance a synapse multiplies with is G = g_lt + g_st.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
 
-import numpy as np
+from mstpn_base.ops import NUMPY, Ops  # noqa: F401  (the reference ops, re-exported)
 
 STATE_VARS = ("g_lt", "g_st", "r", "q")
 #: units of the state variables (as in DeviceParams metadata)
@@ -46,27 +38,6 @@ STATE_UNITS = {"g_lt": "S", "g_st": "S", "r": "1", "q": "1"}
 TIME_CONSTANTS = {"g_st": "tau", "r": "tau_ppf", "q": "tau_meta"}
 
 
-def _quantised_forward(x, quantised):
-    return quantised
-
-
-@dataclass(frozen=True)
-class Ops:
-    """The operations the equations use, for one kind of array."""
-
-    where: Callable
-    clip: Callable
-    abs: Callable
-    floor: Callable
-    exp: Callable
-    straight_through: Callable = _quantised_forward
-
-    @staticmethod
-    def let(name, x):
-        return x
-
-
-NUMPY = Ops(np.where, np.clip, np.abs, np.floor, np.exp)
 
 
 def retention(ops, p, tau, dt: float) -> dict:

@@ -11,14 +11,13 @@ import numpy as np
 import torch
 
 from memristor import equations as eq
+from mstpn_base.ops import torch_ops
 from memristor.params import DeviceParams
 from memristor.reference import STATE_VARS, DeviceBatch, Drive, Trace, check_shapes, initial_state
 
 
-#: the operations of :mod:`memristor.equations` on tensors; quantisation passes the gradient
-#: straight through (identity backward)
-TORCH = eq.Ops(torch.where, torch.clamp, torch.abs, torch.floor, torch.exp,
-               straight_through=lambda x, quantised: x + (quantised - x).detach())
+#: the operations of :mod:`memristor.equations` on tensors (straight-through quantisation)
+TORCH = torch_ops()
 
 
 def apply_pulses(p: DeviceParams, a_st, eta_lt, state: dict, s, lt, noise) -> dict:

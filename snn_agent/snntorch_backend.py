@@ -34,7 +34,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from conversion import semantics as sem
 from mstpn_base.errors import BackendUnavailableError
+from mstpn_base.ops import torch_ops
+from snn_agent.stpn import stpn_step
 
 #: the node names of conversion.convert.build_network this module reads
 RATE_NODES = ("conv1", "conv2", "stpn", "h", "pi", "v")
@@ -163,16 +166,10 @@ class RateSTPNPolicy(nn.Module):
         r1 = cnt1 * th1 / T
         r2 = cnt2 * th2 / T
         xin = r2.reshape(B, -1)
-        z = torch.cat([xin, state["h_sent"]], dim=1)
-        G = self.W.unsqueeze(0) + state["F"]
-        N = torch.linalg.vector_norm(G, dim=-1) + self.norm_eps
-        a = torch.einsum("bhk,bk->bh", G, z) / N + self.b
-        h = torch.tanh(a)
-        fire = (h - state["h_sent"]).abs() > self.h_threshold
-        h_sent = torch.where(fire, h, state["h_sent"])
-        F = self.lam * (state["F"] / N.unsqueeze(-1)) + self.gamma * (h.unsqueeze(-1) * z.unsqueeze(-2))
-        if np.isfinite(self.f_max):
-            F = torch.clamp(F, -self.f_max, self.f_max)
+        f_max = self.f_max if np.isfinite(self.f_max) else None
+        h, F, _ = stpn_step(self.W, self.b, self.lam, self.gamma, xin, state["h_sent"], state["F"], f_max=f_max,
+                            norm_eps=self.norm_eps)
+        _, h_sent, fire = sem.sigma_delta(torch_ops(), h, state["h_sent"], self.h_threshold)
         logits = self.pi(h_sent)
         value = self.v(h_sent).squeeze(-1)
         extras = {"rate1": r1, "rate2": r2, "h": h, "h_sent": h_sent, "spikes1": cnt1, "spikes2": cnt2,

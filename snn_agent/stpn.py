@@ -27,6 +27,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from conversion import semantics as sem
+from mstpn_base.ops import torch_ops
+
 #: added to the row norm so that an all-zero row does not divide by zero (as the reference)
 NORM_EPS = 1e-16
 
@@ -39,7 +42,7 @@ class STPNState(NamedTuple):
 
 
 def stpn_step(W, b, lam, gamma, x, h, F, *, f_max: float | None = None, hebb_noise=None,
-              energy: bool = False):
+              energy: bool = False, norm_eps: float = NORM_EPS):
     """One STPN step (pure function). Shapes: W, lam, gamma (H, K); b (H); x (B, I); h (B, H);
     F (B, H, K) with K = I + H.
 
@@ -49,19 +52,17 @@ def stpn_step(W, b, lam, gamma, x, h, F, *, f_max: float | None = None, hebb_noi
 
     Device-constrained options (m-STPN): ``f_max`` clips F_{t+1} to [-f_max, f_max] (bounded
     volatile conductance); ``hebb_noise`` (broadcastable to (B, H, K)) multiplies the Hebbian
-    increment (cycle-to-cycle variability of the update pulses).
+    increment (cycle-to-cycle variability of the update pulses).  The equations are those of
+    :mod:`conversion.semantics` (the converted network's PlasticSTPN node), evaluated on tensors.
     """
+    ops = torch_ops()
     z = torch.cat([x, h], dim=-1)                              # (B, K)
     G = W.unsqueeze(0) + F                                     # (B, H, K)
-    norm = torch.linalg.vector_norm(G, dim=-1) + NORM_EPS      # (B, H)
-    pre = torch.bmm(G, z.unsqueeze(-1)).squeeze(-1) / norm + b  # (B, H)
-    h_new = torch.tanh(pre)
-    hebb = gamma * (h_new.unsqueeze(-1) * z.unsqueeze(-2))     # (B, H, K)
-    if hebb_noise is not None:
-        hebb = hebb * hebb_noise
-    F_new = lam * (F / norm.unsqueeze(-1)) + hebb
-    if f_max is not None:
-        F_new = torch.clamp(F_new, -f_max, f_max)
+    norm = sem.stpn_norm(ops, G.square().sum(dim=-1), norm_eps)                   # (B, H)
+    pre = sem.stpn_preactivation(torch.bmm(G, z.unsqueeze(-1)).squeeze(-1), norm, b)  # (B, H)
+    h_new = sem.activation(ops, "tanh", pre)
+    F_new = sem.stpn_plasticity(ops, F, norm.unsqueeze(-1), lam, gamma, h_new.unsqueeze(-1), z.unsqueeze(-2),
+                                f_max=f_max, noise=hebb_noise)
     extras = {"z": z, "norm": norm, "pre": pre}
     if energy:
         extras["energy"] = (z.square().unsqueeze(1) * (G.abs() / norm.unsqueeze(-1))).sum(dim=(1, 2))
