@@ -34,72 +34,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mstpn_base.errors import MstpnError, ParameterError
+from mstpn_base.errors import FixedPointOverflowError, ParameterError
+from mstpn_base.intmath import (DECAY_BITS, DECAY_ONE, INT, decay, decay_code, isqrt,  # noqa: F401 (re-exported)
+                                rshift_round, round_div)
 
-INT = np.int64
 WEIGHT_BITS = 8
 STATE_BITS = 24
 PAYLOAD_BITS = 24
-DECAY_BITS = 12
 WIDE_BITS = 63
 STATE_MAX = (1 << (STATE_BITS - 1)) - 1     # 8,388,607
 WIDE_MAX = 1 << (WIDE_BITS - 1)             # 2**62
-DECAY_ONE = 1 << DECAY_BITS                 # 4096
 LAM_MAX = (1 << 13) - 1                     # signed Q12 retention multiplier, |lambda| < 2
 #: tanh table covers |a| in [0, TANH_RANGE]; finest table step 2**TANH_STEP_EXP
 TANH_RANGE = 8.0
 TANH_STEP_EXP = -6
 
 
-class FixedPointOverflowError(MstpnError, OverflowError):
-    """A value left its bit budget; names node, variable, index and step."""
-
-    def __init__(self, event: "OverflowEvent"):
-        self.event = event
-        super().__init__(str(event))
-
-
 # -- primitives -------------------------------------------------------------------------------
-def rshift_round(x, s: int) -> np.ndarray:
-    """x * 2**-s rounded half up (s > 0); exact left shift for s <= 0."""
-    x = np.asarray(x, INT)
-    s = int(s)
-    if s <= 0:
-        return x << -s
-    return (x + (1 << (s - 1))) >> s
-
-
-def round_div(a, n) -> np.ndarray:
-    """round(a / n) half up, for integer arrays a and n > 0 (broadcast): floor((2a + n) / (2n))."""
-    a, n = np.asarray(a, INT), np.asarray(n, INT)
-    return (2 * a + n) // (2 * n)
-
-
-def isqrt(s) -> np.ndarray:
-    """Exact floor(sqrt(s)) for 0 <= s <= 2**62 (float estimate, then +-1 correction)."""
-    s = np.asarray(s, INT)
-    if np.any(s < 0):
-        raise ParameterError("isqrt of a negative number")
-    r = np.floor(np.sqrt(s.astype(np.float64))).astype(INT)
-    r = np.where(r * r > s, r - 1, r)
-    r = np.where((r + 1) * (r + 1) <= s, r + 1, r)
-    return r
-
-
-def decay(x, d) -> np.ndarray:
-    """Loihi decay towards zero: sign(x) * ((|x| * (4096 - d)) >> 12), d in 0..4095."""
-    x, d = np.asarray(x, INT), np.asarray(d, INT)
-    return np.sign(x) * ((np.abs(x) * (DECAY_ONE - d)) >> DECAY_BITS)
-
-
-def decay_code(lam) -> np.ndarray:
-    """12-bit Loihi decay of a retention factor in [0, 1]: d = clip(round(4096 (1 - lam)), 0, 4095)."""
-    lam = np.asarray(lam, np.float64)
-    if np.any(~np.isfinite(lam)) or np.any(lam < 0) or np.any(lam > 1):
-        raise ParameterError("lambda must lie in [0, 1] for a 12-bit decay")
-    return np.clip(np.rint(DECAY_ONE * (1.0 - lam)), 0, DECAY_ONE - 1).astype(INT)
-
-
 def lam_code(lam) -> np.ndarray:
     """Retention factor as a signed Q12 multiplier L = round(4096 lam), |L| <= LAM_MAX.  For lam in
     [1/4096, 1] this is exactly the 12-bit decay d = 4096 - L (0..4095) of :func:`decay`; a trained
@@ -218,7 +169,7 @@ class OverflowMonitor:
         ev = OverflowEvent(node, variable, idx, int(step), int(x[idx]), int(budget), int(bad.sum()))
         self.counts[(node, variable)] = self.counts.get((node, variable), 0) + ev.count
         if self.strict:
-            raise FixedPointOverflowError(ev)
+            raise FixedPointOverflowError(str(ev), event=ev)
         if len(self.events) < self.max_events:
             self.events.append(ev)
         return np.clip(x, -budget, budget) if saturate else x

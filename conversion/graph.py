@@ -31,7 +31,7 @@ Node kinds (NIR has a primitive for the first six; the last three are this proje
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -68,7 +68,9 @@ def _pair(x, name: str) -> tuple[int, int]:
 
 
 @dataclass(eq=False)
-class Input:
+class _Port:
+    """A graph boundary of a given shape (the data that enters or leaves)."""
+
     shape: tuple
 
     def __post_init__(self):
@@ -77,6 +79,11 @@ class Input:
     @property
     def out_shape(self):
         return self.shape
+
+
+@dataclass(eq=False)
+class Input(_Port):
+    """The frame that enters the network."""
 
 
 @dataclass(eq=False)
@@ -147,15 +154,8 @@ class Affine:
 
 
 @dataclass(eq=False)
-class Output:
-    shape: tuple
-
-    def __post_init__(self):
-        self.shape = tuple(int(s) for s in self.shape)
-
-    @property
-    def out_shape(self):
-        return self.shape
+class Output(_Port):
+    """A value the network reports (logits, value)."""
 
 
 @dataclass(eq=False)
@@ -352,8 +352,3 @@ def _expected_in_shape(node):
     if isinstance(node, (Scale, SigmaDelta, RateIF, Output)):
         return node.out_shape
     return None
-
-
-def node_fields(node) -> dict:
-    """The dataclass fields of a node as a dict (arrays not copied)."""
-    return {f.name: getattr(node, f.name) for f in fields(node)}

@@ -46,7 +46,7 @@ Saturation: every state is clipped to 0 .. 2**23-1; each clip (and f above its b
 overflow event (variable, step, device).  With ``spec.strict`` the first event raises
 :class:`FixedPointOverflowError`; otherwise the run continues saturated and the events are listed
 in ``trace.meta["overflows"]``.  Inputs that do not fit their budget are rejected by
-:func:`quantize` with the same error.
+:func:`integer_problem` with the same error.
 
 Error bound (:func:`error_bound`): a first-order forward error analysis evaluated along the float
 trajectory.  Each floor costs < 1 LSB; a decay with lambda_q = 1 - d/4096 in place of lambda adds
@@ -64,19 +64,18 @@ import numpy as np
 
 from memristor import reference as ref
 from memristor.reference import DeviceBatch, Drive, Trace
-from mstpn_base.errors import MstpnError, ParameterError
+from mstpn_base.errors import FixedPointOverflowError, ParameterError
+from mstpn_base.intmath import INT, decay, decay_code
 
-INT = np.int64
 OVERFLOW_ORDER = ("f", "r", "q", "g_st", "g_lt")  # the order in which overflow events are reported
 
 
-class FixedPointOverflowError(MstpnError, OverflowError):
-    """A fixed-point value left its bit budget; names the variable, step and device."""
-
-    def __init__(self, variable: str, step: int, device: int, value: int | None = None, budget: int | None = None):
-        self.variable, self.step, self.device = variable, int(step), int(device)
-        extra = "" if value is None else f" (value {value} > {budget})"
-        super().__init__(f"fixed-point overflow of {variable} at step {self.step}, device {self.device}{extra}")
+def overflow_error(variable: str, step: int, device: int, value: int | None = None,
+                   budget: int | None = None) -> FixedPointOverflowError:
+    """The overflow of a device variable at a step, naming all three."""
+    extra = "" if value is None else f" (value {value} > {budget})"
+    return FixedPointOverflowError(f"fixed-point overflow of {variable} at step {int(step)}, device {int(device)}{extra}",
+                                   variable=variable, step=int(step), device=int(device))
 
 
 @dataclass(frozen=True)
@@ -139,7 +138,7 @@ DEFAULT_SPEC = FixedPointSpec()
 
 @dataclass
 class FixedProblem:
-    """A device batch and drive in integer form (:func:`quantize`).
+    """A device batch and drive in integer form (:func:`integer_problem`).
 
     Per-device int64 arrays of shape (n,): ``d_g``, ``d_r``, ``d_q`` (12-bit decays), ``a``, ``eta``,
     ``ppf``, ``md`` (Q16), ``g_min``, ``g_max``, ``g_st_max`` (units of ``lsb_g``); ``n_levels`` int.
@@ -163,12 +162,12 @@ class FixedProblem:
 
 
 def _decay_code(lam, name: str, spec: FixedPointSpec) -> np.ndarray:
-    d = np.rint(spec.one_d * (1.0 - np.asarray(lam, float))).astype(INT)
+    d = decay_code(lam, spec.decay_bits)
     if np.any((d == 0) & (np.asarray(lam) < 1.0)):
         raise ParameterError(
             f"decay of {name} rounds to 0 in {spec.decay_bits} bits (1 - lambda = {float(np.max(1 - np.asarray(lam))):.3g}"
             f" < {0.5 / spec.one_d:.3g}): the relaxation would be lost; use a longer step dt")
-    return np.minimum(d, spec.one_d - 1)
+    return d
 
 
 def _fit(x, bits_max: int, name: str, frac: int) -> np.ndarray:
@@ -183,7 +182,7 @@ def _fit(x, bits_max: int, name: str, frac: int) -> np.ndarray:
 CONST_ORDER = ("d_g", "d_r", "d_q", "a", "eta", "ppf", "md", "g_min", "g_max", "g_st_max")
 
 
-def quantize(batch: DeviceBatch, drive: Drive, spec: FixedPointSpec = DEFAULT_SPEC, g_lt0=None) -> FixedProblem:
+def integer_problem(batch: DeviceBatch, drive: Drive, spec: FixedPointSpec = DEFAULT_SPEC, g_lt0=None) -> FixedProblem:
     """Integer form of ``batch`` and ``drive`` (round to nearest).  Raises
     :class:`FixedPointOverflowError` naming (variable, step, device) for a drive value outside its
     budget, :class:`ParameterError` for a parameter that does not fit."""
@@ -218,16 +217,16 @@ def _check_budget(a: np.ndarray, budget: int, name: str) -> None:
     bad = np.argwhere(a > budget)
     if len(bad):
         step, dev = bad[0]
-        raise FixedPointOverflowError(name, step, dev, int(a[step, dev]), budget)
+        raise overflow_error(name, step, dev, int(a[step, dev]), budget)
 
 
 # -- the integer kernel (shared with the Lava fixed_pt model) -----------------------------------------
 def decay_int(x: np.ndarray, d: np.ndarray, spec: FixedPointSpec = DEFAULT_SPEC) -> np.ndarray:
-    """Loihi decay of a non-negative state: (x * (2**12 - d)) >> 12 (int64)."""
-    return (np.asarray(x, INT) * (spec.one_d - np.asarray(d, INT))) >> spec.decay_bits
+    """Loihi decay of a (non-negative) state: (x * (2**12 - d)) >> 12 (int64)."""
+    return decay(x, d, spec.decay_bits)
 
 
-def quantize_lt_int(g, g_min, g_max, n_levels: int) -> np.ndarray:
+def snap_levels_int(g, g_min, g_max, n_levels: int) -> np.ndarray:
     """Snap integer g_lt to n_levels levels of the integer grid g_min + floor(L span / (n_levels-1)),
     L = round-half-up((g - g_min)(n_levels - 1) / span)."""
     g = np.asarray(g, INT)
@@ -264,7 +263,7 @@ def pulse_int(state: dict, c: dict, s, lt, noise, n_levels: int, spec: FixedPoin
     k_lt = np.minimum((((c["eta"] * mag) >> shift_as) * noise) >> spec.noise_frac, spec.one_k)
     g_new = np.where(s > 0, g_lt + ((k_lt * (c["g_max"] - g_lt)) >> kf),
                      g_lt - ((k_lt * (g_lt - c["g_min"])) >> kf))
-    g_lt = np.where(lt & pulsed, quantize_lt_int(g_new, c["g_min"], c["g_max"], n_levels), g_lt)
+    g_lt = np.where(lt & pulsed, snap_levels_int(g_new, c["g_min"], c["g_max"], n_levels), g_lt)
     r = np.where(pulsed, r + spec.one_t, r)
     q = np.where(pulsed, q + ((c["md"] * (spec.one_t - q)) >> spec.eff_frac), q)
     out = dict(g_lt=g_lt, g_st=g_st, r=r, q=q)
@@ -309,7 +308,7 @@ def run_int(prob: FixedProblem) -> tuple[dict, list]:
         for v in OVERFLOW_ORDER if ovf else ():
             for dev in np.flatnonzero(ovf[v]):
                 if spec.strict:
-                    raise FixedPointOverflowError(v, k, dev)
+                    raise overflow_error(v, k, dev)
                 events.append((v, k, int(dev)))
         for v in ref.STATE_VARS:
             raw[v][k] = state[v]
@@ -326,7 +325,7 @@ def to_trace(prob: FixedProblem, raw: dict, times, backend: str, events=()) -> T
 
 def simulate_fixed(batch: DeviceBatch, drive: Drive, g_lt0=None, spec: FixedPointSpec = DEFAULT_SPEC) -> Trace:
     """Bit-accurate integer run; SI trace with the raw integers in ``trace.meta["raw"]``."""
-    prob = quantize(batch, drive, spec, g_lt0)
+    prob = integer_problem(batch, drive, spec, g_lt0)
     raw, events = run_int(prob)
     return to_trace(prob, raw, drive.times, "fixed-point", events)
 
@@ -334,8 +333,8 @@ def simulate_fixed(batch: DeviceBatch, drive: Drive, g_lt0=None, spec: FixedPoin
 # -- the float model with the quantised parameters, and the error bound ------------------------------
 def quantised_model(batch: DeviceBatch, drive: Drive, g_lt0=None, spec: FixedPointSpec = DEFAULT_SPEC):
     """(batch, drive, g_lt0) for :func:`memristor.reference.simulate` whose parameters are exactly the
-    integers of :func:`quantize` (lambda = 1 - d/4096, a_st = a / 2**16, |s| = int / 2**12, ...)."""
-    pr = quantize(batch, drive, spec, g_lt0)
+    integers of :func:`integer_problem` (lambda = 1 - d/4096, a_st = a / 2**16, |s| = int / 2**12, ...)."""
+    pr = integer_problem(batch, drive, spec, g_lt0)
     c, lsb, dt = pr.consts, pr.lsb_g, drive.dt
     tau_of = lambda d: -dt / np.log1p(-d / spec.one_d)  # noqa: E731
     e16 = float(1 << spec.eff_frac)
@@ -371,7 +370,7 @@ def error_bound(batch: DeviceBatch, drive: Drive, g_lt0=None, spec: FixedPointSp
     """
     if against not in ("reference", "quantised"):
         raise ParameterError(f"against must be 'reference' or 'quantised', got {against!r}")
-    pr = quantize(batch, drive, spec, g_lt0)
+    pr = integer_problem(batch, drive, spec, g_lt0)
     if against == "quantised":
         batch, drive, g_lt0 = quantised_model(batch, drive, g_lt0, spec)
     p, c, n = batch.params, pr.consts, batch.n

@@ -65,7 +65,7 @@ def test_depression_golden():
 
 
 def test_quantisation_golden():
-    q = lambda g, hi, n: fp.quantize_lt_int(np.array(g), 0, hi, n).tolist()  # noqa: E731
+    q = lambda g, hi, n: fp.snap_levels_int(np.array(g), 0, hi, n).tolist()  # noqa: E731
     # span 630, 64 levels -> step 10: 14 -> 10, 15 -> 20 (half up), 24 -> 20, 25 -> 30
     assert q([14, 15, 24, 25, 630], 630, 64) == [10, 20, 20, 30, 630]
     # span 100, 4 levels: grid floor(L * 100 / 3) = 0, 33, 66, 100 ; boundary at 16.67
@@ -103,7 +103,7 @@ def test_overflow_is_reported_with_step_and_device():
     p = DeviceParams().replace(tau_ppf=10.0, ppf_gain=0.0, c2c_sigma=0.0)
     batch = ref.make_devices(p, [0.0] * 3, variability=False)
     drive = ref.make_drive(p, 300, 3, 0.01, [(k, 1, 0.5, p.t_ref) for k in range(300)])
-    d_r = fp.quantize(batch, drive).consts["d_r"][0]
+    d_r = fp.integer_problem(batch, drive).consts["d_r"][0]
     assert d_r == 4  # round(4096 * (1 - exp(-0.001)))
     step = _first_r_overflow_step(int(d_r), set(range(300)))
     assert step is not None
@@ -121,7 +121,7 @@ def test_drive_outside_budget_is_rejected_with_step_and_device():
     drive = ref.make_drive(p, 5, 2, 0.01, [(3, 1, 4.0, p.t_ref)])
     assert drive.s[3, 1] > 2048  # |s| budget: 24-bit signed Q12
     with pytest.raises(fp.FixedPointOverflowError, match="s at step 3, device 1"):
-        fp.quantize(batch, drive)
+        fp.integer_problem(batch, drive)
 
 
 def test_decay_too_fine_for_12_bits_is_rejected():
@@ -129,7 +129,7 @@ def test_decay_too_fine_for_12_bits_is_rejected():
     batch = ref.make_devices(p, [0.0])
     drive = ref.make_drive(p, 3, 1, 1e-4, [])  # 4096 * (1 - exp(-1e-5)) = 0.04 -> 0
     with pytest.raises(ParameterError, match="decay of g_st rounds to 0"):
-        fp.quantize(batch, drive)
+        fp.integer_problem(batch, drive)
 
 
 def test_spec_products_fit_int64():

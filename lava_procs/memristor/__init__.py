@@ -46,7 +46,7 @@ def build(batch: DeviceBatch, drive: Drive, g_lt0=None, fixed_point: bool = Fals
     from lava_procs.memristor.process import MemristorArray
 
     ref.check_shapes(batch, drive)
-    prob = fp.quantize(batch, drive, spec, g_lt0) if fixed_point else None
+    prob = fp.integer_problem(batch, drive, spec, g_lt0) if fixed_point else None
     state, consts, inputs = _fixed_values(prob) if fixed_point else _float_values(batch, drive, g_lt0)
     proc = MemristorArray(shape=(batch.n,), consts=consts, state=state, params=batch.params,
                           n_levels=int(batch.params.n_levels), spec=spec)
@@ -78,7 +78,7 @@ def simulate(batch: DeviceBatch, drive: Drive, g_lt0=None, fixed_point: bool = F
 
         lava_procs.require_lava()
         ref.check_shapes(batch, drive)
-        prob = fp.quantize(batch, drive, spec, g_lt0) if fixed_point else None
+        prob = fp.integer_problem(batch, drive, spec, g_lt0) if fixed_point else None
         raw = {v: np.empty((0, batch.n), fp.INT if fixed_point else float) for v in ref.STATE_VARS}
         return _trace(prob, raw, drive, fixed_point, [])
     proc, prob = build(batch, drive, g_lt0, fixed_point, spec)
@@ -104,7 +104,7 @@ def simulate(batch: DeviceBatch, drive: Drive, g_lt0=None, fixed_point: bool = F
     if ovf[0]:
         event = (fp.OVERFLOW_ORDER[int(ovf[1])], int(ovf[2]), int(ovf[3]))
         if spec.strict:
-            raise fp.FixedPointOverflowError(*event)
+            raise fp.overflow_error(*event)
         events = [event]  # the model keeps the first event and the total count
     trace = _trace(prob, raw, drive, fixed_point, events)
     trace.meta["overflow_count"] = int(ovf[0])

@@ -16,7 +16,7 @@ integer): floating_pt holds SI values, and ``consts`` rows are :data:`FLOAT_CONS
 retention factors exp(-dt/tau) of g_st, r, q and the efficacies a_st, eta_lt), while the
 device-wide parameters come with the process (``params``, a DeviceParams) and enter the equations
 of :mod:`memristor.equations` directly; fixed_pt holds the integers of
-:func:`memristor.fixed_point.quantize` (``consts`` rows in the order of :data:`FIXED_CONSTS`).
+:func:`memristor.fixed_point.integer_problem` (``consts`` rows in the order of :data:`FIXED_CONSTS`).
 ``overflow`` = [events, variable index in fixed_point.OVERFLOW_ORDER, step, device] of the first
 fixed-point overflow (-1: none).
 """
