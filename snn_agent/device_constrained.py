@@ -23,8 +23,9 @@ Reparametrisations keep every constrained value inside its range at all times:
 0, so Adam moves them as in the plain STPN) and ``lambda = lam_min + (lam_max - lam_min)
 sigmoid(lam_raw)``.  F is clipped to [-f_max, f_max] after every update (saturation).
 
-Hardware-aware options: ``quantise`` snaps W to the grid of a difference of two ``n_levels``-level
-devices (step w_max / (n_levels - 1)) with a straight-through estimator (forward quantised,
+Hardware-aware options: ``quantise`` snaps both long-term conductances of the pair to the device's
+``n_levels`` levels (the device's own quantiser, :func:`memristor.equations.quantise_lt`; in weight
+units a grid of step w_max / (n_levels - 1)) with a straight-through estimator (forward quantised,
 backward identity); ``noise`` (training only) multiplies each Hebbian increment by the
 cycle-to-cycle factor max(0, 1 + c2c_sigma N(0, 1)), as :func:`memristor.reference.make_drive`.
 """
@@ -36,18 +37,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from memristor import equations as eq
 from memristor.params import DeviceParams
 from memristor.reference import pulse_efficacy
 from mstpn_base.errors import ParameterError
+from mstpn_base.ops import torch_ops
 from snn_agent.stpn import STPN, STPNState
 
 #: physical duration of one agent step: 4 emulator frames at 60 Hz [s]
 DEFAULT_DT = 4.0 / 60.0
-
-
-def quantise_ste(w: torch.Tensor, step: float) -> torch.Tensor:
-    """Round ``w`` to multiples of ``step``; gradient passes straight through (STE)."""
-    return w + (torch.round(w / step) * step - w).detach()
 
 
 class DeviceMapping:
@@ -68,6 +66,18 @@ class DeviceMapping:
         if self.gamma_max <= 0 or self.f_max <= 0:
             raise ParameterError("device parameters give no short-term plasticity (a_st, g_st_max or v_pulse is 0)")
         self.w_step = self.w_max / (p.n_levels - 1) if p.n_levels >= 2 else 0.0
+
+    def pair(self, w):
+        """Long-term conductances [S] (g_plus, g_minus) of the differential pair for weights ``w``
+        (array or tensor): g_min + max(+-w, 0) g_unit."""
+        return self.params.g_min + (w * (w > 0)) * self.g_unit, self.params.g_min + (-w * (w < 0)) * self.g_unit
+
+    def quantised(self, w: torch.Tensor) -> torch.Tensor:
+        """``w`` on the device grid: both conductances of the pair snapped to the device's levels
+        (:func:`memristor.equations.quantise_lt`, straight-through gradient), read back as a weight."""
+        g_plus, g_minus = self.pair(w)
+        ops = torch_ops()
+        return (eq.quantise_lt(ops, self.params, g_plus) - eq.quantise_lt(ops, self.params, g_minus)) / self.g_unit
 
     def summary(self) -> dict:
         return {"dt_s": self.dt, "w_max": self.w_max, "g_unit_S": self.g_unit, "f_max": self.f_max,
@@ -111,7 +121,7 @@ class MSTPN(STPN):
     def W(self) -> torch.Tensor:  # type: ignore[override]
         m = self.mapping
         w = m.w_max * torch.tanh(self.w_raw / m.w_max)
-        return quantise_ste(w, m.w_step) if self.quantise else w
+        return m.quantised(w) if self.quantise else w
 
     @property
     def lam(self) -> torch.Tensor:  # type: ignore[override]
@@ -149,10 +159,8 @@ class MSTPN(STPN):
     @torch.no_grad()
     def conductances(self) -> dict:
         """Long-term conductances [S] of the differential pair, numpy arrays (H, K): g_plus, g_minus."""
-        m, p = self.mapping, self.mapping.params
-        w = self.W.double().cpu().numpy()
-        return {"g_plus": p.g_min + np.maximum(w, 0.0) * m.g_unit,
-                "g_minus": p.g_min + np.maximum(-w, 0.0) * m.g_unit}
+        g_plus, g_minus = self.mapping.pair(self.W.double().cpu().numpy())
+        return {"g_plus": g_plus, "g_minus": g_minus}
 
     @torch.no_grad()
     def bias_voltages(self) -> np.ndarray:

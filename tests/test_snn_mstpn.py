@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from memristor.params import DeviceParams
-from snn_agent.device_constrained import DEFAULT_DT, MSTPN, DeviceMapping, quantise_ste
+from snn_agent.device_constrained import DEFAULT_DT, MSTPN, DeviceMapping
 from snn_agent.stpn import STPNState
 
 torch.set_num_threads(1)
@@ -77,12 +77,17 @@ def test_F_bounded_by_volatile_conductance_range():
     assert st.F.abs().max().item() == pytest.approx(m.f_max)   # saturated, i.e. the clip is active
 
 
-def test_quantisation_straight_through_gradient():
-    w = torch.tensor([0.011, -0.024, 0.5], requires_grad=True)
-    q = quantise_ste(w, 0.02)
-    torch.testing.assert_close(q.detach(), torch.tensor([0.02, -0.02, 0.5]))
-    (q * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
-    torch.testing.assert_close(w.grad, torch.tensor([1.0, 2.0, 3.0]))
+def test_quantisation_on_the_device_levels_straight_through_gradient():
+    """W goes through the pair's conductances and the device quantiser: a grid of step
+    w_max / (n_levels - 1) in weight units (51 levels, w_max 1: step 0.02), rounding half up in
+    each device (so half away from zero for W), identity gradient."""
+    m = DeviceMapping(DeviceParams(n_levels=51), w_max=1.0)
+    w = torch.tensor([0.011, -0.024, 0.5, -0.03, 0.0], dtype=torch.float64, requires_grad=True)
+    q = m.quantised(w)
+    torch.testing.assert_close(q.detach(), torch.tensor([0.02, -0.02, 0.5, -0.04, 0.0], dtype=torch.float64),
+                               rtol=0, atol=1e-12)
+    (q * torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0], dtype=torch.float64)).sum().backward()
+    torch.testing.assert_close(w.grad[:4], torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64))
 
 
 def test_noise_only_while_training():
