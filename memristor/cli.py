@@ -55,6 +55,8 @@ def register(subparsers) -> None:
     pa = sub.add_parser("params", help="print the parameter table (name, value, unit, range, source)")
     pa.add_argument("--params", type=Path, help="show this parameter JSON instead of the preset")
     pa.add_argument("--out", type=Path, help="also write the parameters as JSON")
+    pa.add_argument("--markdown", action="store_true",
+                    help="print the Markdown table of docs/device_model.md (name, default, unit, range, source, meaning)")
     pa.set_defaults(func=cmd_params)
 
 
@@ -125,6 +127,13 @@ def cmd_fit(args) -> int:
 
 def cmd_params(args) -> int:
     p = _load(args.params)
+    if args.markdown:
+        print("| name | default | unit | range | source | meaning |\n|---|---|---|---|---|---|")
+        for r in DeviceParams.describe():
+            doc = r["doc"].replace("|", "\\|")
+            print(f"| `{r['name']}` | {getattr(p, r['name']):.6g} | {r['unit']} | "
+                  f"[{r['range'][0]:g}, {r['range'][1]:g}] | {p.source(r['name'])} | {doc} |")
+        return 0
     rows = [(r["name"], f"{getattr(p, r['name']):.6g}", r["unit"], f"[{r['range'][0]:g}, {r['range'][1]:g}]",
              p.source(r["name"])) for r in DeviceParams.describe()]
     head = ("name", "value", "unit", "range", "source")

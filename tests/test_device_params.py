@@ -194,6 +194,15 @@ def test_docs_parameter_table_matches_the_code():
         if line.startswith("| `"):
             cells = [c.strip() for c in line.strip("|").split(" | ")]
             rows[cells[0].strip("`")] = cells
+    import contextlib
+    import io
+
+    from mstpn.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["device", "params", "--markdown"]) == 0
+    assert out.getvalue().strip() in text      # the table is exactly the generated one
     for r in DeviceParams.describe():
         cells = rows.get(r["name"])
         assert cells is not None, f"{r['name']} missing from docs/device_model.md"
