@@ -28,7 +28,9 @@ from mstpn_base.errors import DataFormatError, MstpnError
 from mstpn_base.io import atomic_path
 
 FORMAT = "mstpn.event-network"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: versions this reader understands (1: the project's nodes under node types "mstpn.<Kind>")
+READABLE_VERSIONS = (1, 2)
 EXT_PREFIX = "mstpn."
 EXT_SCHEMA_VERSION = 1
 #: fixed-point arrays stored as int8 (8-bit mantissas); everything else int64
@@ -55,17 +57,55 @@ def _nir_node(node):
     raise TypeError(type(node).__name__)
 
 
+#: where the project's own node kinds stand in a plain NIR reader's view: the standard node whose
+#: meaning is nearest (what ``nir.read`` and other tools see), with the node itself in metadata
+STAND_INS = {
+    "SigmaDelta": "Scale(ones): the value passed on (exact for identity activation at threshold 0)",
+    "RateIF": "IF(r = 1, v_threshold, v_reset = 0): an integrate-and-fire neuron",
+    "PlasticSTPN": "Affine(W[:, :I], b): the long-term feed-forward weights",
+}
+
+
 def _ext_dict(node) -> dict:
-    d = {"type": EXT_PREFIX + type(node).__name__, "schema_version": np.int64(EXT_SCHEMA_VERSION)}
+    """A project node as a standard NIR node (its stand-in, :data:`STAND_INS`) whose metadata
+    carries the node losslessly (``mstpn_type``, ``mstpn_schema_version`` and its fields)."""
+    import nir
+
+    meta = {"mstpn_type": type(node).__name__, "mstpn_schema_version": np.int64(EXT_SCHEMA_VERSION)}
     if isinstance(node, g.SigmaDelta):
-        d.update(activation=node.activation, threshold=node.threshold)
+        meta.update(activation=node.activation, threshold=node.threshold)
+        std = nir.Scale(scale=np.ones(node.out_shape))
     elif isinstance(node, g.RateIF):
-        d.update(v_threshold=node.v_threshold, steps=np.int64(node.steps), v_init=np.float64(node.v_init))
-    elif isinstance(node, g.PlasticSTPN):
-        d.update(W=node.W, b=node.b, lam=node.lam, gamma=node.gamma, post=node.post,
-                 f_max=np.float64(node.f_max), norm_eps=np.float64(node.norm_eps),
-                 device_json=json.dumps(node.device, allow_nan=False))
+        meta.update(v_threshold=node.v_threshold, steps=np.int64(node.steps), v_init=np.float64(node.v_init))
+        v = np.asarray(node.v_threshold, np.float64)
+        std = nir.IF(r=np.ones_like(v), v_threshold=v, v_reset=np.zeros_like(v))
+    else:
+        meta.update(W=node.W, b=node.b, lam=node.lam, gamma=node.gamma, post=node.post,
+                    f_max=np.float64(node.f_max), norm_eps=np.float64(node.norm_eps),
+                    device_json=json.dumps(node.device, allow_nan=False))
+        std = nir.Affine(weight=node.W[:, :node.input_size], bias=node.b)
+    d = std.to_dict()
+    d["metadata"] = meta
     return d
+
+
+def _recurrent_view(net: g.Network) -> tuple[dict, list]:
+    """The NIR view of each plastic layer's recurrence: a node ``<stpn>_recurrent`` =
+    Affine(W[:, I:], 0) on the edge post -> post (NIR sums a node's inputs, so a plain reader sees
+    h = W_x x + b + W_h h_prev, the layer's long-term weights as a recurrent network) in place of
+    the project's edge post -> stpn.  Returns (extra nodes as NIR dicts, the NIR edge list); the
+    project's own edges are stored under /mstpn and the reader drops these view nodes."""
+    import nir
+
+    extra, edges = {}, list(net.edges)
+    for name in net.of_type(g.PlasticSTPN):
+        node = net.nodes[name]
+        rec = f"{name}_recurrent"
+        d = nir.Affine(weight=node.W[:, node.input_size:], bias=np.zeros(node.hidden_size)).to_dict()
+        d["metadata"] = {"mstpn_view": f"recurrent long-term weights of {name} (not a node of the network)"}
+        extra[rec] = d
+        edges = [e for e in edges if e != (node.post, name)] + [(node.post, rec), (rec, node.post)]
+    return extra, edges
 
 
 def _write_dict(group: h5py.Group, d: dict) -> None:
@@ -120,12 +160,17 @@ def write_network(path, net: g.Network) -> None:
             for name, node in net.nodes.items():
                 d = _nir_node(node).to_dict() if type(node).__name__ in g.NIR_KINDS else _ext_dict(node)
                 _write_dict(nodes.create_group(name), d)
-            root.create_dataset("edges", data=np.array(net.edges, dtype=object).reshape(-1, 2),
+            view_nodes, view_edges = _recurrent_view(net)
+            for name, d in view_nodes.items():
+                _write_dict(nodes.create_group(name), d)
+            root.create_dataset("edges", data=np.array(view_edges, dtype=object).reshape(-1, 2),
                                 dtype=h5py.string_dtype())
             m = f.create_group("mstpn")
             m.attrs["format"] = FORMAT
             m.attrs["format_version"] = FORMAT_VERSION
             m.create_dataset("order", data=np.array(net.order, dtype=object), dtype=h5py.string_dtype())
+            m.create_dataset("edges", data=np.array(net.edges, dtype=object).reshape(-1, 2),
+                             dtype=h5py.string_dtype())
             m.create_dataset("metadata_json", data=json.dumps(net.metadata, allow_nan=False, default=_json_default),
                              dtype=h5py.string_dtype())
             if net.fixed is not None:
@@ -216,6 +261,10 @@ def _from_ext(d: dict, kind: str, name: str):
     raise DataFormatError(f"node {name!r} has unknown extension type {EXT_PREFIX}{kind!r}")
 
 
+def _is_view(node) -> bool:
+    return isinstance(node, h5py.Group) and "metadata" in node and "mstpn_view" in node["metadata"]
+
+
 def read_network(path) -> g.Network:
     """Read and verify a network file; raises :class:`DataFormatError` naming the problem."""
     path = Path(path)
@@ -248,8 +297,9 @@ def _read(f: h5py.File, path: Path) -> g.Network:
     if fmt != FORMAT:
         raise DataFormatError(f"format is {fmt!r}, expected {FORMAT!r}")
     ver = m.attrs.get("format_version")
-    if ver is None or int(ver) != FORMAT_VERSION:
-        raise DataFormatError(f"file has format version {ver}, this reader understands version {FORMAT_VERSION}")
+    if ver is None or int(ver) not in READABLE_VERSIONS:
+        raise DataFormatError(f"file has format version {ver}, this reader understands versions "
+                              f"{', '.join(map(str, READABLE_VERSIONS))}")
     if "manifest_json" not in m:
         raise DataFormatError("manifest missing (incomplete file)")
     manifest = json.loads(_str(m["manifest_json"][()]))
@@ -269,14 +319,19 @@ def _read(f: h5py.File, path: Path) -> g.Network:
             raise DataFormatError(f"dataset {name!r} is corrupted (checksum mismatch)")
     order = [_str(x) for x in m["order"][()]]
     group = f["node"]["nodes"]
-    if sorted(order) != sorted(group.keys()):
+    names = [k for k in group.keys() if not _is_view(group[k])]
+    if sorted(order) != sorted(names):
         raise DataFormatError("node list and evaluation order disagree")
     nodes = {}
     for name in order:
         d = _group_dict(group[name])
         kind = _str(d.get("type", ""))
+        meta = d.get("metadata") if isinstance(d.get("metadata"), dict) else {}
         try:
-            if kind.startswith(EXT_PREFIX):
+            if "mstpn_type" in meta:           # a project node behind its standard stand-in
+                nodes[name] = _from_ext({k.removeprefix("mstpn_"): v for k, v in meta.items()},
+                                        _str(meta["mstpn_type"]), name)
+            elif kind.startswith(EXT_PREFIX):  # format version 1
                 nodes[name] = _from_ext(d, kind[len(EXT_PREFIX):], name)
             elif kind in g.NIR_KINDS:
                 if kind == "Conv2d" and np.any(np.asarray(d.get("stride", 1)) < 1):
@@ -288,7 +343,8 @@ def _read(f: h5py.File, path: Path) -> g.Network:
             raise DataFormatError(f"node {name!r}: {exc}") from None
         except (AssertionError, KeyError, TypeError, ValueError) as exc:
             raise DataFormatError(f"node {name!r} ({kind}) is malformed: {exc}") from None
-    edges = [(_str(a), _str(b)) for a, b in np.asarray(f["node"]["edges"][()]).reshape(-1, 2)]
+    stored = m["edges"] if "edges" in m else f["node"]["edges"]    # version 1: the NIR edges are ours
+    edges = [(_str(a), _str(b)) for a, b in np.asarray(stored[()]).reshape(-1, 2)]
     try:
         meta = json.loads(_str(m["metadata_json"][()]))
     except json.JSONDecodeError as exc:

@@ -78,9 +78,58 @@ def test_standard_nodes_use_nir_layout(written):
         assert conv["type"] == "Conv2d"
         node = nir.dict2NIRNode(conv)           # plain NIR can read the standard nodes
         assert isinstance(node, nir.Conv2d) and tuple(node.output_type["output"]) == (16, 20, 20)
-        assert f["node/nodes/stpn/type"][()].decode() == "mstpn.PlasticSTPN"
-        assert f["node/nodes/stpn/schema_version"][()] == 1
+        # the project's nodes stand behind standard NIR nodes, carried in their metadata
+        assert f["node/nodes/stpn/type"][()].decode() == "Affine"
+        assert f["node/nodes/stpn/metadata/mstpn_type"][()].decode() == "PlasticSTPN"
+        assert f["node/nodes/stpn/metadata/mstpn_schema_version"][()] == 1
+        assert f["node/nodes/h/type"][()].decode() == "Scale"
         assert f["mstpn/fixed_point/conv1/weight_mant"].dtype == np.int8
+
+
+def test_plain_nir_reads_the_file(net, written):
+    """nir.read (with its type checks) opens the file: standard stand-ins for the project's nodes,
+    the plastic layer's long-term weights as a recurrent Affine pair (x -> stpn -> h, h -> h)."""
+    import nir
+
+    graph = nir.read(written)
+    st = net.nodes["stpn"]
+    assert set(graph.nodes) == set(net.order) | {"stpn_recurrent"}
+    assert isinstance(graph.nodes["stpn"], nir.Affine) and isinstance(graph.nodes["stpn_recurrent"], nir.Affine)
+    np.testing.assert_array_equal(graph.nodes["stpn"].weight, st.W[:, :st.input_size])
+    np.testing.assert_array_equal(graph.nodes["stpn_recurrent"].weight, st.W[:, st.input_size:])
+    assert ("h", "stpn_recurrent") in graph.edges and ("stpn_recurrent", "h") in graph.edges
+    assert ("h", "stpn") not in graph.edges
+    assert graph.nodes["sd1"].metadata["mstpn_type"] in ("SigmaDelta", b"SigmaDelta")
+    np.testing.assert_array_equal(graph.nodes["stpn"].metadata["gamma"], st.gamma)
+
+
+def test_format_version_1_files_still_read(net, tmp_path):
+    """A file of the first format version (the project's nodes under types "mstpn.<Kind>", the
+    NIR edge list = the network's) reads back to the same network."""
+    p = tmp_path / "v1.nir"
+    nirfile.write_network(p, net)
+
+    def to_v1(f):
+        f["mstpn"].attrs["format_version"] = 1
+        del f["mstpn/edges"]
+        for name in list(f["node/nodes"]):
+            grp = f["node/nodes"][name]
+            if "metadata" in grp and "mstpn_view" in grp["metadata"]:
+                del f["node/nodes"][name]
+            elif "metadata" in grp and "mstpn_type" in grp["metadata"]:
+                meta = nirfile._group_dict(grp["metadata"])
+                for k in list(grp):
+                    del grp[k]
+                grp.create_dataset("type", data="mstpn." + meta.pop("mstpn_type"), dtype=h5py.string_dtype())
+                grp.create_dataset("schema_version", data=meta.pop("mstpn_schema_version"))
+                for k, v in meta.items():
+                    grp.create_dataset(k, data=v, dtype=h5py.string_dtype() if isinstance(v, str) else None)
+        del f["node/edges"]
+        f["node"].create_dataset("edges", data=np.array(net.edges, dtype=object).reshape(-1, 2),
+                                 dtype=h5py.string_dtype())
+        _refresh_manifest(f)
+    _edit(p, to_v1)
+    assert_same(net, nirfile.read_network(p))
 
 
 def _edit(path, fn):
@@ -89,15 +138,15 @@ def _edit(path, fn):
 
 
 def test_other_format_version_is_refused(written):
-    _edit(written, lambda f: f["mstpn"].attrs.__setitem__("format_version", 2))
-    with pytest.raises(DataFormatError, match="format version 2, this reader understands version 1"):
+    _edit(written, lambda f: f["mstpn"].attrs.__setitem__("format_version", 3))
+    with pytest.raises(DataFormatError, match="format version 3, this reader understands versions 1, 2"):
         nirfile.read_network(written)
 
 
 def test_other_extension_schema_version_is_refused(written):
     def bump(f):
-        del f["node/nodes/stpn/schema_version"]
-        f["node/nodes/stpn"].create_dataset("schema_version", data=7)
+        del f["node/nodes/stpn/metadata/mstpn_schema_version"]
+        f["node/nodes/stpn/metadata"].create_dataset("mstpn_schema_version", data=7)
         _refresh_manifest(f)
     _edit(written, bump)
     with pytest.raises(DataFormatError, match="'stpn'.*schema version 7"):
@@ -120,24 +169,24 @@ def test_truncated_file(written):
 
 def test_corrupted_array_is_named(written):
     def flip(f):
-        w = f["node/nodes/stpn/W"][()]
+        w = f["node/nodes/stpn/metadata/W"][()]
         w[3, 5] += 1e-9
-        f["node/nodes/stpn/W"][...] = w
+        f["node/nodes/stpn/metadata/W"][...] = w
     _edit(written, flip)
-    with pytest.raises(DataFormatError, match="'node/nodes/stpn/W' is corrupted \\(checksum mismatch\\)"):
+    with pytest.raises(DataFormatError, match="'node/nodes/stpn/metadata/W' is corrupted \\(checksum mismatch\\)"):
         nirfile.read_network(written)
 
 
 def test_corrupted_bytes_on_disk(written):
     with h5py.File(written, "r") as f:
-        chunk = f["node/nodes/stpn/lam"].id.get_chunk_info(0)     # gzip-compressed: one chunk
+        chunk = f["node/nodes/stpn/metadata/lam"].id.get_chunk_info(0)     # gzip-compressed: one chunk
     pos = chunk.byte_offset + chunk.size // 2
     with open(written, "r+b") as fh:
         fh.seek(pos)
         b = fh.read(16)
         fh.seek(pos)
         fh.write(bytes(x ^ 0xFF for x in b))
-    with pytest.raises(DataFormatError, match="dataset 'node/nodes/stpn/lam' cannot be read \\(corrupted data\\)"):
+    with pytest.raises(DataFormatError, match="dataset 'node/nodes/stpn/metadata/lam' cannot be read \\(corrupted data\\)"):
         nirfile.read_network(written)
 
 
@@ -155,7 +204,7 @@ def test_nan_in_weights_names_node(written):
 
 def test_missing_field_and_wrong_shape(written, tmp_path, net):
     def drop(f):
-        del f["node/nodes/stpn/gamma"]
+        del f["node/nodes/stpn/metadata/gamma"]
         _refresh_manifest(f)
     _edit(written, drop)
     with pytest.raises(DataFormatError, match="node 'stpn' lacks 'gamma'"):
