@@ -32,7 +32,7 @@ STATE_VARS = ("g_lt", "g_st", "r", "q")
 #: units of the state variables (as in DeviceParams metadata)
 STATE_UNITS = {"g_lt": "S", "g_st": "S", "r": "1", "q": "1"}
 
-#: volatile variables and their relaxation time constant: "tau" is the per-device time constant
+#: volatile variables and their relaxation time constant: "tau" is the time constant of each device,
 #: tau0 * d2d * exp(-V_bias / v_tau) (:meth:`memristor.params.DeviceParams.tau`), any other name
 #: a DeviceParams field [s].  g_lt does not relax.
 TIME_CONSTANTS = {"g_st": "tau", "r": "tau_ppf", "q": "tau_meta"}
@@ -80,9 +80,42 @@ def pulse(ops, p, a_st, eta_lt, state: dict, s, lt, noise) -> dict:
     mag = ops.let("mag", ops.abs(s))
     k = ops.let("k", ops.clip(a_st * mag * facilitation(p, r) * availability(p, q) * noise, 0.0, 1.0))
     g_st_new = ops.where(pos, g_st + k * (p.g_st_max - g_st), ops.where(neg, g_st - k * g_st, g_st))
-    k_lt = ops.let("k_lt", ops.clip(eta_lt * mag * noise, 0.0, 1.0))
-    programmed = ops.where(pos, g_lt + k_lt * (p.g_max - g_lt), g_lt - k_lt * (g_lt - p.g_min))
-    g_lt_new = ops.where(lt & pulsed, quantise_lt(ops, p, programmed), g_lt)
+    if lt is False:     # sub-threshold pulses only (a plain False, not an array): g_lt unchanged
+        g_lt_new = g_lt
+    else:
+        k_lt = ops.let("k_lt", ops.clip(eta_lt * mag * noise, 0.0, 1.0))
+        programmed = ops.where(pos, g_lt + k_lt * (p.g_max - g_lt), g_lt - k_lt * (g_lt - p.g_min))
+        g_lt_new = ops.where(lt & pulsed, quantise_lt(ops, p, programmed), g_lt)
     r_new = ops.where(pulsed, r + 1.0, r)
     q_new = ops.where(pulsed, q + p.meta_depletion * (1.0 - q), q)
     return dict(g_lt=g_lt_new, g_st=g_st_new, r=r_new, q=q_new)
+
+
+def soft_bound_fraction(ops, p, g_st, dg):
+    """Inverse of the soft-bounded volatile update of :func:`pulse`: the fraction k in [0, 1] of a
+    pulse that changes ``g_st`` by ``dg`` [S] (dg > 0: k = dg / (g_st_max - g_st), potentiation;
+    dg < 0: k = -dg / g_st, depression; dg = 0: k = 0).  Closed form, exact: a pulse of that k
+    moves g_st by exactly dg; a change beyond the bound gives k = 1 (saturation)."""
+    room = ops.where(dg > 0, p.g_st_max - g_st, g_st)
+    safe = ops.where(room > 0, room, 1.0)
+    return ops.clip(ops.where(room > 0, ops.abs(dg) / safe, ops.where(dg != 0, 1.0, 0.0)), 0.0, 1.0)
+
+
+def width_for_efficacy(p, mag, s_at_ref):
+    """Inverse of the width dependence s ~ (t_p / t_ref)^beta_t: the width [s] of a pulse of
+    efficacy magnitude ``mag`` whose amplitude gives efficacy ``s_at_ref`` at width t_ref
+    (beta_t > 0)."""
+    return p.t_ref * (mag / s_at_ref) ** (1.0 / p.beta_t)
+
+
+def pulse_energy(v, g, width):
+    """Energy [J] of a pulse of amplitude ``v`` [V] and ``width`` [s] on a device of conductance
+    ``g`` [S] (G = g_lt + g_st just before the pulse): E = V^2 G t_p."""
+    return v * v * g * width
+
+
+def bias_energy(p, v_bias, g_lt, g_st, tau, dt: float, retention):
+    """Bias (idle) energy [J] of a device over one step ``dt`` [s] that starts at g_lt, g_st and
+    relaxes exactly with time constant ``tau`` (``retention`` = exp(-dt / tau)):
+    E = V_b^2 (g_lt dt + g_st tau (1 - exp(-dt/tau)) + g_leak dt)."""
+    return v_bias * v_bias * (g_lt * dt + g_st * tau * (1.0 - retention) + p.g_leak * dt)
