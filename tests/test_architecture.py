@@ -121,3 +121,24 @@ def test_docs_worked_backend_runs_and_registers(tmp_path):
         registry.unregister("dense-numpy")
         sys.path.remove(str(tmp_path))
         sys.modules.pop("my_backend", None)
+
+
+def test_third_party_backend_through_an_entry_point(tmp_path, monkeypatch):
+    """A package that declares [project.entry-points."mstpn.backends"] adds a backend without any
+    change here: a distribution on sys.path whose entry point names a BackendSpec."""
+    dist = tmp_path / "mysim_mstpn-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mysim-mstpn\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[mstpn.backends]\nmysim = mysim_mstpn:BACKEND\n")
+    (tmp_path / "mysim_mstpn.py").write_text(
+        "from mstpn_base.registry import BackendSpec\n"
+        "BACKEND = BackendSpec('mysim', 'a plug-in simulator', runner='conversion.numpy_backend:make_runner')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    known = registry.backends()
+    assert known["mysim"].description == "a plug-in simulator"
+    assert "mysim" in registry.network_backends() and "mysim" not in registry.default_backends()
+    (tmp_path / "mysim_mstpn.py").write_text("BACKEND = 42\n")
+    sys.modules.pop("mysim_mstpn", None)
+    with pytest.raises(Exception, match="does not give a BackendSpec"):
+        registry.backends()
+    sys.modules.pop("mysim_mstpn", None)
