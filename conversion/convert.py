@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from conversion import device_layer as dl
 from conversion import graph as g
 from mstpn_base.errors import ParameterError
 
@@ -54,7 +55,8 @@ def policy_arrays(policy) -> dict:
     mapping = getattr(core, "mapping", None)
     out["device"] = None
     if mapping is not None:
-        out["device"] = {"params": mapping.params.to_dict(), "mapping": mapping.summary()}
+        # the versioned device block: parameters, the weight-to-device-pair mapping, the seed
+        out["device"] = dl.Mapping(mapping.params, dt=mapping.dt, w_max=mapping.w_max).to_block()
     return out
 
 

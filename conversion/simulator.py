@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from conversion import device_layer as dl
 from conversion import fixed_point as fx
 from conversion import graph as g
 from conversion import semantics as sem
@@ -37,6 +38,11 @@ from mstpn_base.ops import NUMPY
 
 INT = np.int64
 COUNTERS = ("events", "synops", "dense", "plastic_ops", "plastic_dense", "hebbian")
+#: synapse models of the plastic layer: the abstract rule, or the device pairs of conversion.device_layer
+SYNAPSE_MODELS = ("ideal", "device")
+#: what a device run counts per plastic node (``sim.device_stats``)
+DEVICE_COUNTERS = ("pulses", "potentiating", "depressing", "pulse_energy_J", "bias_energy_J", "device_steps",
+                   "duration_s")
 
 
 @dataclass
@@ -48,12 +54,35 @@ class StepResult:
 
 
 class Simulator:
-    """``Simulator(net, batch=1, fixed=False, monitor=None)``; ``reset(done)``; ``step(obs)``."""
+    """``Simulator(net, batch=1, fixed=False, monitor=None, synapses="ideal", device=None)``;
+    ``reset(done)``; ``step(obs)``.
 
-    def __init__(self, net: g.Network, batch: int = 1, fixed: bool = False, monitor: fx.OverflowMonitor | None = None):
+    ``synapses="device"`` runs the plastic layer on device pairs (:mod:`conversion.device_layer`)
+    with the mapping of the node's ``device`` block, or ``device`` (a :class:`~conversion.device_layer.Mapping`
+    or block) if given; ``sim.devices[node]`` holds the frozen devices and ``sim.device_stats[node]``
+    the counted pulses, their energy and the bias energy (:data:`DEVICE_COUNTERS`).
+    """
+
+    def __init__(self, net: g.Network, batch: int = 1, fixed: bool = False, monitor: fx.OverflowMonitor | None = None,
+                 synapses: str = "ideal", device=None):
         self.net, self.B, self.fixed = net, int(batch), bool(fixed)
         if self.B < 1:
             raise ParameterError(f"batch must be >= 1, got {batch}")
+        if synapses not in SYNAPSE_MODELS:
+            raise ParameterError(f"synapses must be one of {SYNAPSE_MODELS}, got {synapses!r}")
+        self.synapses, self.devices, self.device_stats, self._dev_arrays = synapses, {}, {}, {}
+        if synapses == "device":
+            if self.fixed:
+                raise ParameterError("the device synapse model runs in float (fixed=False)")
+            for n in net.of_type(g.PlasticSTPN):
+                node = net.nodes[n]
+                block = device if device is not None else node.device
+                if block is None:
+                    raise ParameterError(f"node {n!r} has no device block; pass device=Mapping(...)")
+                m = block if isinstance(block, dl.Mapping) else dl.Mapping.from_block(block)
+                self.devices[n] = dl.build(m, node.W, node.lam)
+                self.device_stats[n] = dict.fromkeys(DEVICE_COUNTERS, 0)
+                self._dev_arrays[n] = self.devices[n].arrays()
         if self.fixed:
             if net.fixed is None:
                 raise ParameterError("network has no fixed-point parameters; quantise it first "
@@ -129,8 +158,11 @@ class Simulator:
             return {"u": np.broadcast_to(bias, shape).astype(dt)}
         if isinstance(node, g.PlasticSTPN):
             H, K = node.W.shape
-            return {"F": np.zeros((B, H, K), dt), "z": np.zeros((B, K), dt), "uW": np.zeros((B, H), dt),
-                    "N": np.zeros((B, H), dt), "dh": np.zeros((B, H), dt)}
+            st = {"F": np.zeros((B, H, K), dt), "z": np.zeros((B, K), dt), "uW": np.zeros((B, H), dt),
+                  "N": np.zeros((B, H), dt), "dh": np.zeros((B, H), dt)}
+            if n in self.devices:   # device state, per side: st["g_st_p"], st["r_m"], ...
+                st.update({f"{v}_{side}": a for side, d in dl.init_state((B, H, K)).items() for v, a in d.items()})
+            return st
         return {}
 
     def reset(self, done=None):
@@ -291,7 +323,7 @@ class Simulator:
             W = fp["w_mant"]
         else:
             dz = np.concatenate([dx, dh], axis=1)
-            W = node.W
+            W = self.devices[n].W if n in self.devices else node.W   # device: the read-back weights
         st["z"] = st["z"] + dz
         active = np.flatnonzero(np.any(dz != 0, axis=0))
         if active.size:
@@ -338,11 +370,33 @@ class Simulator:
             if int(fp["f_max"]) >= 0:
                 F = np.clip(F, -int(fp["f_max"]), int(fp["f_max"]))
             F = m.check(n, "F", F, fx.STATE_MAX, self.t)
+        elif n in self.devices:
+            F = self._device_plasticity(n, h, z)
         else:
             F = sem.stpn_plasticity(NUMPY, F, st["N"][:, :, None], node.lam, node.gamma, h[:, :, None],
                                     z[:, None, :], node.f_max if np.isfinite(node.f_max) else None)
         st["F"] = F
         st["dh"] = self.deltas[node.post]
+
+    def _device_plasticity(self, n, h, z):
+        """The plasticity phase on device pairs (conversion.device_layer); counts pulses and energy."""
+        st, devs, node = self.state[n], self.devices[n], self.net.nodes[n]
+        m, arrays, c = devs.mapping, self._dev_arrays[n], self.device_stats[n]
+        state = {side: {v: st[f"{v}_{side}"] for v in dl.DEVICE_STATE} for side in dl.SIDES}
+        c["bias_energy_J"] += float(dl.bias_energy(m, arrays, state))
+        new, F, pulses = dl.plasticity(NUMPY, m, arrays, state, st["N"][:, :, None], h[:, :, None], z[:, None, :],
+                                       node.gamma, dl.c2c_noise(m, self.t, st["F"].shape))
+        tally = dl.pulse_tally(m, pulses)
+        for key in ("potentiating", "depressing"):
+            c[key] += int(tally[key])
+        c["pulses"] += int(tally["potentiating"]) + int(tally["depressing"])
+        c["pulse_energy_J"] += float(tally["energy_J"])
+        c["device_steps"] += self.B
+        c["duration_s"] += self.B * m.dt
+        for side, d in new.items():
+            for v, a in d.items():
+                st[f"{v}_{side}"] = a
+        return F
 
     # -- rate-coded segment (float only) ---------------------------------------------------------
     def _rate_segment(self):

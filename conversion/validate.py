@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from conversion import device_layer as dl
 from conversion import fixed_point as fx
 from conversion import graph as g
 from mstpn_base.errors import DataFormatError
@@ -104,6 +105,11 @@ def _check_node(name: str, node) -> None:
             raise DataFormatError(f"node {name!r}: norm_eps must lie in (0, 1], got {node.norm_eps!r}")
         if not (node.device is None or isinstance(node.device, dict)):
             raise DataFormatError(f"node {name!r}: device must be a JSON object or null")
+        if node.device is not None:
+            try:
+                dl.Mapping.from_block(node.device)      # the device block the simulator would run
+            except DataFormatError as exc:
+                raise DataFormatError(f"node {name!r}: {exc}") from None
 
 
 # -- metadata ---------------------------------------------------------------------------------------

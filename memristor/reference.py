@@ -118,12 +118,16 @@ def make_drive(p: DeviceParams, n_steps: int, n_devices: int, dt: float, pulses,
     s = pulse_efficacy(p, v, width)
     lt = (np.abs(v) >= p.v_lt_threshold) & (s != 0)
     if noise and p.c2c_sigma > 0:
-        rng = np.random.default_rng(None if seed is None else seed + 7919)
-        nf = np.maximum(0.0, 1.0 + p.c2c_sigma * rng.standard_normal(v.shape))
+        nf = c2c_factors(p, np.random.default_rng(None if seed is None else seed + 7919), v.shape)
     else:
         nf = np.ones_like(v)
     nf = np.where(s != 0, nf, 1.0)
     return Drive(dt, v, width, s, lt, nf)
+
+
+def c2c_factors(p: DeviceParams, rng: np.random.Generator, shape) -> np.ndarray:
+    """Cycle-to-cycle factors of pulse efficacy, max(0, 1 + c2c_sigma N(0,1)), drawn from ``rng``."""
+    return np.maximum(0.0, 1.0 + p.c2c_sigma * rng.standard_normal(shape))
 
 
 @dataclass
@@ -201,15 +205,14 @@ def energy(batch: DeviceBatch, drive: Drive, trace: Trace, g_lt0=None) -> dict:
     Returns ``{"bias": (n,), "pulse": (n,), "total": (n,), "duration_s": float}``.
     """
     p, dt = batch.params, drive.dt
-    vb2 = batch.v_bias**2
     lam = np.exp(-dt / batch.tau)
     g_lt_prev, g_st_prev = trace.g_lt[:-1], trace.g_st[:-1]
-    e_bias = vb2 * (g_lt_prev * dt + g_st_prev * batch.tau * (1 - lam) + p.g_leak * dt)
+    e_bias = eq.bias_energy(p, batch.v_bias, g_lt_prev, g_st_prev, batch.tau, dt, lam)
     # conductance right before each pulse: the previous step's state relaxed over dt (step 0: the
     # initial state, ``g_lt0`` as given to simulate)
     init = initial_state(batch, g_lt0)
     g_before = np.vstack([(init["g_lt"] + init["g_st"])[None], g_lt_prev + g_st_prev * lam])
-    e_pulse = drive.v**2 * g_before * drive.width
+    e_pulse = eq.pulse_energy(drive.v, g_before, drive.width)
     bias = e_bias.sum(axis=0)
     pulse = e_pulse.sum(axis=0)
     return dict(bias=bias, pulse=pulse, total=bias + pulse, duration_s=dt * (drive.n_steps - 1))

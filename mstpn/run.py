@@ -91,10 +91,13 @@ def counts_from_simulator(sim, steps: int, frames: int):
                                       events=st["events"], neuron_updates=int(np.prod(node.out_shape)) * steps))
         elif isinstance(node, g.PlasticSTPN):
             n_syn = int(node.W.size)
-            # only the Hebbian increments are programming pulses: relaxation is the device's own
-            # physics and the row norm is neuron-side
+            # ideal rule: only the Hebbian increments are counted as programming pulses (relaxation is
+            # the device's own physics, the row norm neuron-side); device run (synapses="device"): the
+            # pulses the device pairs were actually sent (sim.device_stats, with their energy)
+            dev = getattr(sim, "device_stats", {}).get(name)
+            pulses = dev["pulses"] if dev else st["hebbian"]
             layers.append(LayerCounts(name, n_synapses=n_syn, plastic_synapses=n_syn, dense_macs=st["dense"],
-                                      synaptic_ops=st["synops"], events=st["events"], update_pulses=st["hebbian"],
+                                      synaptic_ops=st["synops"], events=st["events"], update_pulses=pulses,
                                       neuron_updates=int(node.W.shape[0]) * steps, memristive=True))
     return RunCounts(tuple(layers), steps=steps, frames=frames, source="event-driven NumPy simulator, one game")
 
