@@ -148,13 +148,6 @@ class MSTPN(STPN):
                                     f_max=p["f_max"], hebb_noise=noise, energy=energy)
         return h, STPNState(h, F), extras
 
-    def init_state(self, batch_size: int, dtype=None, device=None) -> STPNState:
-        dtype = dtype or self.w_raw.dtype
-        device = device or self.w_raw.device
-        H, K = self.hidden_size, self.input_size + self.hidden_size
-        return STPNState(torch.zeros(batch_size, H, dtype=dtype, device=device),
-                         torch.zeros(batch_size, H, K, dtype=dtype, device=device))
-
     # -- hardware view -------------------------------------------------------------------------
     @torch.no_grad()
     def conductances(self) -> dict:

@@ -149,8 +149,9 @@ class STPN(nn.Module):
 
     def init_state(self, batch_size: int, dtype=None, device=None) -> STPNState:
         """Zero state at an episode start."""
-        dtype = dtype or self.W.dtype
-        device = device or self.W.device
+        ref = next(self.parameters())          # dtype and device of the layer's parameters
+        dtype = dtype or ref.dtype
+        device = device or ref.device
         H, K = self.hidden_size, self.input_size + self.hidden_size
         return STPNState(torch.zeros(batch_size, H, dtype=dtype, device=device),
                          torch.zeros(batch_size, H, K, dtype=dtype, device=device))
