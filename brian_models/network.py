@@ -39,11 +39,14 @@ tanh are neuron-side operations with no device counterpart.
 """
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 
 from brian_models.codegen import Brian2Ops, Sym, code_of
 from conversion import semantics as sem
 from conversion.backend import StepOut, UnsupportedNetworkError
+from mstpn_base import signals
 from mstpn_base.errors import BackendUnavailableError, MstpnError
 
 TARGETS = ("numpy", "cython")
@@ -54,6 +57,10 @@ def _b2():
         import brian2
     except ImportError as exc:
         raise BackendUnavailableError(f"the brian2 backend needs brian2 ({exc}); pip install brian2") from None
+    # Brian2's own SIGINT handler turns Ctrl-C during Network.run into "stop after this time step":
+    # the run returns early, as if it were complete.  A frame cut short is a wrong result, so Ctrl-C
+    # goes to the previous handler instead (mstpn_base.signals: Interrupted) and ends the command.
+    brian2.prefs.core.stop_on_keyboard_interrupt = False
     return brian2
 
 
@@ -337,6 +344,14 @@ class Brian2Runner:
             out.logits = out.acts[head].copy()
         return outs
 
+    def _run(self, duration) -> None:
+        """``network.run(duration)``; a run that Brian2 stopped early (its Ctrl-C handler, if the
+        preference set in :func:`_b2` was changed back) raises Interrupted instead of returning
+        a partial frame."""
+        self.network.run(duration, namespace=self.namespace)
+        if self.b2.Network._globally_stopped:
+            raise signals.Interrupted(signal.SIGINT)
+
     def step(self, obs) -> StepOut:
         if self.standalone:
             raise UnsupportedNetworkError("brian2-standalone compiles a whole recorded sequence into one C++ run; "
@@ -346,7 +361,7 @@ class Brian2Runner:
         grp.x = np.asarray(obs, np.float64).reshape(-1)
         before = {n: (float(np.sum(g.nev[:])), float(np.sum(g.nsyn[:]))) for n, g in self.groups.items()
                   if "nev" in g.variables}
-        self.network.run(self.period * self.clock.dt, namespace=self.namespace)
+        self._run(self.period * self.clock.dt)
         self._frames += 1
         out = StepOut(None)
         for name, _, _ in self.layers:

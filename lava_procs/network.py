@@ -33,6 +33,7 @@ import numpy as np
 import lava_procs
 from conversion.backend import (StepOut, UnsupportedNetworkError, layer_depths, layers_of, logits_node,
                                 value_exponent)
+from lava_procs.lifecycle import LavaRuntime
 from mstpn_base.errors import BackendUnavailableError
 
 
@@ -49,7 +50,6 @@ class LavaRunner:
         self.layers = layers_of(net)
         self.depth = layer_depths(self.layers)
         self.period = max(self.depth.values())
-        self._running = False
         self._build()
 
     def _build(self):
@@ -78,6 +78,7 @@ class LavaRunner:
         self._zeros = np.zeros(self.n_obs)
         self._root = self.procs[first[0]]
         self._cfg = self.run_config()
+        self._runtime = LavaRuntime(self._root)
 
     def run_config(self):
         from lava.magma.core.run_configs import Loihi2SimCfg
@@ -92,16 +93,15 @@ class LavaRunner:
 
     def reset(self):
         """A new episode: the Lava graph is rebuilt (its state lives in the ProcessModels)."""
-        if self._running:
+        if self._runtime.active:
             self.close()
             self._build()
 
     def step(self, obs):
         from lava.magma.core.run_conditions import RunSteps
 
-        if not self._running:   # the Injector's channel exists once the runtime is created
-            self._root.create_runtime(run_cfg=self._cfg)
-            self._running = True
+        if not self._runtime.active:   # the Injector's channel exists once the runtime is created
+            self._runtime.start(self._cfg)
         # the frame in the frame's first time step, zeros in the others (the Injector's buffer
         # holds them until the run consumes them, one per step)
         self.inj.send(np.asarray(obs, np.float64).reshape(-1))
@@ -124,12 +124,8 @@ class LavaRunner:
         return out
 
     def close(self):
-        if self._running:
-            self._running = False
-            try:
-                self._root.stop()
-            except Exception:  # noqa: BLE001 - a stopped runtime may complain; nothing is left to free
-                pass
+        """Stop the runtime and its worker processes (also after an error or an interrupt)."""
+        self._runtime.stop()
 
 
 def make_float_runner(spec, **options):

@@ -138,7 +138,7 @@ class Summary:
     def table(self) -> str:
         head = "| backend | frames | fps | actions = torch | vs numpy-fixed | bit-exact | max logit err | score | status |"
         lines = [head, "|" + "---|" * 9]
-        f = lambda x, fmt: "-" if x is None else format(x, fmt)  # noqa: E731
+        f = lambda x, fmt: "-" if x is None or x != x else format(x, fmt)  # noqa: E731 - None, NaN
         for c in self.comparisons:
             status = c.error or ("ok" if c.ok else "FAIL")
             lines.append(f"| {c.backend} | {c.frames} | {f(c.fps, '.1f')} | {f(c.agreement_torch, '.1%')} | "
@@ -199,3 +199,19 @@ def check_backends(backends) -> list:
     if unknown:
         raise MstpnError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     return list(backends)
+
+
+def jsonable(x):
+    """``x`` with NumPy values as Python ones and NaN / inf as None (JSON has no NaN: a skipped
+    backend's speed is written as null)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        return jsonable(x.item())
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x

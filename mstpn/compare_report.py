@@ -2,7 +2,6 @@
 (matplotlib Agg, atomic writes)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,11 @@ from mstpn.observations import load_observations
 from mstpn_base import registry
 from mstpn_base.errors import DataFormatError, MstpnError
 from mstpn_base.io import atomic_path, atomic_write_json, atomic_write_text
+from mstpn_base.lock import lock_folder
+
+
+#: every plot the report can show; those a run does not draw are removed from its folder
+PLOTS = ("activity_raster.png", "error_over_time.png", "speed.png")
 
 
 def _plots(results: dict, comps: list, out: Path, net) -> list:
@@ -42,11 +46,10 @@ def _plots(results: dict, comps: list, out: Path, net) -> list:
             fig.savefig(p, dpi=80)
         plt.close(fig)
         files.append("activity_raster.png")
-    if ref is not None:
+    others = {n: r for n, r in ok.items() if n != "torch"}
+    if ref is not None and others:
         fig, ax = plt.subplots(figsize=(6, 3))
-        for n, r in ok.items():
-            if n == "torch":
-                continue
+        for n, r in others.items():
             m = min(r.frames, ref.frames)
             err = np.abs(r.logits[:m] - ref.logits[:m]).max(axis=1)
             ax.semilogy(np.maximum(err, 1e-17), label=n)
@@ -69,11 +72,18 @@ def _plots(results: dict, comps: list, out: Path, net) -> list:
         fig.savefig(p, dpi=80)
     plt.close(fig)
     files.append("speed.png")
+    for name in PLOTS:
+        if name not in files:   # an earlier run's plot that this run has no data for
+            (out / name).unlink(missing_ok=True)
     return files
 
 
 def write_report(summary: C.Summary, results: dict, out: Path, net) -> None:
+    """``results.json`` first, then the plots, then ``report.md`` (each atomic): a report is never
+    beside another run's results, and a run that fails while writing leaves no report of it."""
     out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").unlink(missing_ok=True)   # an earlier run's report must not outlive its results
+    atomic_write_json(out / "results.json", C.jsonable([dict(c.__dict__) for c in summary.comparisons]))
     files = _plots(results, summary.comparisons, out, net)
     names_ = layer_names(net)
     np_fps = next((c.fps for c in summary.comparisons if c.backend == "numpy" and not c.error), None)
@@ -101,8 +111,6 @@ def write_report(summary: C.Summary, results: dict, out: Path, net) -> None:
                 f"{c.events.get(n, float('nan')):.0f} / {c.synops.get(n, float('nan')):.0f}" for n in names_) + " |")
     lines += [""] + [f"![{f}]({f})" for f in files] + [""]
     atomic_write_text(out / "report.md", "\n".join(lines))
-    payload = [{k: v for k, v in c.__dict__.items()} for c in summary.comparisons]
-    atomic_write_json(out / "results.json", json.loads(json.dumps(payload, default=float)))
 
 
 def run_comparison(net_path, frames: int = 100, backends=None, obs_path=None, game: bool = False,
@@ -115,24 +123,24 @@ def run_comparison(net_path, frames: int = 100, backends=None, obs_path=None, ga
     if frames < 1:
         raise MstpnError("--frames must be >= 1")
     net = C.load_network(net_path)
-    if obs_path is not None:
-        obs = load_observations(obs_path, frames)
-    else:
-        obs = record_frames(net, frames, seed)
-    comps, results = C.compare_sequence(net, obs, backends, progress=progress)
-    if game:
-        for c in comps:
-            if c.error:
-                continue
-            try:
-                runner = registry.make_runner(c.backend, net)
+    obs = load_observations(obs_path, frames) if obs_path is not None else None
+    with lock_folder(out_dir, "compare"):   # one writer per report folder
+        if obs is None:
+            obs = record_frames(net, frames, seed)
+        comps, results = C.compare_sequence(net, obs, backends, progress=progress)
+        if game:
+            for c in comps:
+                if c.error:
+                    continue
                 try:
-                    g = play_game(runner, net, seed=seed, max_steps=max_game_steps, progress=progress)
-                finally:
-                    runner.close()
-                c.score, c.game_steps, c.game_fps = g["score"], g["steps"], g["steps"] / g["seconds"]
-            except MstpnError as exc:
-                c.error = f"game failed: {exc}"
-    summary = C.Summary(comps, out_dir=Path(out_dir))
-    write_report(summary, results, Path(out_dir), net)
+                    runner = registry.make_runner(c.backend, net)
+                    try:
+                        g = play_game(runner, net, seed=seed, max_steps=max_game_steps, progress=progress)
+                    finally:
+                        runner.close()
+                    c.score, c.game_steps, c.game_fps = g["score"], g["steps"], g["steps"] / g["seconds"]
+                except MstpnError as exc:
+                    c.error = f"game failed: {exc}"
+        summary = C.Summary(comps, out_dir=Path(out_dir))
+        write_report(summary, results, Path(out_dir), net)
     return summary

@@ -19,6 +19,7 @@ import numpy as np
 
 from mstpn_base.errors import ParameterError
 from mstpn_base.io import atomic_write_json
+from mstpn_base.lock import lock_folder
 from mstpn.report import write_report
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "artifacts" / "stpn" / "policy.safetensors"
@@ -41,9 +42,8 @@ def play_event_driven(net, env_cfg, seed: int = 0, max_frames: int | None = None
     from snn_agent.play import play_loop
     from conversion.simulator import Simulator
 
-    max_steps = (max_frames or env_cfg.max_episode_frames) // env_cfg.frameskip
-    if max_steps < 1:
-        raise ParameterError(f"max_frames must be at least one agent step ({env_cfg.frameskip} frames)")
+    check_max_frames(max_frames, env_cfg)
+    max_steps = (env_cfg.max_episode_frames if max_frames is None else max_frames) // env_cfg.frameskip
     sim = Simulator(net, batch=1, fixed=fixed)
     bar = None
     if progress:
@@ -68,6 +68,13 @@ def play_event_driven(net, env_cfg, seed: int = 0, max_frames: int | None = None
     game["rewards"] = np.diff([0.0] + scores).tolist()
     del game["actions"]
     return dict(game, wall_s=wall, steps_per_s=game["steps"] / wall if wall > 0 else float("nan"), simulator=sim)
+
+
+def check_max_frames(max_frames, env_cfg) -> None:
+    """``max_frames``: None (the game's own limit) or at least one agent step (as ``evaluate``)."""
+    if max_frames is not None and max_frames < env_cfg.frameskip:
+        raise ParameterError(f"--max-frames must be at least one agent step ({env_cfg.frameskip} frames), "
+                             f"got {max_frames}")
 
 
 def counts_from_simulator(sim, steps: int, frames: int):
@@ -105,10 +112,11 @@ def counts_from_simulator(sim, steps: int, frames: int):
 def run_main_job(checkpoint=None, out="out/run", seed: int = 0, max_frames: int | None = None,
                  compare_frames: int = 100, backends=None, gif: bool = True, progress: bool = True,
                  artifacts=None) -> dict:
-    """The whole main job; returns the summary written to ``OUT/run.json``."""
+    """The whole main job; returns the summary written to ``OUT/run.json``.  One run per folder at a
+    time (a second one gets MstpnError); a file of an earlier run that this run does not write again
+    (the GIF and its still with ``gif=False``) is removed, so the report shows only this run."""
     import torch
 
-    from mstpn.energy.report import energy_report
     from snn_agent.checkpoint import config_from_metadata, load_policy
 
     from mstpn import compare
@@ -116,12 +124,27 @@ def run_main_job(checkpoint=None, out="out/run", seed: int = 0, max_frames: int 
 
     torch.set_num_threads(1)
     backends = compare.check_backends(backends or [b for b in registry.default_backends() if b != "torch"])
+    if compare_frames < 0:
+        raise ParameterError(f"--compare-frames must be >= 0 (0: no comparison), got {compare_frames}")
     out = Path(out)
     checkpoint = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
     if not checkpoint.exists():
         raise FileNotFoundError(f"checkpoint {checkpoint} not found")
     policy, meta = load_policy(checkpoint, dtype=torch.float64)
     env_cfg = config_from_metadata(meta).env
+    check_max_frames(max_frames, env_cfg)
+    with lock_folder(out, "run"):
+        return _main_job(policy, meta, env_cfg, checkpoint, out, seed, max_frames, compare_frames, backends,
+                         gif, progress, artifacts)
+
+
+def _main_job(policy, meta, env_cfg, checkpoint, out, seed, max_frames, compare_frames, backends, gif,
+              progress, artifacts) -> dict:
+    from mstpn.energy.report import energy_report
+
+    from mstpn import compare
+    from mstpn.report import GAME_FRAME
+
     summary = {"checkpoint": str(checkpoint), "model": meta.get("architecture", {}), "seed": seed,
                "trained_frames": meta.get("progress", {}).get("frames")}
 
@@ -139,6 +162,9 @@ def run_main_job(checkpoint=None, out="out/run", seed: int = 0, max_frames: int 
     if gif and observations:
         from snn_agent.evaluate import write_gif
         write_gif(out / "game.gif", observations, fps=60.0 / env_cfg.frameskip, rewards=rewards)
+    else:   # an earlier run's game must not appear in this run's report
+        for name in ("game.gif", GAME_FRAME):
+            (out / name).unlink(missing_ok=True)
 
     if compare_frames:
         summary["comparison"] = compare_backends(net, policy, env_cfg, seed, compare_frames, backends, out, progress)
@@ -147,7 +173,7 @@ def run_main_job(checkpoint=None, out="out/run", seed: int = 0, max_frames: int 
     report = energy_report(counts)
     report.write(out / "energy")
     summary["energy"] = {"table": report.format_table(), "files": "energy/"}
-    summary = _jsonable(summary)
+    summary = compare.jsonable(summary)
     atomic_write_json(out / "run.json", summary)
     write_report(out, summary, artifacts=artifacts)
     return summary
@@ -181,20 +207,6 @@ def compare_backends(net, policy, env_cfg, seed: int, n_frames: int, backends, o
                          f"{r['max_logit_error']:.2e} |")
     return {"frames": int(len(frames)), "reference": "PyTorch policy, float64", "rows": rows,
             "table_md": "\n".join(table)}
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    return x
 
 
 def load_run(out) -> dict:

@@ -63,7 +63,10 @@ def handled() -> Iterator[None]:
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM while the block runs; if one arrived, raise :class:`Interrupted` when
-    the block ends (so a write is abandoned as a whole, never half done or silently kept)."""
+    the block ends (so a write is abandoned as a whole, never half done or silently kept).
+
+    A process forked inside the block inherits the held state for good: it leaves both signals
+    to this process, which stops it (a simulator's worker processes)."""
     start = _State.count
     _State.depth += 1
     try:

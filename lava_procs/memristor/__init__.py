@@ -85,18 +85,21 @@ def simulate(batch: DeviceBatch, drive: Drive, g_lt0=None, fixed_point: bool = F
     from lava.magma.core.run_conditions import RunSteps
     from lava.proc.io.extractor import Extractor
 
+    from lava_procs.lifecycle import LavaRuntime
+
     n_steps = drive.n_steps
     ext = Extractor(shape=(len(ref.STATE_VARS), batch.n), buffer_size=min(n_steps, 256))
     proc.state_out.connect(ext.in_port)
     rows = np.empty((n_steps, len(ref.STATE_VARS), batch.n))
+    runtime = LavaRuntime(proc)
     try:
-        proc.run(condition=RunSteps(num_steps=n_steps, blocking=False), run_cfg=run_config(fixed_point))
+        runtime.start(run_config(fixed_point), condition=RunSteps(num_steps=n_steps, blocking=False))
         for k in range(n_steps):
             rows[k] = ext.receive()
         proc.wait()
         ovf = np.asarray(proc.overflow.get()).astype(int)
     finally:
-        proc.stop()
+        runtime.stop()   # the runtime and its worker processes, also after an error or an interrupt
     raw = {v: rows[:, i, :] for i, v in enumerate(ref.STATE_VARS)}
     if fixed_point:  # integers < 2**24 travel exactly through the float64 Extractor channel
         raw = {v: a.astype(fp.INT) for v, a in raw.items()}
