@@ -202,11 +202,12 @@ def write_game_frame(folder: Path) -> bool:
 
 
 def game_figure(figures: dict) -> str:
-    """The game in the report: the mid-game still, linked to the animated GIF (or the GIF alone)."""
+    """The game in the report: the mid-game still, linked to the animated GIF (a run without a GIF
+    says so rather than linking to a file that is not there)."""
     if figures.get("game_frame"):
         return (f"[![the agent's game, a mid-game frame; click for the animation]({figures['game_frame']})]"
                 "(game.gif) (agent: right, green paddle; the animated game: `game.gif`)")
-    return "![game](game.gif)"
+    return "(no animation of the game: the run was made with `--no-gif`)"
 
 
 def render_markdown(s: dict, models: list[dict], figures: dict) -> str:

@@ -56,8 +56,10 @@ def test_report_markdown_and_standalone_html(artifacts, tmp_path):
     html = files["html"].read_text()
     assert "<table>" in html and "<h2>Scores</h2>" in html
     srcs = re.findall(r'src="([^"]+)"', html)
-    # every figure that exists is embedded; the GIF and energy plot of this fake run do not exist: links
-    assert [s for s in srcs if not s.startswith("data:image/")] == ["game.gif", "energy/energy.png"]
+    # every figure that exists is embedded; this fake run has no GIF (the report says so instead of
+    # linking to a missing file) and no energy plot (a link)
+    assert [s for s in srcs if not s.startswith("data:image/")] == ["energy/energy.png"]
+    assert "no animation of the game" in md
     assert sum(s.startswith("data:image/png;base64,") for s in srcs) >= 5
     # re-rendering from the same inputs gives the same text
     write_report(out, _summary(), artifacts=artifacts)
