@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 
-from mstpn_base.ops import NUMPY, Ops  # noqa: F401  (the reference ops, re-exported)
+from mstpn_base.ops import NUMPY  # noqa: F401  (the reference ops, re-exported)
 
 STATE_VARS = ("g_lt", "g_st", "r", "q")
 #: units of the state variables (as in DeviceParams metadata)
