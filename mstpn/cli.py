@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "snn_agent.cli",      # mstpn train / evaluate
     "mstpn.convert_cli",  # mstpn convert
     "mstpn.compare_cli",  # mstpn compare
+    "mstpn.nir_compare",  # mstpn nir-run
     "mstpn.energy.cli",   # mstpn energy
     "mstpn.report_cli",   # mstpn report / run
 )
