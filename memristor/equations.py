@@ -40,11 +40,14 @@ TIME_CONSTANTS = {"g_st": "tau", "r": "tau_ppf", "q": "tau_meta"}
 
 
 
-def retention(ops, p, tau, dt: float) -> dict:
-    """One-step retention factors exp(-dt / tau_x) of the volatile variables; ``tau`` is the
-    per-device g_st time constant [s] (array or tensor), the others are DeviceParams fields."""
-    return {v: ops.exp(-dt / tau) if name == "tau" else math.exp(-dt / getattr(p, name))
-            for v, name in TIME_CONSTANTS.items()}
+def retention(ops, p, tau, dt) -> dict:
+    """Retention factors exp(-dt / tau_x) of the volatile variables over ``dt`` [s] (a number, or
+    an array of per-device intervals); ``tau`` is the per-device g_st time constant [s] (array or
+    tensor), the others are DeviceParams fields."""
+    def exp(x):
+        return math.exp(x) if isinstance(x, (int, float)) else ops.exp(x)
+
+    return {v: exp(-dt / (tau if name == "tau" else getattr(p, name))) for v, name in TIME_CONSTANTS.items()}
 
 
 def relax(state: dict, factors: dict) -> dict:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from memristor import equations as eq
 from memristor import reference as ref
 from memristor.params import DeviceParams
 from mstpn_base.errors import DataFormatError, MstpnError, ParameterError
@@ -165,8 +166,7 @@ def simulate_samples(p: DeviceParams, traces: list[MeasuredTrace], g_lt0) -> lis
     for k in range(length):
         if k:
             d = dt[k]
-            state = dict(g_lt=state["g_lt"], g_st=state["g_st"] * np.exp(-d / batch.tau),
-                         r=state["r"] * np.exp(-d / p.tau_ppf), q=state["q"] * np.exp(-d / p.tau_meta))
+            state = eq.relax(state, eq.retention(eq.NUMPY, p, batch.tau, d))
         if np.any(s[k]):
             state = ref.apply_pulses(batch, state, s[k], lt[k], ones)
         out[k] = state["g_lt"] + state["g_st"]
