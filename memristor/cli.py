@@ -1,8 +1,8 @@
 """``mstpn device ...``: characterise the device model on a backend, fit it to data, show parameters.
 
-    mstpn device characterize [--backend NAME] [--protocols P ...] [--params JSON] [--seed N] [--out DIR]
-    mstpn device fit DATA.csv [--out params.json] [--init params.json]
-    mstpn device params [--params JSON] [--out JSON]
+    mstpn device characterize [--backend NAME] [--protocols P ...] [--params JSON] [--seed N] [-o DIR]
+    mstpn device fit DATA.csv [-o params.json] [--init params.json]
+    mstpn device params [--params JSON] [-o JSON] [--json | --markdown]
 
 User errors are raised as :class:`mstpn_base.errors.MstpnError` subclasses (the dispatcher prints them on
 one line); every file is written atomically.
@@ -14,8 +14,9 @@ from pathlib import Path
 from mstpn_base.registry import device_backends, device_simulator
 from memristor.params import DeviceParams
 from mstpn_base.checks import check_seed
+from mstpn_base.cliargs import add_json, add_list, add_out, json_output, print_json
 from mstpn_base.errors import DataFormatError, MstpnError, ParameterError
-from mstpn_base.io import ensure_dir
+from mstpn_base.io import atomic_write_json, ensure_dir
 
 #: columns of each protocol's summary printed by ``characterize`` (the CSV has them all)
 SUMMARY_COLUMNS = {
@@ -36,27 +37,30 @@ def register(subparsers) -> None:
 
     ch = sub.add_parser("characterize", help="run the characterisation protocols, write CSV + PNG")
     ch.add_argument("--backend", default="numpy", metavar="{" + ",".join(device_backends()) + "}",
-                    help="device-model implementation (default numpy)")
-    ch.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), metavar="P",
-                    help=f"subset of {', '.join(PROTOCOLS)} (default all)")
+                    help="device-model implementation (default: numpy)")
+    add_list(ch, "--protocols", default=list(PROTOCOLS), metavar="P",
+             help=f"subset of {', '.join(PROTOCOLS)} (default: all)")
     ch.add_argument("--params", type=Path, help="device parameter JSON (default: the published preset)")
-    ch.add_argument("--seed", type=int, default=0, help="seed of the variability draws (default 0)")
+    ch.add_argument("--seed", type=int, default=0, help="seed of the variability draws")
     ch.add_argument("--variability", action="store_true",
-                    help="enable device-to-device and cycle-to-cycle variability")
-    ch.add_argument("--out", type=Path, default=Path("device_characterization"), help="output folder")
+                    help="enable device-to-device and cycle-to-cycle variability (default: off, the nominal device)")
+    add_out(ch, default=Path("device_characterization"), metavar="DIR", help="output folder")
     ch.set_defaults(func=cmd_characterize)
 
     fi = sub.add_parser("fit", help="fit the model to measurements (CSV format: docs/fitting.md)")
     fi.add_argument("data", type=Path, help="measurement CSV")
-    fi.add_argument("--out", type=Path, default=Path("fitted_params.json"), help="fitted parameter JSON")
+    add_out(fi, default=Path("fitted_params.json"), metavar="JSON", help="fitted parameter JSON")
     fi.add_argument("--init", type=Path, help="starting / held parameters (default: the published preset)")
     fi.set_defaults(func=cmd_fit)
 
     pa = sub.add_parser("params", help="print the parameter table (name, value, unit, range, source)")
-    pa.add_argument("--params", type=Path, help="show this parameter JSON instead of the preset")
-    pa.add_argument("--out", type=Path, help="also write the parameters as JSON")
-    pa.add_argument("--markdown", action="store_true",
-                    help="print the Markdown table of docs/device_model.md (name, default, unit, range, source, meaning)")
+    pa.add_argument("--params", type=Path, help="show this parameter JSON (default: the published preset)")
+    add_out(pa, metavar="JSON", help="also write the parameters as JSON (default: print only)")
+    fmt = pa.add_mutually_exclusive_group()
+    fmt.add_argument("--markdown", action="store_true",
+                     help="print the Markdown table of docs/device_model.md (name, default, unit, range, source, "
+                          "meaning) (default: the plain table)")
+    add_json(fmt, "the parameter table (name, value, unit, range, source, meaning)")
     pa.set_defaults(func=cmd_params)
 
 
@@ -65,12 +69,16 @@ def _help(parser) -> int:
     return 2
 
 
-def _load(path) -> DeviceParams:
-    """The preset, or a parameter JSON (errors name the file)."""
+def load_params(path) -> DeviceParams:
+    """The preset (``path`` None), or a parameter JSON, validated (errors name the file; a missing
+    file says how to write one)."""
     if path is None:
         return DeviceParams()
     try:
         return DeviceParams.load(path)
+    except FileNotFoundError:
+        raise DataFormatError(f"params file not found: {path} (write one with "
+                              f"`mstpn device params --out {path}`)") from None
     except (DataFormatError, ParameterError) as exc:
         if str(exc).startswith(str(path)):
             raise
@@ -83,7 +91,7 @@ def cmd_characterize(args) -> int:
     for name in args.protocols:
         pr.get_protocol(name)  # unknown protocol: one-line error before any work
     check_seed(args.seed)
-    params = _load(args.params)
+    params = load_params(args.params)
     sim = device_simulator(args.backend)  # unknown / unavailable backend: one-line error
     ensure_dir(args.out)
     # every protocol runs before any file is written: an error leaves no partial set of files
@@ -108,9 +116,12 @@ def cmd_characterize(args) -> int:
 def cmd_fit(args) -> int:
     from memristor.fit import fit_file
 
-    init = _load(args.init)
+    init = load_params(args.init)
     res = fit_file(args.data, init)
     res.params.save(args.out)  # only reached when the fit succeeded
+    report = Path(args.out).with_suffix(".fit.json")
+    atomic_write_json(report, res.to_dict(args.data))
+    res.plot(report.with_suffix(".png"))
     units = {row["name"]: row["unit"] for row in DeviceParams.describe()}
     print(f"fit of {args.data}: {res.n_samples} samples, {res.n_params} unknowns ({res.message})")
     print(f"{'parameter':<10} {'value':>12} {'sigma':>11} {'sigma/value':>11}  {'unit':<4} {'init':>11}")
@@ -121,18 +132,28 @@ def cmd_fit(args) -> int:
     print(f"estimated measurement noise: {res.noise_estimate_S:.3g} S")
     for w in res.warnings:
         print(f"warning: {w}")
-    print(f"wrote {args.out} (fitted parameters tagged 'fitted-to-user-data')")
+    print(f"wrote {args.out} (fitted parameters tagged 'fitted-to-user-data'), {report} (values, "
+          f"uncertainties, residuals) and {report.with_suffix('.png')} (the fit against the data)")
     return 0
 
 
 def cmd_params(args) -> int:
-    p = _load(args.params)
+    p = load_params(args.params)
     if args.markdown:
         print("| name | default | unit | range | source | meaning |\n|---|---|---|---|---|---|")
         for r in DeviceParams.describe():
             doc = r["doc"].replace("|", "\\|")
             print(f"| `{r['name']}` | {getattr(p, r['name']):.6g} | {r['unit']} | "
                   f"[{r['range'][0]:g}, {r['range'][1]:g}] | {p.source(r['name'])} | {doc} |")
+        return 0
+    if args.json:
+        with json_output(True):
+            if args.out:
+                p.save(args.out)
+                print(f"wrote {args.out}")
+        print_json([{"name": r["name"], "value": getattr(p, r["name"]), "unit": r["unit"],
+                     "range": list(r["range"]), "source": p.source(r["name"]), "meaning": r["doc"]}
+                    for r in DeviceParams.describe()])
         return 0
     rows = [(r["name"], f"{getattr(p, r['name']):.6g}", r["unit"], f"[{r['range'][0]:g}, {r['range'][1]:g}]",
              p.source(r["name"])) for r in DeviceParams.describe()]

@@ -197,6 +197,48 @@ class FitResult:
     noise_estimate_S: float
     message: str
     warnings: list = field(default_factory=list)
+    curves: dict = field(default_factory=dict)   # trace id -> kind, t_s, g_S (data), model_S (fit), v_bias_V
+
+    def to_dict(self, data_path="") -> dict:
+        """The fit as JSON data: values and 1-sigma uncertainties (SI) of the fitted parameters,
+        nuisances, residuals, warnings (the parameters themselves are saved by DeviceParams.save)."""
+        units = {row["name"]: row["unit"] for row in DeviceParams.describe()}
+        return {"data": str(data_path), "message": self.message, "n_samples": self.n_samples,
+                "n_unknowns": self.n_params,
+                "fitted": {nm: {"value": self.values[nm], "sigma": self.sigmas[nm], "unit": units[nm]}
+                           for nm in self.fitted},
+                "nuisance": {k: float(v) for k, v in self.nuisance.items()},
+                "residual_rms_S": self.residual_rms, "noise_estimate_S": self.noise_estimate_S,
+                "warnings": list(self.warnings)}
+
+    def plot(self, path) -> None:
+        """Every trace's data (points) and the fitted model (line), G [nS] against t [s], with the
+        fitted values +- 1 sigma in the title (matplotlib Agg, atomic write)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from mstpn_base.io import atomic_path
+
+        units = {row["name"]: row["unit"] for row in DeviceParams.describe()}
+        n = max(len(self.curves), 1)
+        fig, axes = plt.subplots(n, 1, figsize=(7, 2.4 * n), squeeze=False)
+        for ax, (tid, c) in zip(axes[:, 0], self.curves.items()):
+            ax.plot(c["t_s"], c["g_S"] * 1e9, ".", ms=3, label="measured")
+            ax.plot(c["t_s"], c["model_S"] * 1e9, "-", lw=1.2, label="fitted model")
+            ax.set_title(f"{tid} ({c['kind']}, V_bias = {c['v_bias_V']:g} V): residual RMS "
+                         f"{self.residual_rms[tid] * 1e9:.3g} nS", fontsize=8)
+            ax.set_xlabel("time since the window start [s]" if c["kind"] == "relaxation" else "time [s]")
+            ax.set_ylabel("G [nS]")
+            ax.legend(fontsize=7)
+        terms = [f"{nm} = {self.values[nm]:.4g} +- {self.sigmas[nm]:.2g} {units[nm]}" for nm in self.fitted]
+        fig.suptitle("fitted (1 sigma): " + "\n".join(", ".join(terms[i:i + 3]) for i in range(0, len(terms), 3)),
+                     fontsize=8)
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (2.4 * n)))   # room for the two-line title
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=90)
+        plt.close(fig)
 
 
 def identifiable(traces: list[MeasuredTrace], init: DeviceParams) -> list[str]:
@@ -357,11 +399,14 @@ def _result(sol, names, x0_vals, init, relax, pulse, windows, residuals, jac, nf
     nuisance = {f"A[{t.trace_id}]_S": sol.x[nf + i] * SCALE for i, t in enumerate(relax)}
     nuisance.update({f"offset[{t.trace_id}]_S": sol.x[nf + nr + i] * SCALE for i, t in enumerate(relax)})
     nuisance.update({f"g_lt0[{t.trace_id}]_S": sol.x[nf + 2 * nr + i] * SCALE for i, t in enumerate(pulse)})
-    rms, pos = {}, 0
-    for t, m in [(t, len(w[0])) for t, w in zip(relax, windows)] + [(t, len(t.t)) for t in pulse]:
-        rms[t.trace_id] = float(np.sqrt(np.mean(res[pos:pos + m] ** 2))) * SCALE
-        pos += m
-    return FitResult(params, names, values, sigmas, nuisance, rms, n, P, math.sqrt(s2) * SCALE, sol.message, warnings)
+    rms, curves, pos = {}, {}, 0
+    for tr, (t, g) in [(t, w) for t, w in zip(relax, windows)] + [(t, (t.t, t.g)) for t in pulse]:
+        r = res[pos:pos + len(t)]
+        rms[tr.trace_id] = float(np.sqrt(np.mean(r ** 2))) * SCALE
+        curves[tr.trace_id] = dict(kind=tr.kind, v_bias_V=tr.v_bias, t_s=t, g_S=g, model_S=g + r * SCALE)  # r = model - data
+        pos += len(t)
+    return FitResult(params, names, values, sigmas, nuisance, rms, n, P, math.sqrt(s2) * SCALE, sol.message, warnings,
+                     curves)
 
 
 def fit_file(path, init: DeviceParams | None = None) -> FitResult:

@@ -160,6 +160,15 @@ def test_cli_fit_writes_tagged_json(tmp_path):
     assert p.source("tau0") == "fitted-to-user-data" and p.tau0 == pytest.approx(6.0, rel=0.01)
     assert json.loads(out.read_text())["parameters"]["a_st"]["source"] == "fitted-to-user-data"
     assert "sigma" in proc.stdout and "residual RMS" in proc.stdout
+    # the uncertainties and the fit against the data are kept beside the parameters
+    report = json.loads((tmp_path / "fitted.fit.json").read_text())
+    tau0 = report["fitted"]["tau0"]
+    assert tau0["unit"] == "s" and tau0["value"] == pytest.approx(p.tau0) and 0 < tau0["sigma"] < 0.1 * tau0["value"]
+    assert set(report["residual_rms_S"]) and max(report["residual_rms_S"].values()) < 0.05e-9
+    from PIL import Image
+
+    with Image.open(tmp_path / "fitted.fit.png") as im:
+        assert im.size[0] > 300 and im.size[1] > 300
 
 
 @pytest.mark.parametrize("content", [HEADER + "\nrelaxation,a,0.1,0.5,0,0,oops\n",
