@@ -32,7 +32,7 @@ from conversion import device_layer as dl
 from conversion import fixed_point as fx
 from conversion import graph as g
 from conversion import semantics as sem
-from conversion.ops import conv2d, conv_fanout
+from conversion.ops import EventConv2d, conv2d, conv_fanout, exact_in_float, matvec, row_dots
 from mstpn_base.errors import DataFormatError, ParameterError
 from mstpn_base.ops import NUMPY
 
@@ -115,18 +115,22 @@ class Simulator:
     def _prepare(self):
         """Fan-outs, dense MAC counts and (fixed point) integer parameters per node."""
         net, self.fan, self.dense_macs, self.fp = self.net, {}, {}, {}
+        self.conv, self.plastic, self._buffers = {}, {}, {}
         for n in self.order:
             node = net.nodes[n]
+            if self.fixed:
+                self.fp[n] = net.fixed.get(n, {})
             if isinstance(node, g.Conv2d):
                 self.fan[n] = conv_fanout(node.in_shape, node.weight.shape, node.stride, node.padding).reshape(-1)
                 self.dense_macs[n] = int(np.prod(node.out_shape) * np.prod(node.weight.shape[1:]))
+                self.conv[n] = EventConv2d(self.fp[n]["weight_mant"] if self.fixed else node.weight, node.in_shape,
+                                           node.stride, node.padding)
             elif isinstance(node, g.Affine):
                 self.fan[n] = np.full(node.weight.shape[1], node.weight.shape[0], INT)
                 self.dense_macs[n] = int(node.weight.size)
             elif isinstance(node, g.PlasticSTPN):
                 self.dense_macs[n] = 2 * int(node.W.size)  # W z and F z
-            if self.fixed:
-                self.fp[n] = net.fixed.get(n, {})
+                self.plastic[n] = self._plastic_params(n)
         rate = [n for n in self.order if isinstance(net.nodes[n], g.RateIF)]
         self.segment = []
         if rate:
@@ -140,6 +144,46 @@ class Simulator:
                 if not isinstance(net.nodes[n], (g.Conv2d, g.RateIF)):
                     raise DataFormatError(f"node {n!r} ({type(net.nodes[n]).__name__}) inside the rate-coded "
                                           "segment; only Conv2d and RateIF are supported there")
+
+    def _plastic_params(self, n) -> dict:
+        """Constants of a plastic layer: W (and W^T, rows = presynaptic units, for the event-driven
+        W z); fixed point: W shifted to F's LSB and, as float64 (exact integers), the operands of the
+        float-exact kernels (:meth:`_plasticity_exact`)."""
+        node = self.net.nodes[n]
+        if self.fixed:
+            fp = self.fp[n]
+            W = fp["w_mant"]
+            sG = int(fp["w_exp"]) - int(fp["f_exp"])
+            Wsh = W << sG
+            p = {"W": W, "sG": sG, "Wsh": Wsh, "Wsh_f": Wsh.astype(np.float64),
+                 "f_shift": -int(fp["f_exp"]), "hebb_shift": int(fp["hebb_shift"]),
+                 "lam_f": fp["lam_q12"].astype(np.float64) * 2.0**-fx.DECAY_BITS,
+                 "lam_max": float(np.max(np.abs(fp["lam_q12"]), initial=0)),
+                 "gamma_f": fp["gamma_mant"].astype(np.float64) * 2.0**-int(fp["hebb_shift"]),
+                 "gamma_max": float(np.max(np.abs(fp["gamma_mant"]), initial=0))}
+        else:
+            W = self.devices[n].W if n in self.devices else node.W   # device: the read-back weights
+            p = {"W": W}
+        p["WT"] = np.ascontiguousarray(W.T)
+        return p
+
+    def _buffer(self, n, key, shape, dtype=np.float64) -> np.ndarray:
+        """A work array of the simulator (not state), reused between steps."""
+        b = self._buffers.get((n, key))
+        if b is None or b.shape != shape or b.dtype != dtype:
+            b = self._buffers[(n, key)] = np.empty(shape, dtype)
+        return b
+
+    def _spare(self, n, key, like: np.ndarray) -> np.ndarray:
+        """The array the next value of the state ``key`` of ``n`` is written into: the one that
+        state held two steps ago (double buffering of the large plastic-layer state)."""
+        b = self._buffers.pop((n, "spare_" + key), None)
+        if b is None or b.shape != like.shape or b.dtype != like.dtype or b is like:
+            b = np.empty_like(like)
+        return b
+
+    def _retire(self, n, key, old: np.ndarray) -> None:
+        self._buffers[(n, "spare_" + key)] = old
 
     # -- state ----------------------------------------------------------------------------------
     def _init_node(self, n):
@@ -167,6 +211,7 @@ class Simulator:
 
     def reset(self, done=None):
         """Initial state for all batch elements (``done=None``) or those with ``done`` true."""
+        self._mirror = {}          # float copies of integer state (fixed point), rebuilt on use
         if done is None:
             self.state = {n: self._init_node(n) for n in self.order}
             return
@@ -254,11 +299,15 @@ class Simulator:
         self.values[n] = self.values[self.src[n]]
         self.deltas[n] = None
 
-    def _synapse_op(self, n, x):
+    def _synapse_op(self, n, x, events: bool = False):
+        """W x of a synapse node; Conv2d: event-driven (only the active inputs) where that is the
+        smaller work (``events``), else im2col (:class:`conversion.ops.EventConv2d`)."""
         node = self.net.nodes[n]
-        w = self.fp[n]["weight_mant"] if self.fixed else node.weight
         if isinstance(node, g.Conv2d):
-            return conv2d(x, w, node.stride, node.padding)
+            kern, B = self.conv[n], x.shape[0]
+            flat = x.reshape(B, -1)
+            return (kern(flat) if events else kern.dense(flat)).reshape(B, *node.out_shape)
+        w = self.fp[n]["weight_mant"] if self.fixed else node.weight
         return x @ w.T
 
     def _syn(self, n):
@@ -272,9 +321,10 @@ class Simulator:
             st["u"] = bias + self._synapse_op(n, self.values[s])
             self._count(n, "synops", self.dense_macs[n] * self.B)
         else:
-            du = self._synapse_op(n, d)
+            du = self._synapse_op(n, d, events=True)
             st["u"] = st["u"] + du
-            self._count(n, "synops", (d.reshape(self.B, -1) != 0) @ self.fan[n] @ np.ones(self.B, INT))
+            fan = self.fan[n]
+            self._count(n, "synops", fan[np.flatnonzero(d) % fan.size].sum())   # events x fan-out
             if self.fixed:
                 st["u"] = self.monitor.check(n, "u", st["u"], fx.STATE_MAX, self.t)
         self.values[n], self.deltas[n] = st["u"], du
@@ -316,40 +366,69 @@ class Simulator:
         if dx is None:
             dx = self.values[s] - st["z"][:, :I]
         dh = st["dh"]
+        pp = self.plastic[n]
         if self.fixed:
             fp = self.fp[n]
             ez = int(fp["z_exp"])
             dz = np.concatenate([dx << (int(fp["x_exp"]) - ez), dh << (int(fp["h_exp"]) - ez)], axis=1)
-            W = fp["w_mant"]
         else:
             dz = np.concatenate([dx, dh], axis=1)
-            W = self.devices[n].W if n in self.devices else node.W   # device: the read-back weights
+        W = pp["W"]
         st["z"] = st["z"] + dz
         active = np.flatnonzero(np.any(dz != 0, axis=0))
-        if active.size:
-            st["uW"] = st["uW"] + dz[:, active] @ W[:, active].T
+        if active.size:                                      # event-driven W z: the rows of W^T of the events
+            st["uW"] = st["uW"] + dz[:, active] @ pp["WT"][active]
         self._count(n, "synops", H * np.count_nonzero(dz))
         z, F = st["z"], st["F"]
         nz = np.count_nonzero(z)
         self._count(n, "synops", H * nz)                     # F z over active presynaptic units
         self._count(n, "dense", self.dense_macs[n] * self.B)
         self._count(n, "plastic_ops", H * K * self.B)        # row norm (every synapse)
+        G = self._buffer(n, "G", F.shape)
         if self.fixed:
             m = self.monitor
-            sG = int(fp["w_exp"]) - int(fp["f_exp"])
-            G = (W << sG) + F
-            S = m.check(n, "norm_sq", np.einsum("bhk,bhk->bh", G, G), fx.WIDE_MAX, self.t)
+            sG = pp["sG"]
+            S, Fz = self._norm_and_dot_exact(n, F, z, G)
+            S = m.check(n, "norm_sq", S, fx.WIDE_MAX, self.t)
             st["N"] = np.maximum(fx.isqrt(S), 1)
             uW = m.check(n, "uW", st["uW"], fx.WIDE_MAX >> sG, self.t, saturate=False)
-            dot = m.check(n, "dot", (uW << sG) + np.einsum("bhk,bk->bh", F, z), fx.WIDE_MAX, self.t)
+            dot = m.check(n, "dot", (uW << sG) + Fz, fx.WIDE_MAX, self.t)
             a = fx.round_div(dot, st["N"]) + fp["bias"]
             a = m.check(n, "a", a, fx.STATE_MAX, self.t)
         else:
-            G = W + F
-            st["N"] = sem.stpn_norm(NUMPY, np.einsum("bhk,bhk->bh", G, G), node.norm_eps)
-            a = sem.stpn_preactivation(st["uW"] + np.einsum("bhk,bk->bh", F, z), st["N"], node.b)
+            np.add(W, F, out=G)                              # G = W + F
+            st["N"] = sem.stpn_norm(NUMPY, row_dots(G, G), node.norm_eps)
+            a = sem.stpn_preactivation(st["uW"] + matvec(F, z), st["N"], node.b)
         st["a"] = a
         self.values[n], self.deltas[n] = a, None
+
+    def _float_mirror(self, n, F) -> tuple[np.ndarray, float]:
+        """Fixed point: F (int64) as float64 (exact) and max |F|, kept from the last plasticity step."""
+        mir = self._mirror.get(n)
+        if mir is None or mir[0] is not F:
+            Ff = self._buffer(n, "F_f", F.shape)
+            np.copyto(Ff, F)
+            mir = self._mirror[n] = (F, Ff, float(np.max(np.abs(F), initial=0)))
+        return mir[1], mir[2]
+
+    def _norm_and_dot_exact(self, n, F, z, G):
+        """Fixed point: the row sums of G^2 (G = W << sG + F) and F z, exact int64.  Computed in
+        float64 (BLAS) where every partial sum is an integer below 2**52, else in int64."""
+        pp = self.plastic[n]
+        Ff, fmax = self._float_mirror(n, F)
+        np.add(pp["Wsh_f"], Ff, out=G)
+        S = row_dots(G, G)
+        if not exact_in_float(float(S.max(initial=0))):     # G^2 >= 0: the total bounds every partial sum
+            Gi = pp["Wsh"] + F
+            S = np.einsum("bhk,bhk->bh", Gi, Gi)
+        else:
+            S = S.astype(INT)
+        zf = z.astype(np.float64)
+        if exact_in_float(fmax * float(np.abs(zf).sum(axis=1).max(initial=0))):
+            Fz = matvec(Ff, zf).astype(INT)
+        else:
+            Fz = np.einsum("bhk,bk->bh", F, z)
+        return S, Fz
 
     def _plasticity(self, n):
         """F <- clip(lam F / N + gamma h z^T, +-f_max); then forward the post neurons' events."""
@@ -362,21 +441,89 @@ class Simulator:
         self._count(n, "hebbian", nz)                         # Hebbian increments (memristor update pulses)
         self._count(n, "plastic_dense", 3 * H * K * self.B)  # norm, decay, Hebbian of the dense network
         if self.fixed:
-            fp, m = self.fp[n], self.monitor
-            q = fx.round_div(F << -int(fp["f_exp"]), st["N"][:, :, None])
-            q = fx.mul_q12(q, fp["lam_q12"])
-            prod = m.check(n, "hebb_product", fp["gamma_mant"] * h[:, :, None] * z[:, None, :], fx.WIDE_MAX, self.t)
-            F = q + fx.rshift_round(prod, int(fp["hebb_shift"]))
-            if int(fp["f_max"]) >= 0:
-                F = np.clip(F, -int(fp["f_max"]), int(fp["f_max"]))
-            F = m.check(n, "F", F, fx.STATE_MAX, self.t)
+            F = self._plasticity_exact(n, F, st["N"], h, z)
+            if F is None:
+                F = self._plasticity_int(n, st["F"], st["N"], h, z)
         elif n in self.devices:
             F = self._device_plasticity(n, h, z)
         else:
-            F = sem.stpn_plasticity(NUMPY, F, st["N"][:, :, None], node.lam, node.gamma, h[:, :, None],
-                                    z[:, None, :], node.f_max if np.isfinite(node.f_max) else None)
+            F = self._plasticity_float(n, F, st["N"], h, z)
         st["F"] = F
         st["dh"] = self.deltas[node.post]
+
+    def _plasticity_float(self, n, F, N, h, z):
+        """:func:`conversion.semantics.stpn_plasticity` evaluated in place, operation for operation
+        (lam (F / N) + gamma (h z^T), then the clip), into the array of two steps ago."""
+        node = self.net.nodes[n]
+        Fn, hebb = self._spare(n, "F", F), self._buffer(n, "hebb", F.shape)
+        np.divide(F, N[:, :, None], out=Fn)
+        np.multiply(Fn, node.lam, out=Fn)
+        np.multiply(h[:, :, None], z[:, None, :], out=hebb)
+        np.multiply(hebb, node.gamma, out=hebb)
+        np.add(Fn, hebb, out=Fn)
+        if np.isfinite(node.f_max):
+            np.clip(Fn, -node.f_max, node.f_max, out=Fn)
+        self._retire(n, "F", F)
+        return Fn
+
+    def _plasticity_int(self, n, F, N, h, z):
+        """The fixed-point plasticity in int64, as :mod:`conversion.fixed_point` specifies it."""
+        fp, m = self.fp[n], self.monitor
+        q = fx.round_div(F << -int(fp["f_exp"]), N[:, :, None])
+        q = fx.mul_q12(q, fp["lam_q12"])
+        prod = m.check(n, "hebb_product", fp["gamma_mant"] * h[:, :, None] * z[:, None, :], fx.WIDE_MAX, self.t)
+        F = q + fx.rshift_round(prod, int(fp["hebb_shift"]))
+        if int(fp["f_max"]) >= 0:
+            F = np.clip(F, -int(fp["f_max"]), int(fp["f_max"]))
+        return m.check(n, "F", F, fx.STATE_MAX, self.t)
+
+    def _plasticity_exact(self, n, F, N, h, z):
+        """The fixed-point plasticity of :meth:`_plasticity_int`, bit for bit, in float64 on exact
+        integers (None where the bounds below do not hold; the caller then runs the int64 form).
+
+        With s = -f_exp, x = F 2**s / N and every magnitude below 2**52:
+        round_div(F << s, N) = floor(fl(x) + 1/2) (the rounding error of fl(x) and of the addition,
+        below (|x| + 1) 2**-52, is smaller than the distance 1/(2N) of x + 1/2 to the next integer
+        when it is not one, and an integer x + 1/2 is computed exactly); mul_q12(q, L) =
+        trunc(q (L 2**-12)) and rshift_round(p, k) = floor(p 2**-k + 1/2) with p = gamma h z, all
+        products exact integers times powers of two.
+        """
+        pp, fp, m = self.plastic[n], self.fp[n], self.monitor
+        s, k = pp["f_shift"], pp["hebb_shift"]
+        Ff, fmax = self._float_mirror(n, F)
+        Nf = N.astype(np.float64)
+        nmin, nmax = (float(Nf.min()), float(Nf.max())) if Nf.size else (1.0, 1.0)
+        hf, zf = h.astype(np.float64), z.astype(np.float64)
+        hz_max = float(np.max(np.abs(hf), initial=0)) * float(np.max(np.abs(zf), initial=0))
+        if (s < 0 or nmin < 1 or k > 52
+                or not exact_in_float(fmax * 2.0 ** (s + 1) + 3 * nmax)                     # round_div
+                or not exact_in_float((fmax * 2.0**s / nmin + 1) * pp["lam_max"])             # q L
+                or not exact_in_float(pp["gamma_max"] * hz_max * 2.0 ** max(0, -k) + 1)):     # gamma h z
+            return None
+        Fn, hebb = self._spare(n, "F_f", Ff), self._buffer(n, "hebb", F.shape)
+        np.divide(Ff, (Nf * 2.0**-s)[:, :, None], out=Fn)   # x = F 2**s / N
+        Fn += 0.5
+        np.floor(Fn, out=Fn)                                 # q = round_div(F << s, N)
+        np.multiply(Fn, pp["lam_f"], out=Fn)
+        np.trunc(Fn, out=Fn)                                 # mul_q12(q, L)
+        np.multiply(hf[:, :, None], zf[:, None, :], out=hebb)
+        np.multiply(hebb, pp["gamma_f"], out=hebb)           # gamma h z 2**-k
+        hebb += 0.5
+        np.floor(hebb, out=hebb)                             # rshift_round(gamma h z, k)
+        Fn += hebb
+        if int(fp["f_max"]) >= 0:
+            np.clip(Fn, -int(fp["f_max"]), int(fp["f_max"]), out=Fn)
+        Fi = self._spare(n, "F", F)
+        np.copyto(Fi, Fn, casting="unsafe")
+        new_max = float(max(Fn.max(initial=0), -Fn.min(initial=0)))
+        self._retire(n, "F_f", Ff)
+        self._retire(n, "F", F)
+        if new_max > fx.STATE_MAX:                          # saturate and record, as the int64 form
+            Fi = m.check(n, "F", Fi, fx.STATE_MAX, self.t)
+            self._mirror.pop(n, None)
+            return Fi
+        self._mirror[n] = (Fi, Fn, new_max)
+        return Fi
 
     def _device_plasticity(self, n, h, z):
         """The plasticity phase on device pairs (conversion.device_layer); counts pulses and energy."""
