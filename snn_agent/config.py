@@ -33,6 +33,10 @@ ACTION_SETS = {
 }
 
 
+#: the Atari emulator's frame rate [Hz]; one agent step lasts frameskip / FRAME_RATE_HZ seconds
+FRAME_RATE_HZ = 60.0
+
+
 @dataclass
 class ModelConfig:
     """Network: conv torso (fixed as the reference) -> recurrent core (``kind``) -> heads."""
@@ -168,6 +172,11 @@ class RunConfig:
         self.env.validate()
         self.model.n_actions = len(self.env.actions)
         self.model.validate()
+        step = self.env.frameskip / FRAME_RATE_HZ
+        if not math.isclose(self.model.dt, step, rel_tol=1e-9):
+            raise ParameterError(f"model.dt = {self.model.dt:g} s is not the agent's step: env.frameskip "
+                                 f"{self.env.frameskip} / {FRAME_RATE_HZ:g} Hz = {step:g} s (the m-STPN's lambda "
+                                 "range depends on it); set both, e.g. `mstpn train --frameskip 1`")
         self.train.validate()
         return self
 

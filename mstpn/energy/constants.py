@@ -33,8 +33,10 @@ class Constant:
 # -- time base of a game ----------------------------------------------------------------------
 FRAME_RATE_HZ = Constant(60.0, "Hz", "published",
                          "Atari 2600 frame rate as emulated by the Arcade Learning Environment (NTSC, ~60 Hz)")
-FRAMESKIP = Constant(4, "frames/step", "published",
-                     "agent acts every 4 emulator frames (reference STPN Pong setup; ale_py AtariVectorEnv frameskip=4)")
+FRAMESKIP = Constant(4, "frames/step", "assumption",
+                     "agent acts every 4 emulator frames: this project's setting (DeepMind preprocessing, ale_py "
+                     "AtariVectorEnv frameskip=4). The STPN reference's RLlib configuration (preprocessor_pref "
+                     "'rllib', no DeepMind wrappers) reads as acting every frame: frameskip 1, dt = 1/60 s")
 
 # -- the Pong STPN network (reference NeuromorphicComputing/STPN, rllib_nets.py) ----------------
 PONG_CONV_FEATURES = Constant(2592, "1", "published",
