@@ -2,7 +2,11 @@
 and (``--games``) one full Pong game on every backend, frame by frame.
 
     python benchmarks/bench_backends.py [NET.nir | --checkpoint CKPT] [--frames 100] [--games]
-                                        [--backends B ...] [--out DIR]
+                                        [--backends B ...] [--quick] [--out DIR]
+
+``--quick``: the fast backends only (torch, numpy, numpy-fixed, snntorch, lava, lava-fixed) on 200
+recorded frames (unless --frames / --backends say otherwise).  Pin it to one core for stable numbers
+(``taskset -c 0``); the header gives the date, the machine and the CPU affinity.
 
 Without NET, the shipped STPN checkpoint (artifacts/stpn) is converted with calibration on 300
 frames (sigma-delta with fixed point; snnTorch runs its rate form with the calibrated thresholds).
@@ -17,8 +21,11 @@ every backend (atomically), with the checkpoint's SHA-256 and the conversion's t
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import json
+import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -37,18 +44,25 @@ from mstpn_base.io import atomic_write_json  # noqa: E402
 ALL = ("torch", "numpy", "numpy-fixed", "snntorch", "brian2", "brian2-cython", "brian2-standalone", "lava",
        "lava-fixed", "loihi2")
 SLOW = {"brian2": 30, "brian2-cython": 30}   # frames of the speed run for the slow backends
+QUICK = ("torch", "numpy", "numpy-fixed", "snntorch", "lava", "lava-fixed")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("net", nargs="?", type=Path, help="converted network (default: convert the shipped STPN)")
     ap.add_argument("--checkpoint", type=Path, default=ROOT / "artifacts" / "stpn" / "policy.safetensors")
-    ap.add_argument("--frames", type=int, default=100)
-    ap.add_argument("--backends", nargs="+", default=[b for b in ALL if b not in ("brian2-cython", "brian2-standalone")])
+    ap.add_argument("--frames", type=int, default=None, help="recorded frames (default 100; --quick: 200)")
+    ap.add_argument("--backends", nargs="+", default=None)
+    ap.add_argument("--quick", action="store_true", help="fast backends only, 200 frames")
     ap.add_argument("--games", action="store_true", help="play one full game on every backend")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("bench_out"))
     args = ap.parse_args(argv)
+    if args.frames is None:
+        args.frames = 200 if args.quick else 100
+    if args.backends is None:
+        args.backends = list(QUICK) if args.quick else [b for b in ALL if b not in ("brian2-cython", "brian2-standalone")]
+    print(machine_header(argv))
 
     from snn_agent.export import convert_with_calibration
     from snn_agent.checkpoint import load_policy
@@ -105,6 +119,24 @@ def main(argv=None) -> int:
               f"{r.get('game_steps', '-')} | {r.get('game_fps', float('nan')):.1f} |")
     save(args.out / "bench_backends.json", info, rows)
     return 0
+
+
+def machine_header(argv=None) -> str:
+    """Date, command, CPU and the cores this process may run on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
+    import numpy
+    import torch
+    cmd = " ".join(["python", "benchmarks/bench_backends.py", *(sys.argv[1:] if argv is None else argv)])
+    return (f"# {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}\n# command: {cmd}\n"
+            f"# machine: {cpu}, {os.cpu_count()} logical cores, running on cores {cores}; "
+            f"python {platform.python_version()}, numpy {numpy.__version__}, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads)")
 
 
 def sha256_file(path: Path) -> str:
