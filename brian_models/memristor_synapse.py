@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from brian_models import require_brian2
 from brian_models.codegen import Brian2Ops, Sym, code_of
 from memristor import equations as eq
 from memristor.params import DeviceParams
 from memristor.reference import STATE_VARS, DeviceBatch, Drive, Trace, check_shapes, initial_state
-from mstpn_base.errors import BackendUnavailableError, MstpnError
+from mstpn_base.errors import MstpnError
 
 #: Brian2 code-generation targets this module supports -> backend name in the Trace.
 TARGETS = {"numpy": "brian2", "cython": "brian2-cython"}
@@ -52,14 +53,6 @@ class SynapseEquations:
     on_pre: str
     namespace: dict = field(default_factory=dict)
     per_synapse: tuple = ("tau", "a_st", "eta_lt", "g_lt")
-
-
-def _require_brian2():
-    try:
-        import brian2
-    except ImportError as exc:
-        raise BackendUnavailableError(f"the brian2 backend needs brian2 ({exc}); pip install brian2") from None
-    return brian2
 
 
 #: DeviceParams units -> Brian2 unit names (dimensionless: no unit)
@@ -102,7 +95,7 @@ def synapse_equations(params: DeviceParams, s: str = DEFAULT_PAYLOAD["s"],
     :func:`simulate`); in a converted network pass e.g. ``s="s_pre"`` for a presynaptic variable
     carrying a graded spike, or the name of a synaptic parameter, and ``noise="1"`` for none.
     """
-    b2 = _require_brian2()
+    b2 = require_brian2()
     p = _ParamSymbols(params)
     unit = {v: _UNITS[u] or "1" for v, u in eq.STATE_UNITS.items()}
     model = []
@@ -139,7 +132,7 @@ def simulate(batch: DeviceBatch, drive: Drive, g_lt0=None, target: str = "numpy"
     """
     if target not in TARGETS:
         raise MstpnError(f"unknown Brian2 code-generation target {target!r}; choose one of {', '.join(TARGETS)}")
-    b2 = _require_brian2()
+    b2 = require_brian2()
     check_shapes(batch, drive)
     init = initial_state(batch, g_lt0)
     n, n_steps, dt = batch.n, drive.n_steps, drive.dt * b2.second

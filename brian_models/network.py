@@ -43,6 +43,7 @@ import signal
 
 import numpy as np
 
+from brian_models import require_brian2
 from brian_models.codegen import Brian2Ops, Sym, code_of
 from conversion import semantics as sem
 from conversion.backend import StepOut, UnsupportedNetworkError
@@ -50,18 +51,6 @@ from mstpn_base import signals
 from mstpn_base.errors import BackendUnavailableError, MstpnError
 
 TARGETS = ("numpy", "cython")
-
-
-def _b2():
-    try:
-        import brian2
-    except ImportError as exc:
-        raise BackendUnavailableError(f"the brian2 backend needs brian2 ({exc}); pip install brian2") from None
-    # Brian2's own SIGINT handler turns Ctrl-C during Network.run into "stop after this time step":
-    # the run returns early, as if it were complete.  A frame cut short is a wrong result, so Ctrl-C
-    # goes to the previous handler instead (mstpn_base.signals: Interrupted) and ends the command.
-    brian2.prefs.core.stop_on_keyboard_interrupt = False
-    return brian2
 
 
 def _act_expr(kind: str) -> str:
@@ -115,7 +104,7 @@ class Brian2Runner:
     """
 
     def __init__(self, net, target: str = "numpy", directory=None):
-        b2 = _b2()
+        b2 = require_brian2()
         if target not in TARGETS + ("cpp_standalone",):
             raise MstpnError(f"brian2 target {target!r}: choose numpy, cython or cpp_standalone")
         self.b2, self.net, self.target, self.directory = b2, net, target, directory

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from brian_models import require_brian2
 from brian_models.codegen import Brian2Ops, Sym
 from conversion import nir_semantics as sem
 from conversion.nir_graph import NirProgram, NirRecord
-from mstpn_base.errors import BackendUnavailableError, DataFormatError, ParameterError
+from mstpn_base.errors import DataFormatError, ParameterError
 
 LINEAR = ("Affine", "Linear", "Scale", "Flatten", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d")
 SUPPORTED = ("Input", "Output") + LINEAR + tuple(sem.NEURONS)
@@ -32,15 +33,6 @@ _B2_NAME = {"i": "isyn"}
 
 def _b2_name(var: str) -> str:
     return _B2_NAME.get(var, var)
-
-
-def _b2():
-    try:
-        import brian2
-    except ImportError as exc:
-        raise BackendUnavailableError(f"the brian2 backend needs brian2 ({exc}); pip install brian2") from None
-    brian2.prefs.core.stop_on_keyboard_interrupt = False
-    return brian2
 
 
 def linear_map(program: NirProgram, name: str):
@@ -87,7 +79,7 @@ def run_brian2(graph, x, dt: float, integration: str = "exact", reset: str = "ze
     x = np.asarray(x, np.float64)
     if tuple(x.shape[1:]) != program.input_shape:
         raise DataFormatError(f"input of shape {x.shape}: expected (T, {', '.join(map(str, program.input_shape))})")
-    b2 = _b2()
+    b2 = require_brian2()
     b2.prefs.codegen.target = target
     T = x.shape[0]
     clock = b2.Clock(dt=float(dt) * b2.second, name="nir_clock")
