@@ -87,6 +87,12 @@ class Mapping:
     seed: int = 0
     variability: bool = True
     noise: bool = True
+    #: fraction of devices with a stuck-at fault (drawn per device from ``seed``): they ignore pulses
+    stuck_fraction: float = 0.0
+    #: time constant [s] of the long-term retention drift (inf: none) and the weights' age [s]
+    #: since they were written, at which the run starts (:func:`memristor.equations.lt_drift`)
+    lt_drift_tau: float = math.inf
+    lt_age: float = 0.0
 
     def __post_init__(self):
         p = self.params
@@ -101,6 +107,24 @@ class Mapping:
             raise ParameterError(f"t_pulse_max must lie in (0, dt = {self.dt}] s, got {self.t_pulse_max!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ParameterError(f"device seed must be an integer in [0, 2^63), got {self.seed!r}")
+        for name, lo, hi in (("stuck_fraction", 0.0, 1.0), ("lt_age", 0.0, math.inf)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo <= v <= hi) or math.isnan(v) \
+                    or v == math.inf:
+                raise ParameterError(f"device mapping {name} must be a number in [{lo}, {hi}], got {v!r}")
+        v = self.lt_drift_tau
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or not v > 0:
+            raise ParameterError(f"device mapping lt_drift_tau must be a positive number of seconds (inf: no "
+                                 f"drift), got {v!r}")
+
+    @property
+    def faults(self) -> dict | None:
+        """The fault and drift block entries, None when there are none (no stuck devices, no drift)."""
+        if self.stuck_fraction == 0 and (self.lt_drift_tau == math.inf or self.lt_age == 0):
+            return None
+        return {"stuck_fraction": self.stuck_fraction,
+                "lt_drift_tau_s": None if self.lt_drift_tau == math.inf else self.lt_drift_tau,
+                "lt_age_s": self.lt_age}
 
     def check_runnable(self) -> None:
         """The parameters can run the layer: sub-threshold pulses whose width sets the efficacy."""
@@ -152,7 +176,8 @@ class Mapping:
                             "compensate_history": self.compensate_history,
                             "pulse": "amplitude v_pulse, width from the efficacy",
                             "t_pulse_max_s": self.t_max, "read": "w = (G_p - G_m) / g_unit_S"},
-                "seed": self.seed, "variability": self.variability, "noise": self.noise}
+                "seed": self.seed, "variability": self.variability, "noise": self.noise,
+                **({"faults": self.faults} if self.faults else {})}
 
     @classmethod
     def from_block(cls, block) -> "Mapping":
@@ -165,7 +190,8 @@ class Mapping:
             raise DataFormatError(f"device block schema {block.get('schema')!r} is not {SCHEMA!r}")
         if not legacy and block.get("version") != VERSION:
             raise DataFormatError(f"device block version {block.get('version')!r} is not supported (expected {VERSION})")
-        known = {"params", "mapping"} | (set() if legacy else {"schema", "version", "seed", "variability", "noise"})
+        known = {"params", "mapping"} | (set() if legacy else {"schema", "version", "seed", "variability", "noise",
+                                                              "faults"})
         if set(block) - known:
             raise DataFormatError(f"device block has unknown keys {sorted(set(block) - known)}")
         if "params" not in block or not isinstance(block.get("mapping"), dict):
@@ -186,6 +212,14 @@ class Mapping:
                     raise DataFormatError("device mapping compensate_history must be true or false")
                 kw.update(compensate_history=mp["compensate_history"], t_pulse_max=_num(mp, "t_pulse_max_s"),
                           seed=block.get("seed"), variability=block["variability"], noise=block["noise"])
+                if "faults" in block:   # optional: absent = no stuck devices, no drift
+                    fb = block["faults"]
+                    if not isinstance(fb, dict) or set(fb) != {"stuck_fraction", "lt_drift_tau_s", "lt_age_s"}:
+                        raise DataFormatError("device block faults must be an object with stuck_fraction, "
+                                              "lt_drift_tau_s (null: no drift) and lt_age_s")
+                    tau = fb["lt_drift_tau_s"]
+                    kw.update(stuck_fraction=_num(fb, "stuck_fraction"), lt_age=_num(fb, "lt_age_s"),
+                              lt_drift_tau=math.inf if tau is None else _num(fb, "lt_drift_tau_s"))
             m = cls(**kw)
         except DataFormatError:
             raise
@@ -223,11 +257,24 @@ def ideal_params(lam_lo: float = 1e-3, lam_hi: float = 0.999, dt: float = DEFAUL
 
 # -- long-term part -------------------------------------------------------------------------------
 def long_term(ops, m: Mapping, W) -> dict:
-    """Long-term conductances [S] of the pair for weights ``W`` (clipped to +-w_max, on the levels)."""
+    """Long-term conductances [S] of the pair for weights ``W`` (clipped to +-w_max, on the levels),
+    after ``m.lt_age`` seconds of retention drift (:func:`memristor.equations.lt_drift`)."""
     p = m.params
     Wc = ops.clip(W, -m.w_max, m.w_max)
-    return {side: eq.quantise_lt(ops, p, ops.clip(p.g_min + ops.clip(sign * Wc, 0.0, m.w_max) * m.g_unit, p.g_min, p.g_max))
+    return {side: eq.lt_drift(ops, p, eq.quantise_lt(ops, p, ops.clip(p.g_min + ops.clip(sign * Wc, 0.0, m.w_max)
+                                                                      * m.g_unit, p.g_min, p.g_max)),
+                              m.lt_age, m.lt_drift_tau)
             for side, sign in (("p", 1.0), ("m", -1.0))}
+
+
+def stuck_devices(m: Mapping, shape) -> np.ndarray | None:
+    """The stuck-at faults: a boolean array (2, *shape) (plus, minus device), each device stuck with
+    probability ``m.stuck_fraction``, drawn from the mapping's seed (the one place they are drawn);
+    None without faults.  A stuck device ignores every pulse: its volatile conductance holds its
+    value (0 from fresh devices); its long-term conductance is the written one (with drift)."""
+    if m.stuck_fraction == 0:
+        return None
+    return np.random.default_rng([m.seed, 4099]).random((2, *shape)) < m.stuck_fraction
 
 
 def read_weight(m: Mapping, g_p, g_m):
@@ -254,13 +301,14 @@ class Devices:
         """Per side the arrays the step functions read, converted by ``convert`` (e.g. to tensors)."""
         out = {}
         for side, d in self.sides.items():
-            out[side] = {k: convert(d[k]) for k in ("g_lt", "a_st", "eta_lt", "tau", "v_bias")}
+            out[side] = {k: convert(d[k]) for k in ("g_lt", "a_st", "eta_lt", "tau", "v_bias") + ("live",) * ("live" in d)}
             out[side]["ret"] = {v: (convert(f) if isinstance(f, np.ndarray) else f) for v, f in d["ret"].items()}
         return out
 
     def summary(self) -> dict:
         H, K = self.W.shape
-        return {"synapses": H * K, "devices": 2 * H * K, "lam_clipped": self.n_lam_clipped,
+        stuck = sum(int(np.count_nonzero(d["live"] == 0)) for d in self.sides.values() if "live" in d)
+        return {"synapses": H * K, "devices": 2 * H * K, "stuck_devices": stuck, "lam_clipped": self.n_lam_clipped,
                 "w_clipped": self.n_w_clipped, "v_bias_min_V": float(self.v_bias.min()),
                 "v_bias_max_V": float(self.v_bias.max()), "seed": self.mapping.seed}
 
@@ -278,6 +326,7 @@ def build(m: Mapping, W, lam) -> Devices:
     n = W.size
     batch = ref.make_devices(p, np.concatenate([v_bias.ravel()] * 2), seed=m.seed, variability=m.variability)
     g_lt = long_term(NUMPY, m, W)
+    stuck = stuck_devices(m, W.shape)
     sides = {}
     for i, side in enumerate(SIDES):
         cut = slice(i * n, (i + 1) * n)
@@ -285,6 +334,8 @@ def build(m: Mapping, W, lam) -> Devices:
         sides[side] = {"g_lt": g_lt[side], "a_st": batch.a_st[cut].reshape(W.shape),
                        "eta_lt": batch.eta_lt[cut].reshape(W.shape), "tau": tau, "v_bias": v_bias,
                        "ret": eq.retention(NUMPY, p, tau, m.dt)}
+        if stuck is not None:   # 1.0: the device takes pulses, 0.0: stuck (stuck_devices)
+            sides[side]["live"] = (~stuck[i]).astype(np.float64)
     return Devices(m, sides, read_weight(m, g_lt["p"], g_lt["m"]), v_bias, n_clip,
                    int(np.count_nonzero(np.abs(W) > m.w_max)))
 
@@ -338,7 +389,8 @@ def plasticity(ops, m: Mapping, dev: dict, state: dict, norm, h, z, gamma, noise
         mag = ops.where(capped, m.s_max, mag)
         s = ops.where(d > 0, mag, ops.where(d < 0, -mag, 0.0))
         width = ops.where(s != 0, width, 0.0)
-        out = eq.pulse(ops, p, dev[side]["a_st"], dev[side]["eta_lt"], st, s, False,
+        applied = s if dev[side].get("live") is None else s * dev[side]["live"]   # a stuck device ignores it
+        out = eq.pulse(ops, p, dev[side]["a_st"], dev[side]["eta_lt"], st, applied, False,
                        1.0 if noise is None else noise[side])
         new[side] = {v: out[v] for v in DEVICE_STATE}
         pulses[side] = (s, width, st["g_lt"] + st["g_st"])

@@ -34,7 +34,7 @@ STATE_UNITS = {"g_lt": "S", "g_st": "S", "r": "1", "q": "1"}
 
 #: volatile variables and their relaxation time constant: "tau" is the time constant of each device,
 #: tau0 * d2d * exp(-V_bias / v_tau) (:meth:`memristor.params.DeviceParams.tau`), any other name
-#: a DeviceParams field [s].  g_lt does not relax.
+#: a DeviceParams field [s].  g_lt does not relax (its slow retention drift is :func:`lt_drift`).
 TIME_CONSTANTS = {"g_st": "tau", "r": "tau_ppf", "q": "tau_meta"}
 
 
@@ -63,6 +63,15 @@ def facilitation(p, r):
 def availability(p, q):
     """History dependence: mu = 1 - q (recent pulses deplete the efficacy)."""
     return 1.0 - q
+
+
+def lt_drift(ops, p, g_lt, t, tau):
+    """Retention drift of the long-term conductance over ``t`` [s] of physical time: a slow
+    exponential decay towards g_min, g_lt(t) = g_min + (g_lt - g_min) exp(-t / tau), with the
+    drift time constant ``tau`` [s] (inf or t = 0: no drift).  Analog: not snapped to the levels."""
+    if t == 0 or tau == math.inf:
+        return g_lt
+    return p.g_min + (g_lt - p.g_min) * math.exp(-t / tau)
 
 
 def quantise_lt(ops, p, g_lt):

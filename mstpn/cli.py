@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "mstpn.nir_compare",  # mstpn nir-run
     "mstpn.energy.cli",   # mstpn energy
     "mstpn.report_cli",   # mstpn report / run
+    "mstpn.sweep_cli",    # mstpn sweep
 )
 
 

@@ -12,7 +12,7 @@ VENV=${VENV:-.venv}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install torch==2.13.0
-"${PIP[@]}" install -e ".[test,docs]"
+"${PIP[@]}" install -e ".[test,docs,sweep]"
 "${PIP[@]}" install --ignore-requires-python lava-nc==0.10.0 "numpy<2" "scipy<1.16"
 "$VENV/bin/python" - <<'PY'
 import lava_procs

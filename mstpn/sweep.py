@@ -1,0 +1,571 @@
+"""Device-parameter sweeps of the m-STPN in the loop, on Ray (``mstpn sweep SPEC -o OUT``).
+
+A **trial** is one seeded device-in-the-loop evaluation of a checkpoint: the converted network
+(thresholds 0) on ``Simulator(net, synapses="device")`` with the file's device mapping, changed by
+the trial's parameters (DeviceParams fields such as ``d2d_sigma``, ``c2c_sigma``, ``n_levels``,
+``tau0``, ``v_bias_min`` / ``v_bias_max``, and the mapping's ``stuck_fraction``, ``lt_drift_tau_s``,
+``lt_age_s``), device seed = the trial's seed, plays ``games`` greedy games of Pong closed loop,
+each capped at ``max_steps`` agent steps.  A game's score is points won - points lost; a capped
+game reports its partial score and ``truncated: true``.  Game seeds are ``game_seed + seed * games
++ i`` (i = 0 .. games-1): the same for every parameter value, so parameter values are compared on
+the same games.
+
+The **trial id** is a SHA-256 (16 hex digits) of everything that determines the trial's result:
+its parameters, seed, protocol, games, max_steps, game_seed and the checkpoint's SHA-256.  A
+completed trial is one record ``OUT/trials/<trial_id>.json``, written atomically by the driver when
+Ray returns the trial's result; a sweep started again on the same folder runs only the trials
+without a record.  Ray runs each trial as a task with ``max_retries=2`` and
+``retry_exceptions=False``: a worker that dies is replaced and the trial re-run (at most twice); an
+exception inside the trial is not retried (it would fail again) and is reported.  The record's
+existence is the truth: a trial is never counted twice (one file per id) nor half-written.
+
+Hardware-aware training (training with the device in the loop) is not part of a sweep: every trial
+evaluates a fixed checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mstpn_base.errors import DataFormatError, MstpnError, ParameterError
+from mstpn_base.io import atomic_path, atomic_write_json, atomic_write_text, ensure_dir, read_json
+
+SPEC_SCHEMA = "mstpn.sweep-spec"
+RECORD_SCHEMA = "mstpn.sweep-trial"
+VERSION = 1
+#: protocols: sticky actions (repeat_action_probability 0.25) or deterministic (0)
+PROTOCOLS = {"sticky": 0.25, "deterministic": 0.0}
+#: sweepable parameters of the device mapping (conversion.device_layer.Mapping), with unit
+MAPPING_PARAMS = {"stuck_fraction": ("stuck_fraction", "1"), "lt_drift_tau_s": ("lt_drift_tau", "s"),
+                  "lt_age_s": ("lt_age", "s")}
+SPEC_KEYS = {"checkpoint", "games", "max_steps", "seeds", "protocol", "game_seed", "grid", "random", "fixed"}
+DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint")
+MAX_TRIALS = 100_000
+
+
+def _err(msg: str) -> ParameterError:
+    return ParameterError(f"sweep spec: {msg}")
+
+
+# -- the spec -------------------------------------------------------------------------------------
+def parameter_names() -> list[str]:
+    from memristor.params import DeviceParams
+
+    return DeviceParams.parameter_names() + list(MAPPING_PARAMS)
+
+
+def unit_of(name: str) -> str:
+    from memristor.params import DeviceParams
+
+    if name in MAPPING_PARAMS:
+        return MAPPING_PARAMS[name][1]
+    return next(r["unit"] for r in DeviceParams.describe() if r["name"] == name)
+
+
+def read_spec(path) -> dict:
+    """Read a spec file (.json, or .yaml / .yml when PyYAML is installed) and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sweep spec {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ModuleNotFoundError:
+            raise MstpnError(f"{path}: YAML specs need PyYAML (pip install pyyaml), or write the spec as JSON") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise DataFormatError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    elif path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataFormatError(f"{path}: not valid JSON ({exc})") from None
+    else:
+        raise ParameterError(f"sweep spec {path} must be a .json, .yaml or .yml file")
+    return validate_spec(data)
+
+
+def _int(v, name, lo=0):
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise _err(f"{name} must be an integer >= {lo}, got {v!r}")
+    return v
+
+
+def _value(name, v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise _err(f"{name} values must be finite numbers, got {v!r}")
+    return v
+
+
+def validate_spec(data) -> dict:
+    """The normalised spec (a new dict) or a one-line ParameterError naming the problem."""
+    if not isinstance(data, dict):
+        raise _err("must be an object (mapping)")
+    unknown = set(data) - SPEC_KEYS
+    if unknown:
+        raise _err(f"unknown keys {sorted(unknown)} (known: {sorted(SPEC_KEYS)})")
+    for key in ("checkpoint", "games", "max_steps", "seeds"):
+        if key not in data:
+            raise _err(f"'{key}' is required")
+    if not isinstance(data["checkpoint"], str) or not data["checkpoint"]:
+        raise _err("checkpoint must be a file path")
+    seeds = data["seeds"]
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = list(range(_int(seeds, "seeds (a count)", 1)))
+    if not isinstance(seeds, list) or not seeds:
+        raise _err("seeds must be a non-empty list of integers (device seeds) or a count")
+    seeds = [_int(s, "each seed") for s in seeds]
+    if len(set(seeds)) != len(seeds):
+        raise _err("seeds must not repeat")
+    protocol = data.get("protocol", "sticky")
+    protocols = [protocol] if isinstance(protocol, str) else protocol
+    if not isinstance(protocols, list) or not protocols or any(p not in PROTOCOLS for p in protocols):
+        raise _err(f"protocol must be one of {sorted(PROTOCOLS)} or a list of them, got {protocol!r}")
+    if len(set(protocols)) != len(protocols):
+        raise _err("protocols must not repeat")
+    spec = {"checkpoint": data["checkpoint"], "games": _int(data["games"], "games", 1),
+            "max_steps": _int(data["max_steps"], "max_steps", 1), "seeds": seeds, "protocol": protocols,
+            "game_seed": _int(data.get("game_seed", 1000), "game_seed")}
+    names = set(parameter_names())
+    fixed = data.get("fixed", {})
+    if not isinstance(fixed, dict):
+        raise _err("fixed must be an object {parameter: value}")
+    for k, v in fixed.items():
+        if k not in names:
+            raise _err(f"unknown parameter {k!r} in fixed (known: {', '.join(sorted(names))})")
+        _value(k, v)
+    spec["fixed"] = dict(fixed)
+    if ("grid" in data) == ("random" in data):
+        raise _err("give exactly one of 'grid' or 'random'")
+    if "grid" in data:
+        grid = data["grid"]
+        if not isinstance(grid, dict) or not grid:
+            raise _err("grid must be a non-empty object {parameter: [values]}")
+        for k, vals in grid.items():
+            if k not in names:
+                raise _err(f"unknown parameter {k!r} in grid (known: {', '.join(sorted(names))})")
+            if k in fixed:
+                raise _err(f"parameter {k!r} is both fixed and swept")
+            if not isinstance(vals, list) or not vals:
+                raise _err(f"grid {k} must be a non-empty list of values")
+            for v in vals:
+                _value(k, v)
+            if len(set(vals)) != len(vals):
+                raise _err(f"grid {k} values must not repeat")
+        spec["grid"] = {k: list(v) for k, v in grid.items()}
+    else:
+        rnd = data["random"]
+        if not isinstance(rnd, dict) or set(rnd) - {"n", "seed", "distributions"} or "distributions" not in rnd:
+            raise _err("random must be {n: N, seed: S (optional), distributions: {parameter: {kind: args}}}")
+        dists = rnd["distributions"]
+        if not isinstance(dists, dict) or not dists:
+            raise _err("random distributions must be a non-empty object")
+        for k, d in dists.items():
+            if k not in names:
+                raise _err(f"unknown parameter {k!r} in random distributions (known: {', '.join(sorted(names))})")
+            if k in fixed:
+                raise _err(f"parameter {k!r} is both fixed and swept")
+            if not isinstance(d, dict) or len(d) != 1 or next(iter(d)) not in DISTRIBUTIONS:
+                raise _err(f"distribution of {k} must be one of {{kind: args}} with kind in {DISTRIBUTIONS}")
+            kind, args = next(iter(d.items()))
+            if kind == "choice":
+                if not isinstance(args, list) or not args:
+                    raise _err(f"{k}: choice needs a non-empty list")
+                for v in args:
+                    _value(k, v)
+            else:
+                if not isinstance(args, list) or len(args) != 2:
+                    raise _err(f"{k}: {kind} needs [low, high]")
+                lo, hi = (_value(k, v) for v in args)
+                if not lo <= hi:
+                    raise _err(f"{k}: {kind} needs low <= high, got {args}")
+                if kind == "loguniform" and lo <= 0:
+                    raise _err(f"{k}: loguniform needs low > 0")
+                if kind == "randint" and not all(isinstance(v, int) for v in args):
+                    raise _err(f"{k}: randint needs integer bounds")
+        spec["random"] = {"n": _int(rnd.get("n"), "random n", 1), "seed": _int(rnd.get("seed", 0), "random seed"),
+                          "distributions": {k: dict(d) for k, d in dists.items()}}
+    return spec
+
+
+def swept(spec: dict) -> list[str]:
+    return list(spec["grid"]) if "grid" in spec else list(spec["random"]["distributions"])
+
+
+def parameter_sets(spec: dict) -> list[dict]:
+    """The parameter combinations of the spec (grid: every combination, in the grid's order;
+    random: ``n`` draws from the distributions, deterministic in the random seed)."""
+    import itertools
+
+    if "grid" in spec:
+        keys = list(spec["grid"])
+        combos = [dict(zip(keys, vals)) for vals in itertools.product(*(spec["grid"][k] for k in keys))]
+    else:
+        rng = np.random.default_rng(spec["random"]["seed"])
+        combos = []
+        for _ in range(spec["random"]["n"]):
+            c = {}
+            for k, d in spec["random"]["distributions"].items():
+                kind, a = next(iter(d.items()))
+                if kind == "uniform":
+                    c[k] = float(rng.uniform(a[0], a[1]))
+                elif kind == "loguniform":
+                    c[k] = float(math.exp(rng.uniform(math.log(a[0]), math.log(a[1]))))
+                elif kind == "randint":
+                    c[k] = int(rng.integers(a[0], a[1] + 1))
+                else:
+                    c[k] = a[int(rng.integers(len(a)))]
+            combos.append(c)
+    return [{**spec["fixed"], **c} for c in combos]
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def trial_id(trial: dict) -> str:
+    """SHA-256 (first 16 hex digits) of the trial's canonical JSON (its parameters, seed and protocol)."""
+    return hashlib.sha256(json.dumps(trial, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def make_trials(spec: dict, checkpoint_sha256: str) -> list[dict]:
+    """Every trial of the spec: parameter sets x protocols x seeds, each with its ``id``."""
+    trials = []
+    for params in parameter_sets(spec):
+        for protocol in spec["protocol"]:
+            for seed in spec["seeds"]:
+                t = {"params": params, "seed": seed, "protocol": protocol, "games": spec["games"],
+                     "max_steps": spec["max_steps"], "game_seed": spec["game_seed"],
+                     "checkpoint_sha256": checkpoint_sha256}
+                trials.append({"id": trial_id(t), **t})
+    if len(trials) > MAX_TRIALS:
+        raise _err(f"{len(trials)} trials is more than {MAX_TRIALS}")
+    return trials
+
+
+def mapping_for(base, params: dict, seed: int):
+    """The device mapping of a trial: ``base`` (conversion.device_layer.Mapping) with the trial's
+    parameters and device seed (ParameterError names a parameter out of range)."""
+    dev = {k: v for k, v in params.items() if k not in MAPPING_PARAMS}
+    mp = {MAPPING_PARAMS[k][0]: float(v) for k, v in params.items() if k in MAPPING_PARAMS}
+    if "n_levels" in dev:
+        if float(dev["n_levels"]) != int(dev["n_levels"]):
+            raise ParameterError(f"n_levels must be an integer, got {dev['n_levels']!r}")
+        dev["n_levels"] = int(dev["n_levels"])
+    m = base.replace(params=base.params.replace(**dev), seed=int(seed), **mp)
+    m.check_runnable()
+    return m
+
+
+# -- one trial ------------------------------------------------------------------------------------
+def load_network(checkpoint):
+    """The checkpoint converted for device-in-the-loop play (thresholds 0: the event-driven network
+    computes the dense policy) and the checkpoint's SHA-256.  The network must have a device block
+    (an m-STPN)."""
+    from conversion.convert import convert_policy
+    from snn_agent.checkpoint import load_policy
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    policy, meta = load_policy(path)
+    net = convert_policy(policy, metadata={"env": dataclasses.asdict(meta["config"].env)})
+    if not [n for n, node in net.nodes.items() if getattr(node, "device", None)]:
+        raise ParameterError(f"{path}: the converted network has no device block (a sweep needs an m-STPN checkpoint)")
+    return net, file_sha256(path)
+
+
+def run_trial(trial: dict, net) -> dict:
+    """Play one trial (module docstring) in this process, single-threaded; returns its record."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from conversion import device_layer as dl
+    from conversion.simulator import Simulator
+    from snn_agent.play import env_config, play_simulator
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(1)
+    node = next(n for n, nd in net.nodes.items() if getattr(nd, "device", None))
+    mapping = mapping_for(dl.Mapping.from_block(net.nodes[node].device), trial["params"], trial["seed"])
+    env = dataclasses.replace(env_config(net), repeat_action_probability=PROTOCOLS[trial["protocol"]])
+    games = []
+    with threadpool_limits(1):
+        sim = Simulator(net, synapses="device", device=mapping)
+        for i in range(trial["games"]):
+            seed = trial["game_seed"] + trial["seed"] * trial["games"] + i
+            g = play_simulator(sim, env, seed=seed, max_frames=trial["max_steps"])
+            games.append({"seed": seed, "score": g["score"], "steps": g["steps"], "truncated": not g["finished"],
+                          "seconds": round(g["seconds"], 3),
+                          "actions_sha256": hashlib.sha256(np.asarray(g["actions"], np.int64).tobytes()).hexdigest()})
+    stats = {k: (float(v) if isinstance(v, float) else int(v)) for k, v in sim.device_stats[node].items()}
+    scores = [g["score"] for g in games]
+    return {"schema": RECORD_SCHEMA, "version": VERSION, "trial_id": trial["id"],
+            "trial": {k: v for k, v in trial.items() if k != "id"}, "games": games,
+            "score_mean": float(np.mean(scores)), "truncated_games": sum(g["truncated"] for g in games),
+            "devices": sim.devices[node].summary(), "device_stats": stats,
+            "seconds": round(time.perf_counter() - t0, 3), "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _execute(fn, trial, net):
+    """What a Ray worker runs (``fn`` is :func:`run_trial` or a replacement with its signature)."""
+    return fn(trial, net)
+
+
+# -- records --------------------------------------------------------------------------------------
+def read_records(out, trials: list[dict]) -> tuple[dict, list[str]]:
+    """{trial_id: record} of the trials with a valid record in ``OUT/trials``, and the names of
+    record files that are unreadable or belong to no trial of this spec (left as they are)."""
+    folder = Path(out) / "trials"
+    ids = {t["id"] for t in trials}
+    done, other = {}, []
+    if not folder.is_dir():
+        return done, other
+    for f in sorted(folder.glob("*.json")):
+        try:
+            rec = read_json(f)
+            ok = (isinstance(rec, dict) and rec.get("schema") == RECORD_SCHEMA and rec.get("trial_id") == f.stem
+                  and isinstance(rec.get("games"), list))
+        except (MstpnError, OSError, ValueError):
+            ok = False
+        if ok and f.stem in ids:
+            done[f.stem] = rec
+        else:
+            other.append(f.name)
+    return done, other
+
+
+def write_record(out, rec: dict) -> Path:
+    path = Path(out) / "trials" / f"{rec['trial_id']}.json"
+    atomic_write_json(path, rec)
+    return path
+
+
+# -- summary and plots ----------------------------------------------------------------------------
+def summarise(spec: dict, trials: list[dict], records: dict) -> dict:
+    """Per protocol and per swept parameter value (pooled over seeds and the other parameters):
+    trials, n games, mean, std and 95 % t-interval of the game scores
+    (:func:`snn_agent.evaluate.mean_ci`), truncated games, mean steps; and the same per full
+    parameter set."""
+    from snn_agent.evaluate import mean_ci
+
+    names = swept(spec)
+
+    def stats(recs):
+        scores = [g["score"] for r in recs for g in r["games"]]
+        row = {"trials": len(recs), "n": len(scores)}
+        if scores:
+            ci = mean_ci(scores)
+            row.update(mean=ci["mean"], std=ci["std"], ci95=ci["ci"],
+                       truncated=sum(g["truncated"] for r in recs for g in r["games"]),
+                       mean_steps=float(np.mean([g["steps"] for r in recs for g in r["games"]])))
+        return row
+
+    rows, cells = [], []
+    for protocol in spec["protocol"]:
+        tp = [t for t in trials if t["protocol"] == protocol]
+        for name in names:
+            values = sorted({t["params"][name] for t in tp})
+            for v in values:
+                recs = [records[t["id"]] for t in tp if t["params"][name] == v and t["id"] in records]
+                rows.append({"protocol": protocol, "parameter": name, "value": v, "unit": unit_of(name),
+                             "planned_trials": sum(t["params"][name] == v for t in tp), **stats(recs)})
+        seen = []
+        for t in tp:
+            if t["params"] not in seen:
+                seen.append(t["params"])
+        for params in seen:
+            recs = [records[t["id"]] for t in tp if t["params"] == params and t["id"] in records]
+            cells.append({"protocol": protocol, "params": params, **stats(recs)})
+    return {"schema": "mstpn.sweep-summary", "version": VERSION, "swept": names,
+            "units": {n: unit_of(n) for n in names}, "trials_planned": len(trials),
+            "trials_done": sum(t["id"] in records for t in trials),
+            "score": "points won - points lost per game, greedy; games capped at max_steps agent steps "
+                     "(a capped game counts its partial score)",
+            "games_per_trial": spec["games"], "max_steps": spec["max_steps"], "by_value": rows, "by_parameter_set": cells}
+
+
+def write_summary(out, summary: dict) -> None:
+    import csv
+    import io
+
+    atomic_write_json(Path(out) / "summary.json", summary)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["protocol", "parameter", "value", "unit", "trials", "n_games", "mean", "std", "ci95_low",
+                "ci95_high", "truncated_games", "mean_steps"])
+    for r in summary["by_value"]:
+        ci = r.get("ci95") or [None, None]
+        w.writerow([r["protocol"], r["parameter"], r["value"], r["unit"], r["trials"], r["n"], r.get("mean"),
+                    r.get("std"), ci[0], ci[1], r.get("truncated"), r.get("mean_steps")])
+    atomic_write_text(Path(out) / "summary.csv", buf.getvalue())
+
+
+def write_plots(out, summary: dict) -> list[Path]:
+    """One PNG per swept parameter: mean score vs value with the 95 % CI band, one line per protocol."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for name in summary["swept"]:
+        rows = [r for r in summary["by_value"] if r["parameter"] == name and r["n"] > 0]
+        if not rows:
+            continue
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        for protocol in dict.fromkeys(r["protocol"] for r in rows):
+            rs = [r for r in rows if r["protocol"] == protocol]
+            x = np.array([r["value"] for r in rs], float)
+            y = np.array([r["mean"] for r in rs], float)
+            lo = np.array([r["ci95"][0] if r["ci95"] else r["mean"] for r in rs], float)
+            hi = np.array([r["ci95"][1] if r["ci95"] else r["mean"] for r in rs], float)
+            line, = ax.plot(x, y, "o-", label=f"{protocol} (n = {min(r['n'] for r in rs)}-{max(r['n'] for r in rs)} "
+                                                f"games per point)")
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        if np.all(x > 0) and x.max() / x.min() >= 100:
+            ax.set_xscale("log")
+        unit = summary["units"][name]
+        ax.set_xlabel(f"{name} [{'dimensionless' if unit == '1' else unit}]")
+        ax.set_ylabel(f"score per game [points won - lost]\n(capped at {summary['max_steps']} agent steps)")
+        ax.set_title(f"m-STPN, devices in the loop: score vs {name}\n(mean, band: 95 % CI)", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = Path(out) / f"score_vs_{name}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+# -- the sweep on Ray -----------------------------------------------------------------------------
+def start_ray(address: str | None, workers: int | None) -> bool:
+    """Connect to Ray: an already initialised session (returns False: not ours to stop), the cluster
+    at ``address`` (or $RAY_ADDRESS), else an embedded local Ray with ``workers`` CPUs (no
+    dashboard).  Returns True when this call started the connection (stop it with ray.shutdown)."""
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise MstpnError("mstpn sweep needs Ray: pip install 'ray>=2.10' (or pip install -e '.[sweep]')") from None
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if address:
+            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        else:
+            ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, include_dashboard=False,
+                     logging_level="WARNING", log_to_driver=False)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise MstpnError(f"cannot start or reach Ray{' at ' + address if address else ''}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    finally:
+        for s, h in handlers.items():   # Ctrl-C / SIGTERM keep the command's stop path
+            if h is not None and signal.getsignal(s) is not h:
+                signal.signal(s, h)
+    return True
+
+
+def run_sweep(spec: dict, out, address: str | None = None, workers: int | None = None, trial_fn=None,
+              progress: bool = True, log=print) -> dict:
+    """Run (or resume) the sweep ``spec`` into ``out`` on Ray; returns the summary.  At most
+    ``workers`` trials run at a time (default: as many as Ray's CPUs allow, one CPU per trial)."""
+    from mstpn_base.lock import lock_folder
+
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ParameterError(f"--workers must be an integer >= 1, got {workers!r}")
+    out = ensure_dir(out)
+    lock = lock_folder(out, "sweep")
+    try:
+        net, sha = load_network(spec["checkpoint"])
+        trials = make_trials(spec, sha)
+        from conversion import device_layer as dl
+
+        node = next(n for n, nd in net.nodes.items() if getattr(nd, "device", None))
+        base = dl.Mapping.from_block(net.nodes[node].device)
+        for params in {json.dumps(t["params"], sort_keys=True) for t in trials}:  # fail before any trial runs
+            try:
+                mapping_for(base, json.loads(params), 0)
+            except ParameterError as exc:
+                raise _err(f"parameters {params}: {exc}") from None
+        atomic_write_json(out / "spec.json", {"schema": SPEC_SCHEMA, "version": VERSION, "spec": spec,
+                                              "checkpoint_sha256": sha, "trials": trials})
+        records, other = read_records(out, trials)
+        missing = [t for t in trials if t["id"] not in records]
+        log(f"sweep: {len(trials)} trials ({len(records)} already done, running {len(missing)})"
+            + (f"; {len(other)} other files in {out / 'trials'} ignored" if other else ""))
+        failures = []
+        if missing:
+            failures = _run_missing(missing, net, out, records, spec, trials, address, workers,
+                                    trial_fn or run_trial, progress, log)
+        summary = summarise(spec, trials, records)
+        write_summary(out, summary)
+        write_plots(out, summary)
+        if failures:
+            raise MstpnError(f"{len(failures)} of {len(trials)} trials failed ({failures[0]}); run the same command "
+                             "again to retry them")
+        return summary
+    finally:
+        lock.release()
+
+
+def _run_missing(missing, net, out, records, spec, trials, address, workers, fn, progress, log) -> list[str]:
+    import ray
+
+    owned = start_ray(address, workers)
+    failures = []
+    bar = None
+    try:
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(missing), desc="trials", unit="trial", dynamic_ncols=True)
+        remote = ray.remote(max_retries=2, retry_exceptions=False, num_cpus=1)(_execute)
+        net_ref = ray.put(net)
+        limit = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        queue, pending, last = list(missing), {}, time.monotonic()
+        while queue or pending:
+            while queue and len(pending) < limit:
+                t = queue.pop(0)
+                pending[remote.remote(fn, t, net_ref)] = t
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)   # short: Ctrl-C gets through
+            for ref in ready:
+                t = pending.pop(ref)
+                try:
+                    rec = ray.get(ref)
+                except (ray.exceptions.RayError, MstpnError) as exc:
+                    msg = f"trial {t['id']}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}"
+                    failures.append(msg)
+                    log(f"sweep: {msg}")
+                    continue
+                write_record(out, rec)
+                records[t["id"]] = rec
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix_str(f"last {t['id']}: {rec['score_mean']:+.2f}")
+                if time.monotonic() - last > 10:   # results as they complete
+                    write_summary(out, summarise(spec, trials, records))
+                    last = time.monotonic()
+    finally:
+        if bar is not None:
+            bar.close()
+        if owned:
+            ray.shutdown()
+    return failures
