@@ -45,12 +45,14 @@ def register(subparsers) -> None:
     ch.add_argument("--variability", action="store_true",
                     help="enable device-to-device and cycle-to-cycle variability (default: off, the nominal device)")
     add_out(ch, default=Path("device_characterization"), metavar="DIR", help="output folder")
+    add_json(ch, "each protocol's summary rows")
     ch.set_defaults(func=cmd_characterize)
 
     fi = sub.add_parser("fit", help="fit the model to measurements (CSV format: docs/fitting.md)")
     fi.add_argument("data", type=Path, help="measurement CSV")
     add_out(fi, default=Path("fitted_params.json"), metavar="JSON", help="fitted parameter JSON")
     fi.add_argument("--init", type=Path, help="starting / held parameters (default: the published preset)")
+    add_json(fi, "the fit (values, 1-sigma uncertainties, residuals, warnings)")
     fi.set_defaults(func=cmd_fit)
 
     pa = sub.add_parser("params", help="print the parameter table (name, value, unit, range, source)")
@@ -93,6 +95,14 @@ def cmd_characterize(args) -> int:
     check_seed(args.seed)
     params = load_params(args.params)
     sim = device_simulator(args.backend)  # unknown / unavailable backend: one-line error
+    with json_output(args.json):
+        summaries = _characterize(args, pr, params, sim)
+    if args.json:
+        print_json({"backend": args.backend, "out": str(args.out), "protocols": summaries})
+    return 0
+
+
+def _characterize(args, pr, params, sim) -> dict:
     ensure_dir(args.out)
     # every protocol runs before any file is written: an error leaves no partial set of files
     results = []
@@ -109,19 +119,26 @@ def cmd_characterize(args) -> int:
         pr.plot_protocol(res, f"{stem}.png")
         print(f"== {name} on {args.backend} ({res.drive.n_steps} steps x {res.batch.n} devices, "
               f"{res.seconds:.2f} s) -> {stem}_{{traces,summary}}.csv, {stem.name}.png")
-        print(pr.format_rows(res.rows, SUMMARY_COLUMNS[name]))
-    return 0
+        if not args.json:
+            print(pr.format_rows(res.rows, SUMMARY_COLUMNS[name]))
+    return {name: res.rows for name, res in results}
 
 
 def cmd_fit(args) -> int:
     from memristor.fit import fit_file
 
     init = load_params(args.init)
-    res = fit_file(args.data, init)
-    res.params.save(args.out)  # only reached when the fit succeeded
-    report = Path(args.out).with_suffix(".fit.json")
-    atomic_write_json(report, res.to_dict(args.data))
-    res.plot(report.with_suffix(".png"))
+    with json_output(args.json):
+        res = fit_file(args.data, init)
+        res.params.save(args.out)  # only reached when the fit succeeded
+        report = Path(args.out).with_suffix(".fit.json")
+        atomic_write_json(report, res.to_dict(args.data))
+        res.plot(report.with_suffix(".png"))
+        if args.json:
+            print(f"wrote {args.out}, {report} and {report.with_suffix('.png')}")
+    if args.json:
+        print_json(res.to_dict(args.data))
+        return 0
     units = {row["name"]: row["unit"] for row in DeviceParams.describe()}
     print(f"fit of {args.data}: {res.n_samples} samples, {res.n_params} unknowns ({res.message})")
     print(f"{'parameter':<10} {'value':>12} {'sigma':>11} {'sigma/value':>11}  {'unit':<4} {'init':>11}")

@@ -15,6 +15,7 @@ import sys
 
 from mstpn import __version__
 from mstpn_base import signals
+from mstpn_base.cliargs import style
 from mstpn_base.commands import dispatch
 
 #: modules providing ``register(subparsers)``, in the order their commands are listed
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # that part of the platform is not present
             raise
         module.register(sub)
-    return parser
+    return style(parser)   # every command's help shows the defaults
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """``mstpn compare NET``: run one converted policy on every backend and compare them.
 
     mstpn compare NET [--frames 100] [--backends B ...] [--game] [--max-game-steps N]
-                      [--seed S] [--out DIR]
+                      [--seed S] [-o DIR] [--json]
 
 NET is a converted network file (``mstpn convert``).  The same recorded observation sequence
 (``--frames`` Pong frames played by the PyTorch policy, or ``--obs FILE.npy``) is run on each
@@ -13,6 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mstpn_base.cliargs import add_json, add_list, add_out, is_safetensors, json_output, print_json
+from mstpn_base.errors import DataFormatError
+
 
 def register(subparsers) -> None:
     from mstpn_base import registry
@@ -20,25 +23,42 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("compare", help="run a converted policy on every backend, compare and report",
                               description=__doc__.splitlines()[0])
     p.add_argument("net", type=Path, help="converted network file (mstpn convert)")
-    p.add_argument("--frames", type=int, default=100, help="length of the recorded sequence (default 100)")
-    p.add_argument("--backends", nargs="+", default=None, metavar="B",
-                   help=f"subset of {', '.join(registry.network_backends())} "
-                        f"(default: {' '.join(registry.default_backends())})")
-    p.add_argument("--obs", type=Path, help="recorded observations (.npy, uint8 (T, 84, 84)) instead of recording")
-    p.add_argument("--game", action="store_true", help="also play one full Pong game on each backend")
+    p.add_argument("--frames", type=int, default=100, help="length of the recorded sequence")
+    add_list(p, "--backends", metavar="B",
+             help=f"subset of {', '.join(registry.network_backends())} "
+                  f"(default: {' '.join(registry.default_backends())})")
+    p.add_argument("--obs", type=Path, help="recorded observations (.npy, uint8 (T, 84, 84)) instead of recording "
+                                            "(default: record --frames frames of the PyTorch policy playing)")
+    p.add_argument("--game", action="store_true",
+                   help="also play one full Pong game on each backend (default: the recorded sequence only)")
     p.add_argument("--max-game-steps", type=int, default=None,
                    help="stop a game after this many agent steps (default: until the game ends)")
-    p.add_argument("--seed", type=int, default=0, help="environment seed (default 0)")
-    p.add_argument("--out", type=Path, default=Path("compare_out"), help="output folder (default compare_out)")
+    p.add_argument("--seed", type=int, default=0, help="environment seed")
+    add_out(p, default=Path("compare_out"), metavar="DIR", help="output folder (report.md, results.json, plots)")
+    add_json(p, "the comparison (one record per backend, as results.json, and the overall status)")
     p.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from mstpn.compare_report import run_comparison
 
-    summary = run_comparison(args.net, frames=args.frames, backends=args.backends, obs_path=args.obs,
-                             game=args.game, max_game_steps=args.max_game_steps, seed=args.seed,
-                             out_dir=args.out, progress=print)
-    print(summary.table())
-    print(f"report: {args.out / 'report.md'}")
+    check_network_file(args.net)
+    with json_output(args.json):
+        summary = run_comparison(args.net, frames=args.frames, backends=args.backends, obs_path=args.obs,
+                                 game=args.game, max_game_steps=args.max_game_steps, seed=args.seed,
+                                 out_dir=args.out, progress=print)
+        if not args.json:
+            print(summary.table())
+        print(f"report: {args.out / 'report.md'}")
+    if args.json:
+        from mstpn.compare import jsonable
+
+        print_json({"net": str(args.net), "ok": summary.ok, "report": str(args.out / "report.md"),
+                    "comparisons": jsonable([dict(c.__dict__) for c in summary.comparisons])})
     return 0 if summary.ok else 1
+
+
+def check_network_file(path) -> None:
+    """A policy checkpoint given where a converted network is expected: say how to convert it."""
+    if Path(path).is_file() and is_safetensors(path):
+        raise DataFormatError(f"{path} is a policy checkpoint; convert it first: mstpn convert {path} -o NET.nir")

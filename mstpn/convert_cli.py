@@ -15,6 +15,7 @@ from pathlib import Path
 from conversion.calibrate import DEFAULT_TARGET
 from conversion.graph import DEFAULT_RATE_STEPS
 from mstpn_base.checks import check_output_file, check_seed
+from mstpn_base.cliargs import add_out
 from mstpn_base.errors import ParameterError
 from snn_agent.export import convert_with_calibration, load_source
 
@@ -25,19 +26,21 @@ def register(subparsers) -> None:
         description="Convert an STPN / m-STPN policy checkpoint to an event-driven (sigma-delta or "
                     "rate-coded IF) network in a portable NIR-based file with Loihi-style fixed point.")
     p.add_argument("checkpoint", help="policy checkpoint (.safetensors), or 'random[:SEED]' for a random STPN policy")
-    p.add_argument("-o", "--output", type=Path, required=True, help="network file to write (.nir / .h5)")
+    add_out(p, required=True, metavar="NET", aliases=("--output",), help="network file to write (.nir / .h5)")
     p.add_argument("--mode", choices=("sigma_delta", "rate"), default="sigma_delta",
-                   help="sigma-delta graded events (default) or rate-coded integrate-and-fire")
+                   help="sigma-delta graded events or rate-coded integrate-and-fire")
     p.add_argument("--rate-steps", type=int, default=DEFAULT_RATE_STEPS, help="IF sub-steps per frame (rate mode)")
     p.add_argument("--calib-frames", type=int, default=300,
                    help="Pong frames recorded for calibration (0: no calibration, thresholds 0, no fixed point)")
     p.add_argument("--seed", type=int, default=0, help="environment seed of the calibration recording")
-    p.add_argument("--rel", type=float, help="relative event threshold for every hidden layer (default: tuned)")
+    p.add_argument("--rel", type=float, help="relative event threshold for every hidden layer (default: tuned "
+                                              "to keep --target)")
     p.add_argument("--target", type=float, default=DEFAULT_TARGET,
                    help="action agreement on the calibration frames that the tuned thresholds must keep")
     p.add_argument("--input-threshold", type=float, default=0.0, help="input event threshold [pixel units]")
     p.add_argument("--headroom", type=float, default=4.0, help="fixed-point headroom over calibrated maxima")
-    p.add_argument("--no-fixed-point", action="store_true", help="do not add the fixed-point parameters")
+    p.add_argument("--no-fixed-point", action="store_true",
+                   help="do not add the fixed-point parameters (default: added, when calibrated)")
     p.set_defaults(func=cmd_convert)
 
 
@@ -51,13 +54,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if not 0 < args.target <= 1:
         raise ParameterError(f"--target must be an action agreement in (0, 1], got {args.target}")
     check_seed(args.seed)
-    check_output_file(args.output, "--output")
+    check_output_file(args.out, "--out")
     policy, env_cfg, desc = load_source(args.checkpoint)
     print(f"converting {desc} ({args.mode})")
     net = convert_with_calibration(policy, env_cfg, args.mode, args.rate_steps, args.calib_frames, args.seed,
                                    args.rel, args.target, args.input_threshold, args.headroom,
                                    not args.no_fixed_point, source=desc)
-    write_network(args.output, net)
-    print(f"wrote {args.output}: {len(net.nodes)} nodes, {len(net.edges)} edges"
+    write_network(args.out, net)
+    print(f"wrote {args.out}: {len(net.nodes)} nodes, {len(net.edges)} edges"
           + (", fixed point" if net.fixed else ""))
     return 0

@@ -210,6 +210,16 @@ def game_figure(figures: dict) -> str:
     return "(no animation of the game: the run was made with `--no-gif`)"
 
 
+def network_line(s: dict) -> list[str]:
+    """The converted network the run kept (``network.nir``; older runs did not keep one)."""
+    net = s.get("network")
+    if not isinstance(net, dict) or not isinstance(net.get("file"), str):
+        return []
+    fixed = ", Loihi-style fixed point" if net.get("fixed_point") else ""
+    return [f"- converted network: [`{net['file']}`]({net['file']}) ({net.get('nodes', '?')} nodes{fixed}; "
+            f"run it on every simulator with `mstpn compare {net['file']}`)"]
+
+
 def render_markdown(s: dict, models: list[dict], figures: dict) -> str:
     game = s["game"]
     epf = game["events_per_frame"]
@@ -223,7 +233,8 @@ def render_markdown(s: dict, models: list[dict], figures: dict) -> str:
         f"{'finished' if game['finished'] else 'capped before the end'})",
         f"- speed: {game['steps_per_s']:.1f} agent steps/s",
         f"- events per frame: {epf.get('events', float('nan')):.0f}; synaptic ops per "
-        f"frame vs dense MACs: {epf.get('synops_ratio', float('nan')):.3f}", "",
+        f"frame vs dense MACs: {epf.get('synops_ratio', float('nan')):.3f}",
+        *network_line(s), "",
         game_figure(figures), "",
         "## Scores", "",
         "| policy | how it played | trained frames | score |", "|---|---|---|---|",

@@ -5,7 +5,8 @@ Steps (each result also lands in ``OUT/run.json``)::
 
     checkpoint --load_policy--> PyTorch policy (float64)
                --record-------> calibration frames (the policy playing, fixed seed)
-               --convert------> sigma-delta network, thresholds + Loihi-style fixed point calibrated
+               --convert------> sigma-delta network, thresholds + Loihi-style fixed point calibrated,
+                                kept as OUT/network.nir (for mstpn compare)
     game:      event-driven NumPy simulator in closed loop with ale-py Pong -> score, GIF, counts
     compare:   the same recorded sequence on every requested backend -> agreement, errors, speed
     energy:    counts of the game -> memristive vs GPU vs Loihi-style table and bar chart
@@ -24,6 +25,8 @@ from mstpn.report import write_report
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "artifacts" / "stpn" / "policy.safetensors"
 CALIBRATION_FRAMES = 200
+#: the converted network of a run, kept in its folder (``mstpn compare OUT/network.nir``)
+NETWORK_FILE = "network.nir"
 
 
 def prepare_network(policy, env_cfg, seed: int = 0, calibration_frames: int = CALIBRATION_FRAMES,
@@ -140,6 +143,7 @@ def run_main_job(checkpoint=None, out="out/run", seed: int = 0, max_frames: int 
 
 def _main_job(policy, meta, env_cfg, checkpoint, out, seed, max_frames, compare_frames, backends, gif,
               progress, artifacts) -> dict:
+    from conversion.nirfile import write_network
     from mstpn.energy.report import energy_report
 
     from mstpn import compare
@@ -152,6 +156,9 @@ def _main_job(policy, meta, env_cfg, checkpoint, out, seed, max_frames, compare_
     net = prepare_network(policy, env_cfg, seed=seed, log=lambda msg: print(f"convert: {msg}") if progress else None)
     summary["conversion"] = {"calibration_frames": CALIBRATION_FRAMES, "wall_s": time.perf_counter() - t0,
                              "thresholds": net.metadata.get("thresholds", {}).get("values", {})}
+    write_network(out / NETWORK_FILE, net)
+    summary["network"] = {"file": NETWORK_FILE, "nodes": len(net.nodes), "edges": len(net.edges),
+                          "fixed_point": bool(net.fixed)}
 
     game = play_event_driven(net, env_cfg, seed=seed, max_frames=max_frames, progress=progress)
     sim = game.pop("simulator")

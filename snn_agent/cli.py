@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from mstpn_base.checks import check_device, check_output_file, check_seed
+from mstpn_base.cliargs import add_out, json_output, print_json
 from mstpn_base.errors import MstpnError, ParameterError
 from mstpn_base.io import atomic_write_json
 from snn_agent.config import EVAL_SEED_BASE, STICKY_ACTIONS
@@ -13,14 +14,22 @@ EVAL_EPISODES = 30   # snn_agent.evaluate.EVAL_EPISODES (not imported here: that
 
 
 def register(subparsers) -> None:
+    from snn_agent.config import EnvConfig, ModelConfig, TrainConfig
+
+    t, m, env = TrainConfig(), ModelConfig(), EnvConfig()
     p = subparsers.add_parser("train", help="train an STPN / m-STPN / LSTM Pong agent with A2C or PPO",
                               description="Train a Pong agent (A2C or recurrent PPO, truncated BPTT). Settings: "
                                           "--config JSON, then flags. Writes checkpoints, curve.csv/png and "
-                                          "tensorboard events (tb/) to --out.")
-    p.add_argument("--config", type=Path, help="JSON {model:{...}, env:{...}, train:{...}}")
-    p.add_argument("--model", choices=("stpn", "mstpn", "lstm"), help="recurrent core (default stpn)")
-    p.add_argument("--algo", choices=("a2c", "ppo"), help="RL algorithm (default a2c); ppo also sets n_steps 128, "
-                                                         "lr 2.5e-4, grad_clip 0.5, num_envs 8 unless given")
+                                          "tensorboard events (tb/) to --out. A flag's default is the "
+                                          "value of --config (or of the stored config on --resume) if that sets it.")
+    p.add_argument("--config", type=Path, help="JSON {model:{...}, env:{...}, train:{...}} "
+                                               "(default: the built-in settings shown here)")
+    p.add_argument("--model", choices=("stpn", "mstpn", "lstm"), help=f"recurrent core (default: {m.kind})")
+    p.add_argument("--params", type=Path, metavar="PARAMS.json",
+                   help="device parameters of the m-STPN (a `mstpn device params --out` / `mstpn device fit` "
+                        "file, validated; stored in the checkpoints) (default: the published preset)")
+    p.add_argument("--algo", choices=("a2c", "ppo"), help=f"RL algorithm (default: {t.algo}); ppo also sets n_steps "
+                                                         "128, lr 2.5e-4, grad_clip 0.5, num_envs 8 unless given")
     p.add_argument("--sticky", type=float, help="sticky-action probability of the training env (default 0.25, "
                                                 "the standard ALE protocol; 0 = deterministic emulator)")
     p.add_argument("--grad-clip", type=float, help="gradient-norm clip (A2C default 40, PPO 0.5)")
@@ -29,51 +38,67 @@ def register(subparsers) -> None:
     p.add_argument("--clip-coef", type=float, help="PPO: ratio / value clip (default 0.1)")
     p.add_argument("--epochs", type=int, help="PPO: passes over each rollout (default 4)")
     p.add_argument("--minibatches", type=int, help="PPO: minibatches of whole envs per pass (default 4)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--frames", type=int, help="emulator frames to train in total (agent steps x 4)")
-    p.add_argument("--num-envs", type=int)
-    p.add_argument("--n-steps", type=int, help="rollout length = BPTT truncation [agent steps]")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--hidden", type=int)
-    p.add_argument("--action-set", choices=("minimal", "updown"))
-    p.add_argument("--threads", type=int, help="torch threads (default 1)")
-    p.add_argument("--env-threads", type=int, help="ale-py environment threads (default 1)")
+    p.add_argument("--seed", type=int, help=f"training seed (default: {t.seed})")
+    p.add_argument("--frames", type=int, help=f"emulator frames to train in total (agent steps x 4) "
+                                              f"(default: {t.frames})")
+    p.add_argument("--num-envs", type=int, help=f"parallel environments (default: {t.num_envs})")
+    p.add_argument("--n-steps", type=int, help=f"rollout length = BPTT truncation [agent steps] "
+                                               f"(default: {t.n_steps})")
+    p.add_argument("--lr", type=float, help=f"learning rate, linearly decayed to 0 (default: {t.lr:g})")
+    p.add_argument("--hidden", type=int, help=f"recurrent units (default: {m.hidden})")
+    p.add_argument("--action-set", choices=("minimal", "updown"),
+                   help=f"actions of the policy: the 6 of the minimal set or up/down/no-op (default: {env.action_set})")
+    p.add_argument("--threads", type=int, help=f"torch threads (default: {t.threads})")
+    p.add_argument("--env-threads", type=int, help=f"ale-py environment threads (default: {t.env_threads})")
     p.add_argument("--compile", dest="compile", action="store_true", default=None,
                    help="torch.compile the STPN step (default; ~2.5x faster training on CPU)")
-    p.add_argument("--no-compile", dest="compile", action="store_false", help="eager PyTorch only")
-    p.add_argument("--checkpoint-every", type=float, help="seconds between resume checkpoints")
-    p.add_argument("--snapshot-every", type=int, help="emulator frames between kept snapshots")
+    p.add_argument("--no-compile", dest="compile", action="store_false",
+                   help="eager PyTorch only (default: torch.compile)")
+    p.add_argument("--checkpoint-every", type=float, help=f"seconds between resume checkpoints "
+                                                          f"(default: {t.checkpoint_every_s:g})")
+    p.add_argument("--snapshot-every", type=int, help=f"emulator frames between kept snapshots "
+                                                      f"(default: {t.snapshot_every_frames})")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--time-limit", type=float, help="stop after this many seconds (resume checkpoint kept)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--time-limit", type=float, help="stop after this many seconds (resume checkpoint kept) "
+                                                    "(default: no limit)")
+    add_out(p, required=True, metavar="DIR", help="output folder (checkpoints, curves, config.json)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint "
+                                                         "(default: a new run)")
     p.add_argument("--init-from", type=Path, help="new run starting from this checkpoint's weights and progress "
-                                                  "(fresh optimiser), e.g. a shipped artifacts/*/policy.safetensors")
+                                                  "(fresh optimiser), e.g. a shipped artifacts/*/policy.safetensors "
+                                                  "(default: a random initialisation)")
     p.add_argument("--teacher", type=str, help="train by distillation (DAgger) from this checkpoint's greedy "
-                                               "policy instead of A2C, e.g. artifacts/lstm/policy.safetensors")
+                                               "policy instead of A2C, e.g. artifacts/lstm/policy.safetensors "
+                                               "(default: none, reinforcement learning)")
     p.add_argument("--teacher-prob", type=float, help="distillation: probability that the teacher's action is "
                                                       "executed (default 0: the student's greedy action)")
     p.add_argument("--teacher-temperature", type=float, help="distillation: target softmax(teacher logits / T) "
                                                              "(default 1; < 1 sharpens towards its greedy action)")
-    p.add_argument("--no-progress", action="store_true", help="log JSON lines instead of a progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="log JSON lines instead of a progress bar (default: a progress bar)")
     p.set_defaults(func=cmd_train)
 
     e = subparsers.add_parser("evaluate", help="greedy play of a trained checkpoint (standard ALE protocol)",
                               description="Play N greedy Pong games on CPU with fixed seeds never used in "
-                                          "training, sticky actions 0.25 by default; print mean, std, 95%% "
+                                          "training, sticky actions 0.25 by default; print mean, std, 95% "
                                           "confidence interval and the protocol.")
-    e.add_argument("checkpoint", type=Path)
-    e.add_argument("--episodes", type=int, default=EVAL_EPISODES, help=f"games (default {EVAL_EPISODES})")
+    e.add_argument("checkpoint", type=Path, help="policy checkpoint (.safetensors)")
+    e.add_argument("--episodes", type=int, default=EVAL_EPISODES, help="games")
     e.add_argument("--seed", type=int, default=EVAL_SEED_BASE,
                    help=f"game i is seeded SEED + i (default {EVAL_SEED_BASE}: training seeds lie below 10^9 + 4096)")
     e.add_argument("--sticky", type=float, default=STICKY_ACTIONS,
                    help=f"sticky-action probability (default {STICKY_ACTIONS}; 0 = deterministic emulator), "
                         "whatever the checkpoint was trained with")
-    e.add_argument("--max-frames", type=int, help="cap per episode [emulator frames]")
+    e.add_argument("--max-frames", type=int, help="cap per episode [emulator frames] (default: the game's own "
+                                                  "limit)")
     e.add_argument("--num-envs", type=int, default=8, help="games played in parallel")
-    e.add_argument("--gif", type=Path, help="write the first game as an animated GIF")
-    e.add_argument("--json", type=Path, help="write the result as JSON")
-    e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--gif", type=Path, help="write the first game as an animated GIF (default: none)")
+    add_out(e, metavar="JSON", help="write the result as JSON (default: none)")
+    e.add_argument("--json", nargs="?", const=True, default=None, metavar="FILE",
+                   help="print the result as JSON on stdout instead of the summary line (progress goes to "
+                        "stderr); --json FILE: the same as --out FILE (default: the summary line)")
+    e.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (default: a progress bar on stderr)")
     e.set_defaults(func=cmd_evaluate)
 
 
@@ -112,9 +137,26 @@ def build_config(args):
             base[sec][key] = v
             if sec == "train":
                 given.add(key)
+    if getattr(args, "params", None) is not None:
+        base["model"]["device_params"] = _device_params(args, base["model"].get("device_params"))
     if base["train"]["algo"] == "ppo":
         base["train"].update({k: v for k, v in PPO_DEFAULTS.items() if k not in given})
     return RunConfig.from_dict(base)
+
+
+def _device_params(args, stored: dict | None) -> dict:
+    """``--params``: the file's device parameters (validated by DeviceParams.load); on --resume they
+    must be those the run was started with."""
+    from memristor.cli import load_params
+    from memristor.params import DeviceParams
+
+    given = load_params(args.params).to_dict()
+    if args.resume and (args.out / "config.json").exists():
+        before = (DeviceParams.from_dict(stored) if stored else DeviceParams()).to_dict()
+        if before != given:
+            raise ParameterError(f"--params {args.params} differs from the device parameters of the run in "
+                                 f"{args.out}; a resumed run keeps its device (drop --params)")
+    return given
 
 
 def cmd_train(args) -> int:
@@ -124,7 +166,12 @@ def cmd_train(args) -> int:
     cfg = build_config(args)
     check_seed(cfg.train.seed, "--seed (train.seed)")
     if args.init_from is not None:
+        if args.params is not None:
+            raise ParameterError("--init-from takes the device parameters from its checkpoint: drop --params")
         _check_init_from(args)
+    elif args.params is not None and cfg.model.kind != "mstpn":
+        raise ParameterError(f"--params sets the device of the m-STPN; --model {cfg.model.kind} has no "
+                             "memristive synapses (use --model mstpn)")
     if args.resume and args.config is not None:
         print("note: --resume uses the run's stored config.json; --config is ignored", file=sys.stderr)
     if args.time_limit is not None and not args.time_limit > 0:
@@ -150,14 +197,27 @@ def _check_init_from(args) -> None:
 
 
 def cmd_evaluate(args) -> int:
+    if args.episodes < 1 or args.num_envs < 1:
+        raise MstpnError("--episodes and --num-envs must be >= 1")
+    to_stdout = args.json is True
+    if args.json not in (None, True):   # --json FILE, the older spelling of --out FILE
+        if args.out is not None:
+            raise ParameterError("give the result file once: --out FILE (or the older --json FILE)")
+        args.out, args.json = Path(args.json), None
+    for path, flag in ((args.gif, "--gif"), (args.out, "--out")):
+        if path is not None:
+            check_output_file(path, flag)  # before the games are played
+    with json_output(to_stdout):
+        res = _evaluate(args)
+    if to_stdout:
+        print_json(res)
+    return 0
+
+
+def _evaluate(args) -> dict:
     from snn_agent.checkpoint import load_policy
     from snn_agent.evaluate import describe_protocol, evaluate, protocol_env, protocol_record
 
-    if args.episodes < 1 or args.num_envs < 1:
-        raise MstpnError("--episodes and --num-envs must be >= 1")
-    for path, flag in ((args.gif, "--gif"), (args.json, "--json")):
-        if path is not None:
-            check_output_file(path, flag)  # before the games are played
     policy, meta = load_policy(args.checkpoint, device="cpu")
     trained = meta["config"].env
     env_cfg = protocol_env(trained, args.sticky)
@@ -175,17 +235,20 @@ def cmd_evaluate(args) -> int:
     ci = f", 95% CI [{res['ci95'][0]:.2f}, {res['ci95'][1]:.2f}]" if res["ci95"] else ""
     print(f"{args.checkpoint}: {res['model']}, {res['episodes']} games, score {res['mean']:.2f} "
           f"+- {res['std']:.2f} (sample std){ci}" + (f" ({trunc} cut at --max-frames)" if trunc else ""))
-    if args.json:
-        atomic_write_json(args.json, res)
-    return 0
+    if args.out:
+        atomic_write_json(args.out, res)
+    return res
 
 
 def main(argv=None) -> int:
     """Stand-alone entry (``python -m snn_agent.cli train ...``), same behaviour as ``mstpn train``."""
     import argparse
 
+    from mstpn_base.cliargs import style
+
     parser = argparse.ArgumentParser(prog="python -m snn_agent.cli")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    style(parser)
     from mstpn_base import signals
     from mstpn_base.commands import dispatch
 

@@ -1,13 +1,14 @@
 """``mstpn energy``: the published energy table, or the energy of a run on every backend.
 
-    mstpn energy --published [--out DIR]
-    mstpn energy pong [--frames N | --game] [--out DIR]          analytic dense Pong policy
-    mstpn energy COUNTS.json [--out DIR]                         counts from a simulator / a run
-    mstpn energy CHECKPOINT [--frames N | --game] [--out DIR]    a trained policy (snn_agent)
+    mstpn energy --published [-o DIR]
+    mstpn energy --analytic [--frames N | --game] [-o DIR]      analytic dense Pong policy
+    mstpn energy COUNTS.json [-o DIR]                           counts from a simulator / a run
+    mstpn energy CHECKPOINT [--frames N | --game] [-o DIR]      a trained policy (snn_agent)
 
-``--game`` means the publication's game length (730 agent steps) for ``pong``, and one played
-game for a checkpoint.  ``--out DIR`` writes energy.json/.csv/.txt/.png (published:
-energy_published.json/.txt as well).
+``--game`` means the publication's game length (730 agent steps) for ``--analytic``, and one
+played game for a checkpoint.  ``-o/--out DIR`` writes energy.json/.csv/.txt/.png (published:
+energy_published.json/.txt as well); ``--json`` prints the table's data as JSON instead.
+``mstpn energy pong`` is the older spelling of ``--analytic``.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from mstpn.energy import constants as C
 from mstpn.energy.counts import RunCounts, pong_policy_counts, published_game_counts, steps_for_frames
 from mstpn.energy.models import MemristiveSettings
 from mstpn.energy.report import energy_report, published_reproduction
+from mstpn_base.cliargs import add_json, add_out, json_output, print_json
 from mstpn_base.errors import BackendUnavailableError, DataFormatError, ParameterError
 from mstpn_base.io import atomic_write_json, atomic_write_text
 
@@ -26,29 +28,52 @@ from mstpn_base.io import atomic_write_json, atomic_write_text
 def register(subparsers) -> None:
     p = subparsers.add_parser("energy", help="energy accounting: memristive vs GPU vs Loihi-style",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", nargs="?", help="'pong', a counts JSON file, or a policy checkpoint")
-    p.add_argument("--published", action="store_true", help="reproduce the publication's energy table")
+    p.add_argument("source", nargs="?", metavar="SOURCE",
+                   help="a counts JSON file or a policy checkpoint (default: none; give SOURCE, --analytic or "
+                        "--published)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--published", action="store_true",
+                      help="reproduce the publication's energy table (default: the table of SOURCE)")
+    what.add_argument("--analytic", action="store_true",
+                      help="the analytic dense Pong policy (the publication's layer sizes) instead of a SOURCE "
+                           "(older spelling: SOURCE 'pong') (default: off)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--frames", type=int, help="game length in emulator frames (60 Hz)")
+    g.add_argument("--frames", type=int, help="game length in emulator frames (60 Hz) (default: the publication's "
+                                              "game, 730 agent steps)")
     g.add_argument("--game", action="store_true",
-                   help="the publication's game (pong) or one played game (checkpoint)")
+                   help="the publication's game (--analytic) or one played game (checkpoint) "
+                        "(default: the publication's game length)")
     p.add_argument("--params", help="device parameter JSON (default: the published preset)")
-    p.add_argument("--gpu-results", help="JSON from benchmarks/gpu_energy.py, reported as gpu-measured-*")
-    p.add_argument("--v-bias", type=float, help="relaxation bias [V] (default v_bias_max, 0.6 V)")
+    p.add_argument("--gpu-results", help="JSON from benchmarks/gpu_energy.py, reported as gpu-measured-* "
+                                         "(default: none)")
+    p.add_argument("--v-bias", type=float, help="relaxation bias [V] (default: v_bias_max, 0.6 V)")
     p.add_argument("--g-bias-ns", type=float, default=0.0,
-                   help="conductance in the V_b^2 G bias term [nS] (default 0, as the publication)")
-    p.add_argument("--devices-per-synapse", type=int, default=1, choices=(1, 2))
-    p.add_argument("--out", help="folder for energy.json/.csv/.txt/.png")
+                   help="conductance in the V_b^2 G bias term [nS] (default: 0, as the publication)")
+    p.add_argument("--devices-per-synapse", type=int, default=1, choices=(1, 2),
+                   help="memristors per synapse (2: a differential pair)")
+    add_out(p, type=str, metavar="DIR", help="folder for energy.json/.csv/.txt/.png (default: print only)")
+    add_json(p, "the energy table (energy.json's content)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    params = DeviceParams.load(args.params) if args.params else DeviceParams()
+    with json_output(args.json):
+        status, data = _run(args)
+    if args.json:
+        print_json(data)
+    return status
+
+
+def _run(args) -> tuple[int, dict]:
+    from memristor.cli import load_params
+
+    params = load_params(args.params) if args.params else DeviceParams()
     if args.published:
         if args.source or args.frames is not None or args.game:
             raise ParameterError("--published takes no SOURCE, --frames or --game")
         repro = published_reproduction(params)
-        print(repro.format_table())
+        if not args.json:
+            print(repro.format_table())
         if args.out:
             out = Path(args.out)
             atomic_write_json(out / "energy_published.json", repro.to_dict())
@@ -56,9 +81,14 @@ def run(args) -> int:
             paths = repro.report.write(out)
             print(f"\nwrote {out / 'energy_published.json'}, {out / 'energy_published.txt'}, "
                   + ", ".join(str(v) for v in paths.values()))
-        return 0 if repro.ok else 1
+        return (0 if repro.ok else 1), repro.to_dict()
+    if args.analytic:
+        if args.source:
+            raise ParameterError(f"--analytic takes no SOURCE (got {args.source!r})")
+        args.source = "pong"
     if not args.source:
-        raise ParameterError("give a SOURCE ('pong', a counts JSON or a checkpoint) or --published")
+        raise ParameterError("give a SOURCE (a counts JSON or a checkpoint), --analytic (the dense Pong "
+                             "policy) or --published (the publication's table)")
     counts = load_counts(args.source, args.frames, args.game)
     gpu = None
     if args.gpu_results:
@@ -68,11 +98,12 @@ def run(args) -> int:
     settings = MemristiveSettings(v_bias=args.v_bias, g_bias=_ns(args.g_bias_ns),
                                   devices_per_synapse=args.devices_per_synapse)
     rep = energy_report(counts, params, settings, gpu)
-    print(rep.format_table())
+    if not args.json:
+        print(rep.format_table())
     if args.out:
         paths = rep.write(args.out)
         print("\nwrote " + ", ".join(str(v) for v in paths.values()))
-    return 0
+    return 0, rep.to_dict()
 
 
 def _ns(v: float) -> float:
@@ -91,7 +122,8 @@ def load_counts(source: str, frames: int | None = None, game: bool = False) -> R
         return pong_policy_counts(steps_for_frames(frames), frames, source=f"analytic dense Pong policy, {frames} frames")
     path = Path(source)
     if not path.exists():
-        raise DataFormatError(f"{path}: no such file (give 'pong', a counts JSON or a checkpoint)")
+        raise DataFormatError(f"{path}: no such file (give a counts JSON, a checkpoint, or --analytic for the "
+                              "dense Pong policy)")
     if path.suffix == ".json" and _is_counts(path):
         if frames is not None or game:
             raise ParameterError("a counts file carries its own game length: drop --frames / --game")
@@ -116,7 +148,7 @@ def counts_from_checkpoint(path: Path, frames: int | None, game: bool, seed: int
     try:
         from snn_agent.checkpoint import load_policy
     except ModuleNotFoundError as exc:
-        raise BackendUnavailableError(f"reading checkpoints needs snn_agent ({exc}); pass 'pong' or a "
+        raise BackendUnavailableError(f"reading checkpoints needs snn_agent ({exc}); pass --analytic or a "
                                       f"counts JSON instead") from None
     policy, meta = load_policy(path, device="cpu")
     cfg = policy.cfg
