@@ -28,6 +28,8 @@ messages between processes and the timing.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 import lava_procs
@@ -35,6 +37,64 @@ from conversion.backend import (StepOut, UnsupportedNetworkError, layer_depths, 
                                 value_exponent)
 from lava_procs.lifecycle import LavaRuntime
 from mstpn_base.errors import BackendUnavailableError
+
+
+@dataclass
+class LavaGraph:
+    """The converted network as Lava processes, to wire into one's own Lava graph.
+
+    ``input_port``: the first layer's ``a_in`` (InPort, the frame's pixels, flat); ``outputs``:
+    each layer's graded events ``s_out`` (OutPort) by layer name, e.g. ``outputs["logits"]``;
+    ``records``: each layer's ``rec_out`` (its value, event count and synaptic operations);
+    ``period``: Lava time steps per frame (one per layer depth: a synapse delivers one step
+    later); a frame sent at step k is complete at step k + period - 1.  Run with
+    ``run_config(fixed_point)``.
+    """
+
+    layers: dict
+    sizes: dict
+    input_port: object
+    outputs: dict
+    records: dict
+    period: int
+    fixed_point: bool
+
+
+def lava_processes(net, fixed_point: bool = False) -> LavaGraph:
+    """Build the converted sigma-delta network ``net`` as connected Lava processes (one
+    :class:`lava_procs.stpn_layer.SDLayer` per layer of :func:`conversion.backend.layers_of`);
+    nothing is attached to its input or outputs.  ``fixed_point`` selects, at run time through
+    :func:`run_config`, the bit-accurate models (the network must carry fixed-point parameters)."""
+    lava_procs.require_lava()
+    from lava_procs.stpn_layer import SDLayer
+
+    if fixed_point and net.fixed is None:
+        raise UnsupportedNetworkError("the fixed-point Lava models need a network with fixed-point parameters "
+                                      "(mstpn convert with calibration)")
+    layers = layers_of(net)
+    depth = layer_depths(layers)
+    period = max(depth.values())
+    procs, sizes = {}, {}
+    for name, nodes, src in layers:
+        n = int(np.prod(net.nodes[name].out_shape))
+        n_in = int(np.prod(net.nodes[nodes[0]].shape)) if src is None else int(np.prod(net.nodes[src].out_shape))
+        proc = SDLayer(net=net, nodes=nodes, src=src, n=n, n_in=n_in, phase=depth[name] - 1, period=period, name=name)
+        if src is not None:
+            procs[src].s_out.connect(proc.a_in)
+        procs[name], sizes[name] = proc, n
+    return LavaGraph(procs, sizes, procs[layers[0][0]].a_in, {n: p.s_out for n, p in procs.items()},
+                     {n: p.rec_out for n, p in procs.items()}, period, fixed_point)
+
+
+def run_config(fixed_point: bool):
+    """Loihi2SimCfg selecting the bit-accurate (fixed_pt) or float (floating_pt) models, with lava's
+    io processes' own models."""
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
+    from lava.proc.io.injector import Injector, PyLoihiInjectorModel
+
+    return Loihi2SimCfg(select_tag="fixed_pt" if fixed_point else "floating_pt",
+                        exception_proc_model_map={Extractor: PyLoihiExtractorModel, Injector: PyLoihiInjectorModel})
 
 
 class LavaRunner:
@@ -56,40 +116,22 @@ class LavaRunner:
         from lava.proc.io.extractor import Extractor
         from lava.proc.io.injector import Injector
 
-        from lava_procs.stpn_layer import SDLayer
-
-        net = self.net
-        self.procs, self.ext, self.sizes = {}, {}, {}
-        for name, nodes, src in self.layers:
-            n = int(np.prod(net.nodes[name].out_shape))
-            n_in = int(np.prod(net.nodes[nodes[0]].shape)) if src is None else int(np.prod(net.nodes[src].out_shape))
-            proc = SDLayer(net=net, nodes=nodes, src=src, n=n, n_in=n_in, phase=self.depth[name] - 1,
-                           period=self.period, name=name)
-            if src is not None:
-                self.procs[src].s_out.connect(proc.a_in)
-            self.procs[name], self.sizes[name] = proc, n
-            ext = Extractor(shape=(n + 2,), buffer_size=4 * self.period)  # holds a whole frame: no deadlock
+        g = lava_processes(self.net)
+        self.procs, self.ext, self.sizes = g.layers, {}, g.sizes
+        for name, proc in g.layers.items():
+            ext = Extractor(shape=(g.sizes[name] + 2,), buffer_size=4 * self.period)  # a whole frame: no deadlock
             proc.rec_out.connect(ext.in_port)
             self.ext[name] = ext
-        first = self.layers[0]
-        self.n_obs = int(np.prod(net.nodes[first[1][0]].shape))
+        self.n_obs = g.input_port.shape[0]
         self.inj = Injector(shape=(self.n_obs,), buffer_size=2 * self.period)
-        self.inj.out_port.connect(self.procs[first[0]].a_in)
+        self.inj.out_port.connect(g.input_port)
         self._zeros = np.zeros(self.n_obs)
-        self._root = self.procs[first[0]]
+        self._root = g.layers[self.layers[0][0]]
         self._cfg = self.run_config()
         self._runtime = LavaRuntime(self._root)
 
     def run_config(self):
-        from lava.magma.core.run_configs import Loihi2SimCfg
-        from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
-        from lava.proc.io.injector import Injector, PyLoihiInjectorModel
-
-        if self.loihi2:
-            return loihi2_run_config()
-        return Loihi2SimCfg(select_tag="fixed_pt" if self.fixed_point else "floating_pt",
-                            exception_proc_model_map={Extractor: PyLoihiExtractorModel,
-                                                      Injector: PyLoihiInjectorModel})
+        return loihi2_run_config() if self.loihi2 else run_config(self.fixed_point)
 
     def reset(self):
         """A new episode: the Lava graph is rebuilt (its state lives in the ProcessModels)."""

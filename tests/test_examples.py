@@ -25,3 +25,14 @@ def test_lava_example():
     assert r.returncode == 0, r.stderr[-2000:]
     lines = [l for l in r.stdout.splitlines() if "G after the burst" in l]
     assert [l.split()[0] for l in lines] == ["floating_pt", "fixed_pt"]
+
+
+@pytest.mark.parametrize("flag", [[], ["--fixed-point"]])
+def test_converted_network_in_ones_own_lava_graph(flag):
+    """lava_processes: the converted network wired to a user's own RingBuffer source and sink plays
+    the same actions as the NumPy reference (exactly, in float and in fixed point)."""
+    pytest.importorskip("lava_procs.memristor")
+    r = run("examples/lava_converted_network.py", "--frames", "6", *flag)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "actions equal to the NumPy reference on 100% of the frames" in r.stdout
+    assert "max |logit difference| 0.00e+00" in r.stdout
