@@ -16,6 +16,7 @@ import numpy as np
 
 from conversion import nir_semantics as sem
 from conversion.nir_graph import DELAYS, NirProgram, agreement, synthetic_input
+from mstpn_base.cliargs import add_list, add_out
 from mstpn_base.errors import DataFormatError, MstpnError, ParameterError
 from mstpn_base.io import atomic_write_json, atomic_write_text, ensure_dir
 
@@ -105,12 +106,17 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, default=200, help="steps of the default input")
     p.add_argument("--rate", type=float, default=0.2, help="spike probability per step of the default input")
     p.add_argument("--seed", type=int, default=0, help="seed of the default input")
-    p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    add_list(p, "--backends", default=list(BACKENDS), choices=BACKENDS, metavar="B",
+             help=f"backends to run the graph on, of {', '.join(BACKENDS)}")
     p.add_argument("--dt", type=float, default=1e-4, help="time step [s] (snnTorch's importer uses 1e-4)")
-    p.add_argument("--integration", choices=sem.INTEGRATIONS, default="exact")
-    p.add_argument("--reset", choices=sem.RESETS, default="zero")
-    p.add_argument("--delay", choices=DELAYS, default="none")
-    p.add_argument("--out", type=Path, default=Path("out/nir_run"), help="folder for nir_run.md / nir_run.json")
+    p.add_argument("--integration", choices=sem.INTEGRATIONS, default="exact",
+                   help="exact (exponential Euler) or euler (forward Euler) integration of the neuron ODEs")
+    p.add_argument("--reset", choices=sem.RESETS, default="zero",
+                   help="after a spike: zero (to v_reset, as NIR states) or subtract (v -= v_threshold)")
+    p.add_argument("--delay", choices=DELAYS, default="none",
+                   help="none: no delay on feed-forward edges (a cycle's back edge carries the previous step); "
+                        "step: one step on every edge (NumPy only)")
+    add_out(p, default=Path("out/nir_run"), metavar="DIR", help="folder for nir_run.md / nir_run.json")
     p.set_defaults(func=cmd_nir_run)
 
 

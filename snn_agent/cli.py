@@ -32,6 +32,9 @@ def register(subparsers) -> None:
                                                          "128, lr 2.5e-4, grad_clip 0.5, num_envs 8 unless given")
     p.add_argument("--sticky", type=float, help="sticky-action probability of the training env (default 0.25, "
                                                 "the standard ALE protocol; 0 = deterministic emulator)")
+    p.add_argument("--frameskip", type=int, help="emulator frames per agent step (default: 4, this project's "
+                                                 "setting; 1 = the STPN reference's RLlib reading); the m-STPN's step "
+                                                 "duration follows (dt = frameskip / 60 s)")
     p.add_argument("--grad-clip", type=float, help="gradient-norm clip (A2C default 40, PPO 0.5)")
     p.add_argument("--entropy-coef", type=float, help="entropy bonus coefficient (default 0.01)")
     p.add_argument("--gae-lambda", type=float, help="PPO: GAE lambda (default 0.95)")
@@ -120,7 +123,7 @@ def build_config(args):
     """RunConfig from (the run's stored config.json on --resume | --config | defaults), then flags.
     A new PPO run takes :data:`snn_agent.config.PPO_DEFAULTS` for what neither sets."""
     from mstpn_base.io import read_json
-    from snn_agent.config import PPO_DEFAULTS, RunConfig
+    from snn_agent.config import FRAME_RATE_HZ, PPO_DEFAULTS, RunConfig
 
     given: set = set()
     if args.resume and (args.out / "config.json").exists():
@@ -137,6 +140,12 @@ def build_config(args):
             base[sec][key] = v
             if sec == "train":
                 given.add(key)
+    if getattr(args, "frameskip", None) is not None:
+        if args.resume and args.frameskip != base["env"]["frameskip"]:
+            raise ParameterError(f"--frameskip {args.frameskip} differs from the run's {base['env']['frameskip']}; "
+                                 "a resumed run keeps its agent step")
+        base["env"]["frameskip"] = args.frameskip
+        base["model"]["dt"] = args.frameskip / FRAME_RATE_HZ
     if getattr(args, "params", None) is not None:
         base["model"]["device_params"] = _device_params(args, base["model"].get("device_params"))
     if base["train"]["algo"] == "ppo":

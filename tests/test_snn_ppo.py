@@ -351,3 +351,21 @@ def test_evaluate_reports_its_protocol_for_an_old_deterministic_checkpoint(tmp_p
     res = json.loads(out.read_text())
     assert res["protocol"]["repeat_action_probability"] == 0.0 and res["protocol"]["seeds_overlap_training"]
     assert "may overlap" in capsys.readouterr().out
+
+
+def test_frameskip_flag_sets_the_agent_step_everywhere(tmp_path):
+    """--frameskip 1 (the reference's reading) sets the env and the m-STPN's step duration together;
+    a config with a mismatched step is refused."""
+    import argparse
+
+    from snn_agent.cli import build_config, register
+    from snn_agent.config import RunConfig
+
+    ap = argparse.ArgumentParser()
+    register(ap.add_subparsers(dest="cmd"))
+    cfg = build_config(ap.parse_args(["train", "--model", "mstpn", "--frameskip", "1", "--out", str(tmp_path)]))
+    assert cfg.env.frameskip == 1 and cfg.model.dt == pytest.approx(1 / 60, rel=1e-12)
+    bad = RunConfig()
+    bad.env.frameskip = 1
+    with pytest.raises(ParameterError, match="not the agent's step"):
+        bad.validate()
