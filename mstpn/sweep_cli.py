@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("--address", help="Ray cluster address (e.g. HEAD:6379); default: $RAY_ADDRESS, else an "
                                      "embedded local Ray")
     p.add_argument("--workers", type=int, help="trials at a time (embedded Ray: its CPUs; default: all cores)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: a progress bar on stderr)")
     p.set_defaults(func=cmd_sweep)
 
 
