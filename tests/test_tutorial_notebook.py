@@ -59,7 +59,7 @@ def test_notebook_is_committed_without_outputs():
     assert all(not c.outputs and c.execution_count is None for c in code)
     text = "\n".join(c.source for c in nb.cells)
     for needle in ("fit_file", "synapse_equations", "compare_sequence", 'device_simulator("lava")',
-                   "published_reproduction", "energy_report"):
+                   "lava_processes", "published_reproduction", "energy_report"):
         assert needle in text, needle
 
 
@@ -79,6 +79,7 @@ def test_tutorial_notebook_executes(tmp_path, monkeypatch):
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "fitted-to-user-data" in text                    # provenance of the fitted parameters
     assert "numpy-fixed" in text and "| torch |" in text    # the comparison table
+    assert "Lava graph: 4 frames" in text and "to NumPy: 0.0e+00" in text   # own Lava graph, exact
     assert "memristive total" in text                       # the published energy table
     assert any("image/png" in o.get("data", {}) for o in outputs)   # the figures rendered
     assert wall < BUDGET_S, f"the tutorial took {wall:.0f} s (budget {BUDGET_S} s)"
