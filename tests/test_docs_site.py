@@ -11,7 +11,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 API_PAGES = {"base": "mstpn_base", "device": "memristor", "network_ir": "conversion", "agent": "snn_agent",
              "brian2": "brian_models", "lava": "lava_procs", "app": "mstpn"}
 BUILD_TIMEOUT_S = 300
-BUILD_BUDGET_S = 60
 
 
 def _require_docs_tools():
@@ -55,18 +53,16 @@ def _modules(package: str) -> list[str]:
 def site(tmp_path_factory):
     _require_docs_tools()
     out = tmp_path_factory.mktemp("site")
-    t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
                           env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
-    return dict(out=out, proc=proc, seconds=time.perf_counter() - t0)
+    return dict(out=out, proc=proc)
 
 
 def test_docs_build_strict(site):
     proc = site["proc"]
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     assert "WARNING" not in proc.stderr
-    assert site["seconds"] < BUILD_BUDGET_S, f"docs build took {site['seconds']:.0f} s"
     out = site["out"]
     assert (out / "index.html").is_file()
     for page in sorted(ROOT.glob("docs/*.md")):       # every docs page is rendered

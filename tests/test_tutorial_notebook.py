@@ -12,7 +12,6 @@ import importlib
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -39,7 +38,6 @@ _require("ipykernel")
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "examples" / "tutorial.ipynb"
 KERNEL = "mstpn-test-python"
-BUDGET_S = 90
 
 
 def _kernel_spec(tmp_path: Path) -> Path:
@@ -71,9 +69,7 @@ def test_tutorial_notebook_executes(tmp_path, monkeypatch):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=120,
                                      resources={"metadata": {"path": str(ROOT / "examples")}})
-    t0 = time.perf_counter()
     client.execute()      # raises CellExecutionError (with the traceback) if any cell fails
-    wall = time.perf_counter() - t0
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
@@ -82,4 +78,3 @@ def test_tutorial_notebook_executes(tmp_path, monkeypatch):
     assert "Lava graph: 4 frames" in text and "to NumPy: 0.0e+00" in text   # own Lava graph, exact
     assert "memristive total" in text                       # the published energy table
     assert any("image/png" in o.get("data", {}) for o in outputs)   # the figures rendered
-    assert wall < BUDGET_S, f"the tutorial took {wall:.0f} s (budget {BUDGET_S} s)"
