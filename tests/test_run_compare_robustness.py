@@ -24,6 +24,7 @@ import pytest
 
 from conversion.synthetic import pong_like_frames
 from lava_available import needs_lava
+from test_cli_bad_input import run  # noqa: E402  (the shared CLI helper)
 from mstpn import cli
 from mstpn import compare_report
 from mstpn_base import registry, signals
@@ -32,12 +33,6 @@ from mstpn_base.lock import lock_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "artifacts" / "stpn" / "policy.safetensors"
-
-
-def run(capsys, *argv):
-    rc = cli.main([str(a) for a in argv])
-    cap = capsys.readouterr()
-    return rc, cap.err.strip().splitlines()
 
 
 def one_line_error(capsys, *argv, match):

@@ -16,44 +16,8 @@ from snn_agent.ppo import PPO, env_minibatches, gae, index_state, ppo_losses, re
 
 torch.set_num_threads(1)
 
-FRAMES = np.full((2, 1, 84, 84), 87, np.uint8)
-FRAMES[0, 0, 30:54, 10:16] = 236
-FRAMES[1, 0, 30:54, 68:74] = 236
-
-
-class CueEnv:
-    """Class c in {0, 1} shown as a bar left/right; reward 1 for action == c.  ``random``: c drawn
-    per step from an RNG seeded ``seed``; else c = (env index + step in episode) % 2, so the games
-    do not depend on the seed.  Episodes last ``length`` steps, SAME_STEP autoreset."""
-
-    def __init__(self, n, length=5, seed=0, random=True):
-        self.n, self.length, self.random = n, length, random
-        self.rng = np.random.default_rng(seed)
-        self.finished = []
-        self.t = np.zeros(n, dtype=int)
-        self.ret = np.zeros(n)
-
-    def _obs(self):
-        self.c = self.rng.integers(0, 2, self.n) if self.random else (np.arange(self.n) + self.t) % 2
-        return FRAMES[self.c]
-
-    def reset(self):
-        self.t[:] = 0
-        return self._obs()
-
-    def step(self, a):
-        r = (np.asarray(a) == self.c).astype(np.float32)
-        self.t += 1
-        self.ret += r
-        done = self.t >= self.length
-        for i in np.flatnonzero(done):
-            self.finished.append((int(i), float(self.ret[i]), int(self.t[i])))
-        self.t[done] = 0
-        self.ret[done] = 0
-        return self._obs(), r, done, {}
-
-    def close(self):
-        pass
+from test_snn_training import CLASS_FRAMES as FRAMES  # noqa: E402,F401  (the shared toy task)
+from test_snn_training import BanditEnv as CueEnv  # noqa: E402
 
 
 def _cfg(**train):

@@ -22,21 +22,23 @@ CLASS_FRAMES[1, 0, 30:54, 68:74] = 236
 
 class BanditEnv:
     """Frames show a white bar in the left (class 0) or right half (class 1) on a grey background;
-    reward 1 for action == class.
+    reward 1 for action == class.  ``random``: the class is drawn per step from an RNG seeded
+    ``seed``; else c = (env index + step in episode) % 2, so the games do not depend on the seed.
     Episodes last ``length`` steps; SAME_STEP autoreset like the Pong env."""
 
-    def __init__(self, n, length=5, seed=0):
-        self.n, self.length = n, length
+    def __init__(self, n, length=5, seed=0, random=True):
+        self.n, self.length, self.random = n, length, random
         self.rng = np.random.default_rng(seed)
         self.finished = []
         self.t = np.zeros(n, dtype=int)
         self.ret = np.zeros(n)
 
     def _obs(self):
-        self.c = self.rng.integers(0, 2, self.n)
+        self.c = self.rng.integers(0, 2, self.n) if self.random else (np.arange(self.n) + self.t) % 2
         return CLASS_FRAMES[self.c]
 
     def reset(self):
+        self.t[:] = 0
         return self._obs()
 
     def step(self, a):
