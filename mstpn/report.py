@@ -99,12 +99,17 @@ def collect_models(artifacts: Path) -> list[dict]:
         kind = meta.get("architecture", {}).get("kind", folder.name)
         row = {"folder": folder.name, "kind": kind, "name": MODEL_NAMES.get(kind, kind),
                "frames": meta.get("progress", {}).get("frames"), "wall_s": meta.get("progress", {}).get("wall_s")}
-        if (folder / "eval.json").is_file():
-            ev = read_json(folder / "eval.json")
+        for name in ("eval.json", "eval_sticky.json"):     # `mstpn evaluate -o` results
+            if not (folder / name).is_file():
+                continue
+            ev = read_json(folder / name)
             if not (isinstance(ev, dict) and all(_number(ev.get(k)) for k in ("mean", "std", "episodes"))):
-                raise DataFormatError(f"{folder / 'eval.json'}: needs numbers mean, std, episodes "
-                                      "(write it with `mstpn evaluate --json`)")
-            row.update(score_mean=ev["mean"], score_std=ev["std"], episodes=ev["episodes"])
+                raise DataFormatError(f"{folder / name}: needs numbers mean, std, episodes "
+                                      "(write it with `mstpn evaluate -o`)")
+            protocol = ev.get("protocol") if isinstance(ev.get("protocol"), dict) else {}
+            sticky = protocol.get("repeat_action_probability", 0.0)   # older results: the deterministic emulator
+            key = "sticky" if _number(sticky) and sticky > 0 else "deterministic"
+            row[key] = dict(mean=ev["mean"], std=ev["std"], episodes=ev["episodes"], ci=ev.get("ci95"))
         if (folder / "curve.csv").is_file():
             row["curve"] = folder / "curve.csv"
         teacher = (meta.get("train") or {}).get("teacher")
@@ -220,6 +225,14 @@ def network_line(s: dict) -> list[str]:
             f"run it on every simulator with `mstpn compare {net['file']}`)"]
 
 
+def _score(ev: dict | None) -> str:
+    if not ev:
+        return "not evaluated"
+    ci = ev.get("ci")
+    interval = f", CI [{ci[0]:+.2f}, {ci[1]:+.2f}]" if isinstance(ci, list) and len(ci) == 2 else ""
+    return f"{ev['mean']:+.2f} +- {ev['std']:.2f} ({ev['episodes']} games{interval})"
+
+
 def render_markdown(s: dict, models: list[dict], figures: dict) -> str:
     game = s["game"]
     epf = game["events_per_frame"]
@@ -237,15 +250,19 @@ def render_markdown(s: dict, models: list[dict], figures: dict) -> str:
         *network_line(s), "",
         game_figure(figures), "",
         "## Scores", "",
-        "| policy | how it played | trained frames | score |", "|---|---|---|---|",
+        "Greedy games on seeds never used in training: first under the standard protocol (sticky actions "
+        "0.25, Machado et al. 2018), then in the deterministic emulator. Mean +- sample std (games), 95 % CI.", "",
+        "| policy | how it played | trained frames | sticky actions 0.25 (standard) | deterministic emulator |",
+        "|---|---|---|---|---|",
     ]
     for m in models:
-        score = (f"{m['score_mean']:+.2f} +- {m['score_std']:.2f} ({m['episodes']} games)"
-                 if "score_mean" in m else "not evaluated")
         frames = f"{m['frames']:,}" if m.get("frames") else "?"
-        lines.append(f"| {m['name']} (`artifacts/{m['folder']}`) | PyTorch, greedy | {frames} | {score} |")
-    lines += [f"| this run's checkpoint, converted | event-driven NumPy simulator, greedy | "
-              f"{trained} | {game['score']:+.0f} (1 game) |", ""]
+        lines.append(f"| {m['name']} (`artifacts/{m['folder']}`) | PyTorch, greedy | {frames} | "
+                     f"{_score(m.get('sticky'))} | {_score(m.get('deterministic'))} |")
+    sticky = s.get("game", {}).get("repeat_action_probability")
+    lines += [f"| this run's checkpoint, converted | event-driven NumPy simulator, greedy | {trained} | "
+              + (f"{game['score']:+.0f} (1 game) | - |" if _number(sticky) and sticky > 0 else
+                 f"- | {game['score']:+.0f} (1 game) |"), ""]
     if figures.get("training"):
         lines += ["## Training curves", "", f"![training curves]({figures['training']})", ""]
     if figures.get("device"):

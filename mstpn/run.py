@@ -165,6 +165,7 @@ def _main_job(policy, meta, env_cfg, checkpoint, out, seed, max_frames, compare_
     observations = game.pop("observations")
     rewards = game.pop("rewards", None)
     summary["game"] = game
+    summary["game"]["repeat_action_probability"] = env_cfg.repeat_action_probability
     summary["game"]["events_per_frame"] = sim.totals_per_frame()
     if gif and observations:
         from snn_agent.evaluate import write_gif

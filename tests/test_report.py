@@ -30,7 +30,11 @@ def artifacts(tmp_path):
         save_checkpoint(folder / "policy.safetensors", build_policy(cfg, seed=1), cfg,
                         progress={"frames": 4000, "wall_s": 2.0})
         (folder / "eval.json").write_text(json.dumps({"episodes": 20, "mean": 20.5 if kind == "stpn" else 7.0,
-                                                      "std": 0.5}))
+                                                      "std": 0.5}))      # an older result: no protocol
+        if kind == "stpn":      # a standard-protocol result
+            (folder / "eval_sticky.json").write_text(json.dumps(
+                {"episodes": 30, "mean": -4.0, "std": 6.0, "ci95": [-6.24, -1.76],
+                 "protocol": {"repeat_action_probability": 0.25}}))
         write_curve(folder, [{"frames": 1000 * k, "score_mean20": -21 + k, "entropy": 1.0} for k in range(1, 5)],
                     png=False)
     (root / "not_a_policy").mkdir()
@@ -41,7 +45,8 @@ def test_collect_models_reads_scores_frames_and_curves(artifacts):
     models = {m["kind"]: m for m in collect_models(artifacts)}
     assert set(models) == {"lstm", "stpn"}
     assert models["stpn"]["name"] == "STPN" and models["stpn"]["frames"] == 4000
-    assert models["stpn"]["score_mean"] == 20.5 and models["lstm"]["episodes"] == 20
+    assert models["stpn"]["deterministic"]["mean"] == 20.5 and models["lstm"]["deterministic"]["episodes"] == 20
+    assert models["stpn"]["sticky"]["mean"] == -4.0 and "sticky" not in models["lstm"]
     assert models["lstm"]["curve"].name == "curve.csv"
 
 
@@ -49,7 +54,9 @@ def test_report_markdown_and_standalone_html(artifacts, tmp_path):
     out = tmp_path / "run"
     files = write_report(out, _summary(), artifacts=artifacts)
     md = files["markdown"].read_text()
-    assert "| STPN (`artifacts/stpn`) | PyTorch, greedy | 4,000 | +20.50 +- 0.50 (20 games) |" in md
+    assert ("| STPN (`artifacts/stpn`) | PyTorch, greedy | 4,000 | -4.00 +- 6.00 (30 games, CI [-6.24, -1.76]) | "
+            "+20.50 +- 0.50 (20 games) |") in md       # the standard protocol first
+    assert "| LSTM (`artifacts/lstm`) | PyTorch, greedy | 4,000 | not evaluated | +7.00 +- 0.50 (20 games) |" in md
     assert "trained 1,234,567 frames" in md and "-3 (1 game)" in md
     for f in ("training_curves.png", "device/pulse_train.png", "device/ppf.png"):
         assert (out / f).is_file() and f"({f})" in md
