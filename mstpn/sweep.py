@@ -102,6 +102,14 @@ def _int(v, name, lo=0):
     return v
 
 
+def _check_swept(name, where: str, names: set, fixed: dict) -> None:
+    """A swept parameter must be known and not also fixed."""
+    if name not in names:
+        raise _err(f"unknown parameter {name!r} in {where} (known: {', '.join(sorted(names))})")
+    if name in fixed:
+        raise _err(f"parameter {name!r} is both fixed and swept")
+
+
 def _value(name, v):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise _err(f"{name} values must be finite numbers, got {v!r}")
@@ -153,10 +161,7 @@ def validate_spec(data) -> dict:
         if not isinstance(grid, dict) or not grid:
             raise _err("grid must be a non-empty object {parameter: [values]}")
         for k, vals in grid.items():
-            if k not in names:
-                raise _err(f"unknown parameter {k!r} in grid (known: {', '.join(sorted(names))})")
-            if k in fixed:
-                raise _err(f"parameter {k!r} is both fixed and swept")
+            _check_swept(k, "grid", names, fixed)
             if not isinstance(vals, list) or not vals:
                 raise _err(f"grid {k} must be a non-empty list of values")
             for v in vals:
@@ -172,10 +177,7 @@ def validate_spec(data) -> dict:
         if not isinstance(dists, dict) or not dists:
             raise _err("random distributions must be a non-empty object")
         for k, d in dists.items():
-            if k not in names:
-                raise _err(f"unknown parameter {k!r} in random distributions (known: {', '.join(sorted(names))})")
-            if k in fixed:
-                raise _err(f"parameter {k!r} is both fixed and swept")
+            _check_swept(k, "random distributions", names, fixed)
             if not isinstance(d, dict) or len(d) != 1 or next(iter(d)) not in DISTRIBUTIONS:
                 raise _err(f"distribution of {k} must be one of {{kind: args}} with kind in {DISTRIBUTIONS}")
             kind, args = next(iter(d.items()))
