@@ -21,3 +21,14 @@ def require_lava():
         raise BackendUnavailableError(
             f"lava-nc is not importable ({exc}); install it with scripts/setup.sh "
             "(pip install --ignore-requires-python lava-nc==0.10.0 'numpy<2' 'scipy<1.16')") from None
+
+
+def run_config(fixed_point: bool):
+    """Loihi2SimCfg selecting the bit-accurate (``fixed_pt``) or float (``floating_pt``) models,
+    with lava's own io models for Extractor and Injector (they carry no tag)."""
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
+    from lava.proc.io.injector import Injector, PyLoihiInjectorModel
+
+    return Loihi2SimCfg(select_tag="fixed_pt" if fixed_point else "floating_pt",
+                        exception_proc_model_map={Extractor: PyLoihiExtractorModel, Injector: PyLoihiInjectorModel})

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import lava_procs
+from lava_procs import run_config  # noqa: F401  (re-exported for users of lava_processes)
 from conversion.backend import (StepOut, UnsupportedNetworkError, layer_depths, layers_of, logits_node,
                                 value_exponent)
 from lava_procs.lifecycle import LavaRuntime
@@ -84,17 +85,6 @@ def lava_processes(net, fixed_point: bool = False) -> LavaGraph:
         procs[name], sizes[name] = proc, n
     return LavaGraph(procs, sizes, procs[layers[0][0]].a_in, {n: p.s_out for n, p in procs.items()},
                      {n: p.rec_out for n, p in procs.items()}, period, fixed_point)
-
-
-def run_config(fixed_point: bool):
-    """Loihi2SimCfg selecting the bit-accurate (fixed_pt) or float (floating_pt) models, with lava's
-    io processes' own models."""
-    from lava.magma.core.run_configs import Loihi2SimCfg
-    from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
-    from lava.proc.io.injector import Injector, PyLoihiInjectorModel
-
-    return Loihi2SimCfg(select_tag="fixed_pt" if fixed_point else "floating_pt",
-                        exception_proc_model_map={Extractor: PyLoihiExtractorModel, Injector: PyLoihiInjectorModel})
 
 
 class LavaRunner:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lava_procs import run_config  # noqa: F401  (also used by examples)
 from memristor import equations as eq
 from memristor import fixed_point as fp
 from memristor import reference as ref
@@ -53,16 +54,6 @@ def build(batch: DeviceBatch, drive: Drive, g_lt0=None, fixed_point: bool = Fals
     for x, port in zip(inputs, (proc.s_in, proc.lt_in, proc.noise_in)):
         RingBuffer(data=np.ascontiguousarray(x.T)).s_out.connect(port)  # (n, n_steps): time last
     return proc, prob
-
-
-def run_config(fixed_point: bool):
-    """Loihi2SimCfg selecting the bit-accurate or the float models (and lava's synchronous
-    Extractor model, which carries no tag)."""
-    from lava.magma.core.run_configs import Loihi2SimCfg
-    from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
-
-    return Loihi2SimCfg(select_tag="fixed_pt" if fixed_point else "floating_pt",
-                        exception_proc_model_map={Extractor: PyLoihiExtractorModel})
 
 
 def simulate(batch: DeviceBatch, drive: Drive, g_lt0=None, fixed_point: bool = False,
