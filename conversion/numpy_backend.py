@@ -16,12 +16,12 @@ from mstpn_base.errors import ParameterError
 class SimRunner:
     """:class:`conversion.simulator.Simulator` with batch 1, one frame per :meth:`step`."""
 
-    def __init__(self, net, fixed: bool = False):
+    def __init__(self, net, fixed: bool = False, synapses: str = "ideal", device=None):
         try:
-            self.sim = Simulator(net, batch=1, fixed=fixed)
+            self.sim = Simulator(net, batch=1, fixed=fixed, synapses=synapses, device=device)
         except ParameterError as exc:
             raise UnsupportedNetworkError(str(exc)) from None
-        self.net, self.fixed = net, fixed
+        self.net, self.fixed, self.synapses = net, fixed, synapses
         self.name = "numpy-fixed" if fixed else "numpy"
         self.layers = layer_names(net)
         self.logits = logits_node(net)
@@ -50,12 +50,17 @@ class SimRunner:
         out.logits = out.acts[self.logits].copy()
         return out
 
+    @property
+    def device_stats(self) -> dict:
+        """Per plastic node the counted device activity since the start (synapses="device")."""
+        return self.sim.device_stats
+
     def close(self):
         pass
 
 
-def make_runner(net, **_):
-    return SimRunner(net, fixed=False)
+def make_runner(net, synapses: str = "ideal", device=None, **_):
+    return SimRunner(net, fixed=False, synapses=synapses, device=device)
 
 
 def make_fixed_runner(net, **_):

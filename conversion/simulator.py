@@ -35,11 +35,10 @@ from conversion import semantics as sem
 from conversion.ops import EventConv2d, conv2d, conv_fanout, exact_in_float, matvec, row_dots
 from mstpn_base.errors import DataFormatError, ParameterError
 from mstpn_base.ops import NUMPY
+from mstpn_base.registry import SYNAPSE_MODELS   # the abstract rule, or the device pairs of conversion.device_layer
 
 INT = np.int64
 COUNTERS = ("events", "synops", "dense", "plastic_ops", "plastic_dense", "hebbian")
-#: synapse models of the plastic layer: the abstract rule, or the device pairs of conversion.device_layer
-SYNAPSE_MODELS = ("ideal", "device")
 #: what a device run counts per plastic node (``sim.device_stats``)
 DEVICE_COUNTERS = ("pulses", "potentiating", "depressing", "pulse_energy_J", "bias_energy_J", "device_steps",
                    "duration_s")

@@ -21,9 +21,15 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Callable
 
-from mstpn_base.errors import BackendUnavailableError, MstpnError
+from mstpn_base.errors import BackendUnavailableError, MstpnError, ParameterError
 
 ENTRY_POINT_GROUP = "mstpn.backends"
+#: the synapse models of the plastic layer (BackendSpec.synapses)
+SYNAPSE_MODELS = ("ideal", "device")
+
+
+class SynapseModelError(ParameterError):
+    """A backend was asked for a synapse model it does not run."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,10 @@ class BackendSpec:
     ``precision``: "float" or "fixed" (fixed-point backends are checked bit for bit against
     ``numpy-fixed``).  ``closed_loop``: it can play a game frame by frame (else recorded
     sequences only).  ``default``: part of the default set of ``mstpn compare`` / ``mstpn run``.
-    ``install``: what to install when it is missing.
+    ``install``: what to install when it is missing.  ``synapses``: the synapse models of the
+    plastic layer its runner can run, ``"ideal"`` (the STPN rule) and/or ``"device"`` (memristor
+    device pairs, conversion.device_layer); a runner that offers ``"device"`` takes the options
+    ``synapses`` and ``device`` (a conversion.device_layer.Mapping, None: the file's device block).
     """
 
     name: str
@@ -48,6 +57,7 @@ class BackendSpec:
     closed_loop: bool = True
     default: bool = False
     install: str = ""
+    synapses: tuple = ("ideal",)
 
     @property
     def fixed(self) -> bool:
@@ -58,10 +68,10 @@ _LAVA = "lava-nc (scripts/setup.sh)"
 BUILTIN = (
     BackendSpec("torch", "the PyTorch policy rebuilt from the file's weights (float64), the reference",
                 runner="snn_agent.torch_backend:make_runner", device="memristor.torch_model:simulate",
-                default=True, install="torch==2.13.0"),
+                default=True, install="torch==2.13.0", synapses=("ideal", "device")),
     BackendSpec("numpy", "NumPy event-driven reference simulator (float64)",
                 runner="conversion.numpy_backend:make_runner", device="memristor.reference:simulate",
-                default=True, install="numpy"),
+                default=True, install="numpy", synapses=("ideal", "device")),
     BackendSpec("numpy-fixed", "NumPy reference in Loihi-style fixed point (the bit-exact oracle)",
                 runner="conversion.numpy_backend:make_fixed_runner", precision="fixed", default=True,
                 install="numpy"),
@@ -159,16 +169,30 @@ def _load(name: str, target: str, install: str) -> Callable:
     return getattr(mod, attr)
 
 
-def make_runner(name: str, net, **options):
-    """Build backend ``name``'s runner for the converted network ``net``.
+def synapse_backends(model: str) -> list[str]:
+    """The network backends whose runner runs the plastic layer with synapse model ``model``."""
+    return [n for n, s in backends().items() if s.runner and model in s.synapses]
 
-    Raises BackendUnavailableError if its package is missing and
-    ``conversion.backend.UnsupportedNetworkError`` if it cannot express the network."""
+
+def make_runner(name: str, net, synapses: str = "ideal", device=None, **options):
+    """Build backend ``name``'s runner for the converted network ``net`` with the plastic layer's
+    synapse model ``synapses`` ("ideal" or "device"; ``device``: the device mapping, None: the
+    file's device block).
+
+    Raises BackendUnavailableError if its package is missing, SynapseModelError if it does not run
+    that synapse model and ``conversion.backend.UnsupportedNetworkError`` if it cannot express the
+    network."""
     s = spec(name)
     if not s.runner:
         raise MstpnError(f"backend {name!r} runs devices only, not networks; choose from "
                          f"{', '.join(network_backends())}")
-    return _load(name, s.runner, s.install)(net, **options)
+    if synapses not in s.synapses:
+        raise SynapseModelError(f"backend {name!r} does not run the {synapses!r} synapse model; backends that "
+                                f"do: {', '.join(synapse_backends(synapses)) or 'none'}")
+    factory = _load(name, s.runner, s.install)
+    if synapses == "ideal" and device is None:
+        return factory(net, **options)
+    return factory(net, synapses=synapses, device=device, **options)
 
 
 def device_simulator(name: str, **options) -> Callable:

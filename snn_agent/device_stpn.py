@@ -45,16 +45,21 @@ class DeviceSTPN(nn.Module):
     ``z``, ``norm``, ``pre`` (as :func:`stpn_step`) and the step's counted pulses ``potentiating``,
     ``depressing``, ``pulse_energy_J`` and ``bias_energy_J`` (tensors)."""
 
-    def __init__(self, core, mapping: dl.Mapping, dtype=torch.float64):
+    def __init__(self, core, mapping: dl.Mapping, dtype=torch.float64, compile: bool = False):
         super().__init__()
         self.core, self.mapping, self.dtype = core, mapping, dtype
+        # the device step (relaxation, pulse inversion, pulses, their tally and the bias energy) is
+        # elementwise over 2 H K devices: torch.compile fuses it into one loop (~2.5x on one CPU core)
+        self._device_step = torch.compile(self._device_step_eager, dynamic=False) if compile else self._device_step_eager
         p = core.effective_params()
         self.devices = dl.build(mapping, p["W"].detach().double().cpu().numpy(), p["lam"].detach().double().cpu().numpy())
         self._arrays = self.devices.arrays(lambda a: torch.as_tensor(np.asarray(a), dtype=dtype))
         self.t = 0
         self.input_size, self.hidden_size = core.input_size, core.hidden_size
 
-    def init_state(self, batch_size: int) -> DeviceSTPNState:
+    def init_state(self, batch_size: int, dtype=None, device=None) -> DeviceSTPNState:
+        """Fresh devices for ``batch_size`` games (the layer's own dtype; ``dtype``/``device`` are
+        accepted for the Policy interface)."""
         H, K = self.hidden_size, self.input_size + self.hidden_size
         z = lambda *s: torch.zeros(*s, dtype=self.dtype)  # noqa: E731
         return DeviceSTPNState(z(batch_size, H), *(z(batch_size, H, K) for _ in range(7)))
@@ -69,8 +74,15 @@ class DeviceSTPN(nn.Module):
         g = dl.long_term(torch_ops(), self.mapping, self.core.effective_params()["W"].to(self.dtype))
         return dl.read_weight(self.mapping, g["p"], g["m"]), g
 
-    def forward(self, x, state: DeviceSTPNState | None = None):
-        ops, m = torch_ops(), self.mapping
+    def _device_step_eager(self, dev, sides, norm, h, z, gamma, noise):
+        m = self.mapping
+        bias = dl.bias_energy(m, dev, sides)
+        new, F, pulses = dl.plasticity(torch_ops(), m, dev, sides, norm, h, z, gamma, noise)
+        tally = dl.pulse_tally(m, pulses)
+        return new, F, tally, bias
+
+    def forward(self, x, state: DeviceSTPNState | None = None, energy: bool = False):
+        m = self.mapping
         if state is None:
             state = self.init_state(x.shape[0])
         p = self.core.effective_params()
@@ -78,14 +90,11 @@ class DeviceSTPN(nn.Module):
         b, lam, gamma = (p[k].to(self.dtype) for k in ("b", "lam", "gamma"))
         h, _, extras = stpn_step(W, b, lam, gamma, x.to(self.dtype), state.h, state.F)
         dev = {side: dict(self._arrays[side], g_lt=g_lt[side]) for side in dl.SIDES}
-        sides = state.sides()
-        bias = dl.bias_energy(m, dev, sides)
         noise = dl.c2c_noise(m, self.t, tuple(state.F.shape))
         if noise is not None:
             noise = {side: torch.as_tensor(a, dtype=self.dtype) for side, a in noise.items()}
-        new, F, pulses = dl.plasticity(ops, m, dev, sides, extras["norm"].unsqueeze(-1), h.unsqueeze(-1),
-                                       extras["z"].unsqueeze(-2), gamma, noise)
-        tally = dl.pulse_tally(m, pulses)
+        new, F, tally, bias = self._device_step(dev, state.sides(), extras["norm"].unsqueeze(-1), h.unsqueeze(-1),
+                                                extras["z"].unsqueeze(-2), gamma, noise)
         self.t += 1
         extras.update(potentiating=tally["potentiating"], depressing=tally["depressing"],
                       pulse_energy_J=tally["energy_J"], bias_energy_J=bias)

@@ -177,3 +177,37 @@ def test_simulator_rejects_device_mode_without_block():
         Simulator(convert_policy(pol), synapses="device")
     with pytest.raises(ParameterError):
         Simulator(convert_policy(pol), synapses="exotic")
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_torch_runner_runs_the_device_model_like_numpy(mstpn, compile):
+    """The registry's runners with synapses="device": torch (eager and torch.compile'd device step)
+    equals the NumPy reference on 100 frames: logits and read-back F within 1e-9, same actions,
+    the same counted pulses and energies (1e-12 relative)."""
+    from mstpn_base import registry
+
+    pol, net = mstpn
+    net = convert_policy(pol)
+    a = registry.make_runner("numpy", net, synapses="device")
+    b = registry.make_runner("torch", net, synapses="device", compile=compile)
+    for r in (a, b):
+        r.reset()
+    la, lb = zip(*((a.step(f).logits, b.step(f).logits) for f in FRAMES))
+    assert np.max(np.abs(np.array(la) - np.array(lb))) < TOL
+    assert np.array_equal(np.argmax(la, -1), np.argmax(lb, -1))
+    F_torch = b.state.F.numpy()
+    assert np.max(np.abs(F_torch - a.sim.state["stpn"]["F"])) < TOL and np.abs(F_torch).max() > 0
+    sa, sb = a.device_stats["stpn"], b.device_stats["stpn"]
+    assert sa["pulses"] == sb["pulses"] > 0 and sa["device_steps"] == sb["device_steps"] == len(FRAMES)
+    for k in ("pulse_energy_J", "bias_energy_J", "duration_s"):
+        assert sb[k] == pytest.approx(sa[k], rel=1e-12)
+
+
+def test_backends_without_the_device_model_say_so(mstpn):
+    from mstpn_base import registry
+
+    _, net = mstpn
+    assert {"numpy", "torch"} <= set(registry.synapse_backends("device"))
+    no = [n for n in registry.network_backends() if n not in registry.synapse_backends("device")]
+    with pytest.raises(registry.SynapseModelError, match="does not run the 'device' synapse model"):
+        registry.make_runner(no[0], net, synapses="device")
