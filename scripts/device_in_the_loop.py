@@ -1,12 +1,13 @@
-"""Greedy Pong games of the shipped m-STPN on the NumPy reference simulator, closed loop: the ideal
-plasticity rule, the device model in the loop (conversion.device_layer, default device parameters,
-device seed 0) and the ideal rule with gamma = 0 (no short-term plasticity), each with sticky
-actions 0.25 and deterministic (repeat_action_probability 0).  Conditions are played round robin on
-the same game seeds (1000, 1001, ...) until the time budget is spent; every game is appended to
-OUT/games.json (written atomically after each game) and OUT/summary.json holds mean, std, 95 %
-t-interval and n per condition.
+"""Greedy Pong games of the shipped m-STPN, closed loop: the ideal plasticity rule (NumPy reference
+simulator) and the device model in the loop (conversion.device_layer, default device parameters,
+device seed 0, on the torch backend with its device step compiled: logits within 1e-9 of the NumPy
+reference, tests/test_device_layer.py), each with sticky actions 0.25 and deterministic
+(repeat_action_probability 0).  Conditions are played round robin on the same game seeds (1.5e9,
+1.5e9 + 1, ...) until ``--games`` rounds are done or the time budget is spent; every game is appended to
+OUT/games.json (written atomically after each game; a restarted run continues after the games it
+holds) and OUT/summary.json holds mean, std, 95 % t-interval and n per condition.
 
-    python scripts/device_in_the_loop.py --minutes 15 --out results/device_in_the_loop
+    python scripts/device_in_the_loop.py --games 20 --minutes 70 --out results/device_in_the_loop
 """
 from __future__ import annotations
 
@@ -33,19 +34,24 @@ def t_interval(x):
 def main(argv=None):
     import torch
 
+    import json
+
     from conversion.convert import convert_policy
     from conversion.simulator import Simulator
+    from mstpn_base import registry
     from mstpn_base.io import atomic_write_json
     from snn_agent.checkpoint import load_policy
-    from snn_agent.play import env_config, play_simulator
+    from snn_agent.play import env_config, play_loop, play_simulator
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="artifacts/mstpn/policy.safetensors")
     ap.add_argument("--out", default="results/device_in_the_loop")
     ap.add_argument("--minutes", type=float, default=15.0)
-    ap.add_argument("--first-seed", type=int, default=1000)
+    ap.add_argument("--games", type=int, default=20, help="rounds (games per condition)")
+    ap.add_argument("--conditions", nargs="+", default=["ideal", "device"], choices=["ideal", "device", "ideal_gamma0"])
+    ap.add_argument("--first-seed", type=int, default=1_500_000_000, help="first game seed (the evaluation seeds, never used in training)")
     ap.add_argument("--device-seed", type=int, default=0)
-    ap.add_argument("--max-steps", type=int, default=6000, help="agent steps per game at most (truncated beyond)")
+    ap.add_argument("--max-steps", type=int, default=10000, help="agent steps per game at most (truncated beyond)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -59,24 +65,32 @@ def main(argv=None):
     from conversion import device_layer as dl
 
     mapping = dl.Mapping.from_block(net.nodes["stpn"].device).replace(seed=args.device_seed)
-    sims = {"ideal": Simulator(net), "device": Simulator(net, synapses="device", device=mapping),
-            "ideal_gamma0": Simulator(net_g0)}
+    sims = {"ideal": Simulator(net), "ideal_gamma0": Simulator(net_g0)}
+    device = registry.make_runner("torch", net, synapses="device", device=mapping, compile=True)
     base = env_config(net)
     envs = {"sticky0.25": dataclasses.replace(base, repeat_action_probability=0.25),
             "deterministic": dataclasses.replace(base, repeat_action_probability=0.0)}
-    conds = [(s, e) for e in envs for s in sims]
-    games, t_end, i = [], time.time() + 60 * args.minutes, 0
-    devsum = sims["device"].devices["stpn"].summary()
-    while time.time() < t_end:
+    conds = [(s, e) for e in envs for s in args.conditions]
+    saved = out / "games.json"
+    games = json.loads(saved.read_text())["games"] if saved.exists() else []
+    t_end, i = time.time() + 60 * args.minutes, len(games)
+    devsum = device.policy.core.devices.summary()
+
+    def play(syn, env_cfg, seed):
+        if syn != "device":
+            return play_simulator(sims[syn], env_cfg, seed=seed, max_frames=args.max_steps)
+        device.reset()
+        return play_loop(lambda obs: int(np.argmax(device.step(obs).logits)), env_cfg, seed, max_steps=args.max_steps)
+
+    while time.time() < t_end and i < args.games * len(conds):
         seed = args.first_seed + i // len(conds)
         syn, env = conds[i % len(conds)]
-        sim = sims[syn]
-        before = dict(sim.device_stats.get("stpn", {}))
-        g = play_simulator(sim, envs[env], seed=seed, max_frames=args.max_steps)
+        before = dict(device.device_stats["stpn"])
+        g = play(syn, envs[env], seed)
         row = {"synapses": syn, "env": env, "seed": seed, "score": g["score"], "steps": g["steps"],
                "finished": g["finished"], "seconds": g["seconds"]}
         if syn == "device":
-            row.update({k: sim.device_stats["stpn"][k] - before[k] for k in sim.device_stats["stpn"]})
+            row.update({k: device.device_stats["stpn"][k] - before[k] for k in device.device_stats["stpn"]})
         games.append(row)
         print(f"{syn:13s} {env:13s} seed {seed}: {g['score']:+.0f} in {g['steps']} steps ({g['seconds']:.0f} s)", flush=True)
         atomic_write_json(out / "games.json", {"games": games, "device": devsum, "mapping": mapping.to_block()["mapping"]})
@@ -85,7 +99,7 @@ def main(argv=None):
     summary = {}
     for syn, env in conds:
         rows = [r for r in games if r["synapses"] == syn and r["env"] == env]
-        n_common = min(len([r for r in games if r["synapses"] == s and r["env"] == env]) for s in sims)
+        n_common = min(len([r for r in games if r["synapses"] == s and r["env"] == env]) for s in args.conditions)
         rows = rows[:n_common]
         sc = [r["score"] for r in rows]
         lo, hi = t_interval(sc)
