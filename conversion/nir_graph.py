@@ -12,7 +12,13 @@ evaluated in topological order, so a spike crosses a chain of static nodes (Affi
 into the next neuron in the same step; the edge that closes a cycle (the back edge found by a
 depth-first walk from the inputs in the graph's own order, e.g. ``W_rec -> LIF`` of ``LIF -> W_rec
 -> LIF``) carries the previous step's value.  ``delay="step"``: every edge carries one step (a node
-reads its sources' outputs of the previous step; the Input node reads x[t]).
+reads its sources' outputs of the previous step; the Input node reads x[t]).  ``delay="synapse"``
+(the convention of Lava's Dense and Conv processes and of Loihi's synapses): the edges leaving a
+synapse node (:data:`SYNAPSES`: Affine, Linear, Conv1d, Conv2d) carry one step, all others none.  A
+synapse node sends at step t what it computed from its input of step t - 1 (at step 0: itself
+applied to a zero input, e.g. an Affine's bias); the nodes are evaluated in a topological order of
+the graph without the synapses' outgoing edges, and a cycle without a synapse node still has a back
+edge carrying the previous step.
 
 A network file with the project's own nodes (``metadata/mstpn_type``) is read by
 :func:`conversion.nirfile.read_network` instead: :func:`load` refuses it and says so.
@@ -35,7 +41,9 @@ STATIC = ("Input", "Output", "Affine", "Linear", "Scale", "Flatten", "Conv1d", "
           "SumPool2d", "AvgPool2d", "Delay")
 #: every primitive the executor runs
 SUPPORTED = STATIC + tuple(sem.NEURONS)
-DELAYS = ("none", "step")
+DELAYS = ("none", "step", "synapse")
+#: the primitives whose outgoing edges carry one step under ``delay="synapse"``
+SYNAPSES = ("Affine", "Linear", "Conv1d", "Conv2d")
 
 
 def load(source):
@@ -178,6 +186,8 @@ class NirRecord:
     backend: str = "numpy"
     data: dict = field(default_factory=dict)
     kinds: dict = field(default_factory=dict)
+    #: per node, what the backend ran it as (e.g. Lava's process classes); empty for NumPy
+    built: dict = field(default_factory=dict)
 
     def spikes(self, node) -> np.ndarray:
         return self.data[node]["out"]
@@ -201,6 +211,11 @@ class NirProgram:
         self.sources = {n: [a for a, b in self.edges if b == n] for n in self.nodes}
         self.input_shape = tuple(int(s) for s in np.asarray(self.nodes[self.inputs[0]].input_type["input"]).reshape(-1))
         self.shapes = self._infer_shapes()
+
+    def synapse_order(self):
+        """(order, back edges) of ``delay="synapse"``: the graph without the edges leaving a synapse."""
+        edges = [(a, b) for a, b in self.edges if self.kinds[a] not in SYNAPSES]
+        return order_and_back_edges(self.nodes, edges, self.inputs)
 
     # -- shapes -------------------------------------------------------------------------------
     def _infer_shapes(self) -> dict:
@@ -275,6 +290,20 @@ class NirProgram:
                 params[name] = {"steps": k.astype(int).reshape(self.shapes[name])}
         return params
 
+    def initial_state(self, name: str, params: dict):
+        """The state of node ``name`` before step 0 (None for a node without state)."""
+        kind = self.kinds[name]
+        if kind in sem.NEURONS:
+            return {v: np.zeros(self.shapes[name]) for v in sem.NEURONS[kind][1]}
+        if kind == "Delay":
+            steps = params[name]["steps"]
+            return {"buf": np.zeros((int(steps.max()) + 1, *self.shapes[name])), "pos": 0}
+        return None
+
+    def step_node(self, name: str, u, params: dict, state, reset: str):
+        """One step of node ``name`` on its summed input ``u`` (updates ``state``); returns its output."""
+        return self._step(name, self.kinds[name], u, params.get(name), state, reset)
+
     def run(self, x, dt: float, integration: str = "exact", reset: str = "zero", delay: str = "none") -> NirRecord:
         """Step the graph on x (T, *input shape); returns the recorded outputs and states."""
         if reset not in sem.RESETS:
@@ -289,19 +318,19 @@ class NirProgram:
         params = self.prepare(dt, integration)
         T = x.shape[0]
         values = {n: np.zeros(self.shapes[n]) for n in self.nodes}
-        states = {}
-        for n, kind in self.kinds.items():
-            if kind in sem.NEURONS:
-                states[n] = {v: np.zeros(self.shapes[n]) for v in sem.NEURONS[kind][1]}
-            elif kind == "Delay":
-                steps = params[n]["steps"]
-                states[n] = {"buf": np.zeros((int(steps.max()) + 1, *self.shapes[n])), "pos": 0}
+        order, pending = self.order, {}
+        if delay == "synapse":
+            order = self.synapse_order()[0]
+            pending = {n: self._step(n, k, np.zeros(self.shapes[self.sources[n][0]]), None, None, reset)
+                       for n, k in self.kinds.items() if k in SYNAPSES}
+        states = {n: self.initial_state(n, params) for n in self.nodes}
         rec = NirRecord(dt=float(dt), integration=integration, reset=reset, delay=delay, kinds=dict(self.kinds))
         rec.data = {n: {v: np.zeros((T, *self.shapes[n])) for v in ("out", *sem.NEURONS.get(k, (None, ()))[1])}
                     for n, k in self.kinds.items()}
         for t in range(T):
             prev = {n: v.copy() for n, v in values.items()} if delay == "step" else values
-            for name in self.order:
+            values.update(pending)           # delay="synapse": what each synapse computed at t - 1
+            for name in order:
                 kind = self.kinds[name]
                 if name == self.inputs[0]:
                     values[name] = x[t]
@@ -309,7 +338,11 @@ class NirProgram:
                     srcs = self.sources[name]
                     src = prev if delay == "step" else values
                     u = sum(src[a].reshape(self.shapes[a]) for a in srcs) if srcs else 0.0
-                    values[name] = self._step(name, kind, u, params.get(name), states.get(name), reset)
+                    new = self._step(name, kind, u, params.get(name), states.get(name), reset)
+                    if name in pending:
+                        pending[name] = new
+                    else:
+                        values[name] = new
                 rec.data[name]["out"][t] = values[name]
                 for v in sem.NEURONS.get(kind, (None, ()))[1]:
                     rec.data[name][v][t] = states[name][v]
