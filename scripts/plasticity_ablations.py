@@ -18,7 +18,6 @@ deterministic emulator, the same game seeds for every condition (snn_agent.evalu
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
