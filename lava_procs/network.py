@@ -28,14 +28,16 @@ messages between processes and the timing.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 import lava_procs
 from lava_procs import run_config  # noqa: F401  (re-exported for users of lava_processes)
+from conversion import graph as cg
 from conversion.backend import (StepOut, UnsupportedNetworkError, layer_depths, layers_of, logits_node,
                                 value_exponent)
+from conversion.simulator import DEVICE_COUNTERS
 from lava_procs.lifecycle import LavaRuntime
 from mstpn_base.errors import BackendUnavailableError
 
@@ -59,54 +61,140 @@ class LavaGraph:
     records: dict
     period: int
     fixed_point: bool
+    #: synapses="device": the :class:`lava_procs.memristor.layer.DeviceLayer` of each plastic node
+    synapses: dict = field(default_factory=dict)
 
 
-def lava_processes(net, fixed_point: bool = False) -> LavaGraph:
+#: the synapse models the Lava graph runs: floating_pt both, fixed_pt the ideal rule only
+FIXED_POINT_SYNAPSES = ("ideal",)
+
+
+def build_devices(net, device=None) -> dict:
+    """The frozen device pairs of every plastic node of ``net``, as the reference simulator builds
+    them (:func:`conversion.device_layer.build` of the node's W and lambda) with the mapping
+    ``device`` (a :class:`conversion.device_layer.Mapping` or block; None: the node's block)."""
+    from conversion import device_layer as dl
+
+    out = {}
+    for n in net.of_type(cg.PlasticSTPN):
+        node = net.nodes[n]
+        block = device if device is not None else node.device
+        if block is None:
+            raise UnsupportedNetworkError(f"node {n!r} has no device block: the device synapse model needs one "
+                                          "(an m-STPN file, or a device mapping)")
+        m = block if isinstance(block, dl.Mapping) else dl.Mapping.from_block(block)
+        out[n] = dl.build(m, node.W, node.lam)
+    return out
+
+
+def lava_processes(net, fixed_point: bool = False, synapses: str = "ideal", device=None, devices: dict | None = None,
+                   step0: int = 0, counts0: dict | None = None) -> LavaGraph:
     """Build the converted sigma-delta network ``net`` as connected Lava processes (one
     :class:`lava_procs.stpn_layer.SDLayer` per layer of :func:`conversion.backend.layers_of`);
     nothing is attached to its input or outputs.  ``fixed_point`` selects, at run time through
-    :func:`run_config`, the bit-accurate models (the network must carry fixed-point parameters)."""
+    :func:`run_config`, the bit-accurate models (the network must carry fixed-point parameters).
+
+    ``synapses="device"`` (floating point only) puts each plastic node's synapses on memristor
+    device pairs in a :class:`lava_procs.memristor.layer.DeviceLayer` (``graph.synapses[node]``),
+    wired to its layer (an :class:`lava_procs.stpn_layer.SDPlasticLayer`): ``devices`` are the
+    frozen pairs per node (:func:`build_devices` with ``device`` when None), ``step0`` the agent
+    step of the first frame (it indexes the cycle-to-cycle draws), ``counts0`` per node the device
+    counters to continue from."""
     lava_procs.require_lava()
-    from lava_procs.stpn_layer import SDLayer
+    from lava_procs.stpn_layer import SDLayer, SDPlasticLayer
 
     if fixed_point and net.fixed is None:
         raise UnsupportedNetworkError("the fixed-point Lava models need a network with fixed-point parameters "
                                       "(mstpn convert with calibration)")
+    check_synapses(synapses, fixed_point)
+    if synapses == "device" and devices is None:
+        devices = build_devices(net, device)
+    devices = devices if synapses == "device" else {}
     layers = layers_of(net)
     depth = layer_depths(layers)
     period = max(depth.values())
-    procs, sizes = {}, {}
+    procs, sizes, syn = {}, {}, {}
     for name, nodes, src in layers:
         n = int(np.prod(net.nodes[name].out_shape))
         n_in = int(np.prod(net.nodes[nodes[0]].shape)) if src is None else int(np.prod(net.nodes[src].out_shape))
-        proc = SDLayer(net=net, nodes=nodes, src=src, n=n, n_in=n_in, phase=depth[name] - 1, period=period, name=name)
+        kw = dict(net=net, nodes=nodes, src=src, n=n, n_in=n_in, phase=depth[name] - 1, period=period, name=name)
+        plastic = [k for k in nodes if k in devices]
+        if len(plastic) > 1:
+            raise UnsupportedNetworkError(f"layer {name!r} has more than one plastic node ({plastic})")
+        if plastic:
+            proc = _device_layer(SDPlasticLayer, kw, plastic[0], devices[plastic[0]], net.nodes[plastic[0]].gamma,
+                                 step0, (counts0 or {}).get(plastic[0]), syn)
+        else:
+            proc = SDLayer(**kw)
         if src is not None:
             procs[src].s_out.connect(proc.a_in)
         procs[name], sizes[name] = proc, n
     return LavaGraph(procs, sizes, procs[layers[0][0]].a_in, {n: p.s_out for n, p in procs.items()},
-                     {n: p.rec_out for n, p in procs.items()}, period, fixed_point)
+                     {n: p.rec_out for n, p in procs.items()}, period, fixed_point, syn)
+
+
+def _device_layer(cls, kw, node, devs, gamma, step0, counts0, syn):
+    """The layer of plastic node ``node`` (``cls``: SDPlasticLayer) and its DeviceLayer, connected
+    both ways (h, z, N to the devices; F back)."""
+    from lava_procs.memristor.layer import DeviceLayer
+
+    proc = cls(plastic=node, weights=devs.W, **kw)
+    dev = DeviceLayer(devices=devs, gamma=gamma, phase=kw["phase"], period=kw["period"], step0=step0,
+                      counts0=counts0, name=f"{node}_devices")
+    proc.h_out.connect(dev.h_in)
+    proc.z_out.connect(dev.z_in)
+    proc.norm_out.connect(dev.norm_in)
+    dev.f_out.connect(proc.f_in)
+    syn[node] = dev
+    return proc
+
+
+def check_synapses(synapses: str, fixed_point: bool) -> None:
+    """A clear error for a synapse model the chosen Lava models do not run."""
+    from mstpn_base.registry import SYNAPSE_MODELS, SynapseModelError
+
+    if synapses not in SYNAPSE_MODELS:
+        raise SynapseModelError(f"synapses must be one of {SYNAPSE_MODELS}, got {synapses!r}")
+    if fixed_point and synapses not in FIXED_POINT_SYNAPSES:
+        raise SynapseModelError("the fixed-point Lava models run the ideal synapse model only: the device layer "
+                                "has no integer specification yet (use backend 'lava' for synapses='device')")
 
 
 class LavaRunner:
-    """Frame-by-frame Lava run of ``net``; ``fixed_point`` selects the fixed_pt models."""
+    """Frame-by-frame Lava run of ``net``; ``fixed_point`` selects the fixed_pt models.
 
-    def __init__(self, net, fixed_point: bool = False, loihi2: bool = False):
+    ``synapses="device"`` (floating point) runs each plastic layer's synapses on memristor device
+    pairs in a :class:`lava_procs.memristor.layer.DeviceLayer` (``runner.device_layers[node]``, its
+    state in Lava Vars) with the mapping ``device`` (None: the node's device block), as
+    ``Simulator(net, synapses="device", device=device)``: the same devices, and the cycle-to-cycle
+    draws indexed by the agent step, which goes on across :meth:`reset`.  ``device_stats`` holds
+    per plastic node the counted pulses and energies (:data:`conversion.simulator.DEVICE_COUNTERS`).
+    """
+
+    def __init__(self, net, fixed_point: bool = False, loihi2: bool = False, synapses: str = "ideal", device=None):
+        check_synapses(synapses, fixed_point or loihi2)
         lava_procs.require_lava()
         if fixed_point and net.fixed is None:
             raise UnsupportedNetworkError("lava-fixed needs a network with fixed-point parameters "
                                           "(mstpn convert with calibration)")
-        self.net, self.fixed_point, self.loihi2 = net, fixed_point, loihi2
+        self.net, self.fixed_point, self.loihi2, self.synapses = net, fixed_point, loihi2, synapses
         self.name = "loihi2" if loihi2 else "lava-fixed" if fixed_point else "lava"
         self.layers = layers_of(net)
         self.depth = layer_depths(self.layers)
         self.period = max(self.depth.values())
+        self.devices = build_devices(net, device) if synapses == "device" else {}
+        self._steps = 0            # agent steps run (the index of the next step's cycle-to-cycle draws)
+        self._counts = {n: None for n in self.devices}   # device counters of the graphs closed so far
+        self._ok = False           # the last frame ran to completion (its Vars can be read)
         self._build()
 
     def _build(self):
         from lava.proc.io.extractor import Extractor
         from lava.proc.io.injector import Injector
 
-        g = lava_processes(self.net)
+        g = lava_processes(self.net, synapses=self.synapses, devices=self.devices, step0=self._steps,
+                           counts0=self._counts)
+        self.device_layers = g.synapses
         self.procs, self.ext, self.sizes = g.layers, {}, g.sizes
         for name, proc in g.layers.items():
             ext = Extractor(shape=(g.sizes[name] + 2,), buffer_size=4 * self.period)  # a whole frame: no deadlock
@@ -139,7 +227,10 @@ class LavaRunner:
         self.inj.send(np.asarray(obs, np.float64).reshape(-1))
         for _ in range(self.period - 1):
             self.inj.send(self._zeros)
+        self._ok = False
         self._root.run(condition=RunSteps(num_steps=self.period, blocking=True), run_cfg=self._cfg)
+        self._ok = True
+        self._steps += 1
         out = StepOut(None)
         for name, _, _ in self.layers:
             recs = [self.ext[name].receive() for _ in range(self.period)]
@@ -155,16 +246,44 @@ class LavaRunner:
         out.logits = out.acts[logits_node(self.net)].copy()
         return out
 
+    @property
+    def device_stats(self) -> dict:
+        """Per plastic node the counted device activity since the start (synapses="device"): the
+        ``counts`` Var of its DeviceLayer (read with Var.get() while the graph is paused)."""
+        from lava_procs.memristor.layer import counters
+
+        if self._runtime.active and self._ok:
+            return {n: counters(d.counts.get()) for n, d in self.device_layers.items()}
+        return {n: (dict(c) if c is not None else counters(np.zeros(len(DEVICE_COUNTERS))))
+                for n, c in self._counts.items()}
+
+    def device_state(self, node: str) -> dict:
+        """The volatile device state of plastic node ``node``, read from the Vars of its
+        DeviceLayer: {"g_st_p": (H, K), "r_p", "q_p", "g_st_m", "r_m", "q_m"} (after a frame)."""
+        from conversion import device_layer as dl
+        from lava_procs.memristor.layer import var_name
+
+        dev = self.device_layers[node]
+        return {var_name(v, side): np.asarray(getattr(dev, var_name(v, side)).get(), np.float64)
+                for side in dl.SIDES for v in dl.DEVICE_STATE}
+
     def close(self):
         """Stop the runtime and its worker processes (also after an error or an interrupt)."""
+        if self.devices and self._runtime.active and self._ok:
+            self._counts = self.device_stats   # the next graph continues from these counters
+        self._ok = False
         self._runtime.stop()
 
 
-def make_float_runner(spec, **options):
-    return LavaRunner(spec, fixed_point=False, **options)
+def make_float_runner(spec, synapses: str = "ideal", device=None, **options):
+    """Backend ``lava``: floating_pt models; ``synapses="device"`` runs the plastic layer on
+    device pairs (:class:`LavaRunner`)."""
+    return LavaRunner(spec, fixed_point=False, synapses=synapses, device=device, **options)
 
 
-def make_fixed_runner(spec, **options):
+def make_fixed_runner(spec, synapses: str = "ideal", device=None, **options):
+    """Backend ``lava-fixed``: bit-accurate fixed_pt models, the ideal synapse model only."""
+    check_synapses(synapses, True)
     return LavaRunner(spec, fixed_point=True, **options)
 
 

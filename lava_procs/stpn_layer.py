@@ -36,6 +36,40 @@ from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
+from conversion.simulator import Simulator
+
+
+class NeuronSide(Simulator):
+    """The reference simulator (float64, batch 1) for a layer whose plastic nodes' synapses are
+    device pairs held by another process (``weights``: node -> the pairs' read-back long-term
+    weights W).  The forward pass of such a node uses that W and its current F; its plasticity
+    phase only records what the synapses need, ``pending[node] = (N, h, z)`` (each (1, n)), and
+    forwards the post neurons' events; the caller then sets the new F (:meth:`set_F`)."""
+
+    def __init__(self, net, weights: dict):
+        self._read_back = {n: np.asarray(W, np.float64) for n, W in weights.items()}
+        self.pending: dict = {}
+        super().__init__(net, batch=1)
+
+    def _plastic_params(self, n) -> dict:
+        p = super()._plastic_params(n)
+        if n in self._read_back:
+            p["W"] = self._read_back[n]
+            p["WT"] = np.ascontiguousarray(p["W"].T)
+        return p
+
+    def _plasticity(self, n):
+        if n not in self._read_back:
+            return super()._plasticity(n)
+        node, st = self.net.nodes[n], self.state[n]
+        self.pending[n] = (st["N"], self.state[node.post]["y"], st["z"])
+        st["dh"] = self.deltas[node.post]
+
+    def set_F(self, n, F) -> None:
+        """The read-back short-term weights F (H, K) of node ``n`` after its synapses' step."""
+        st = self.state[n]
+        st["F"] = np.array(F, np.float64).reshape(st["F"].shape)
+
 
 class LayerKernel:
     """The nodes ``nodes`` of ``net``, stepped with conversion's simulator arithmetic.
@@ -44,10 +78,9 @@ class LayerKernel:
     node (flat); returns (values of the last node, its events (None for an Output), events, synops).
     """
 
-    def __init__(self, net, nodes, src, fixed: bool):
-        from conversion.simulator import Simulator
-
-        self.sim = Simulator(net, batch=1, fixed=fixed)
+    def __init__(self, net, nodes, src, fixed: bool, weights: dict | None = None):
+        self.weights = dict(weights or {})
+        self.sim = NeuronSide(net, self.weights) if self.weights else Simulator(net, batch=1, fixed=fixed)
         self.nodes, self.src, self.fixed = list(nodes), src, fixed
         if src is not None:
             self.src_shape = (1, *net.nodes[src].out_shape)
@@ -89,12 +122,29 @@ class SDLayer(AbstractProcess):
     arrive on ``a_in`` (None: the frame); ``n``/``n_in``: output / input sizes;
     ``phase``/``period``: the sub-step (0-based) of each frame at which the layer computes."""
 
-    def __init__(self, *, net, nodes, src, n: int, n_in: int, phase: int, period: int, name=None):
-        super().__init__(net=net, nodes=list(nodes), src=src, phase=phase, period=period, n=n, name=name)
+    def __init__(self, *, net, nodes, src, n: int, n_in: int, phase: int, period: int, name=None, **params):
+        super().__init__(net=net, nodes=list(nodes), src=src, phase=phase, period=period, n=n, name=name, **params)
         self.a_in = InPort(shape=(n_in,))
         self.s_out = OutPort(shape=(n,))
         self.rec_out = OutPort(shape=(n + 2,))
         self.frames = Var(shape=(1,), init=0)   # frames computed so far
+
+
+class SDPlasticLayer(SDLayer):
+    """An :class:`SDLayer` whose plastic node ``plastic`` (H, K) has its synapses in a separate
+    process (:class:`lava_procs.memristor.layer.DeviceLayer`): ``weights`` is their read-back
+    long-term weight W.  Extra ports, used at the layer's sub-step only: ``h_out`` (H,), ``z_out``
+    (K,), ``norm_out`` (H,) send the step's post activation, presynaptic vector and row norm to
+    the synapses, ``f_in`` (H, K) receives the read-back F after their step, in the same time
+    step; the neurons' next forward pass uses it."""
+
+    def __init__(self, *, plastic: str, weights, **kwargs):
+        H, K = np.shape(weights)
+        super().__init__(plastic=plastic, weights={plastic: np.asarray(weights, np.float64)}, **kwargs)
+        self.h_out = OutPort(shape=(H,))
+        self.z_out = OutPort(shape=(K,))
+        self.norm_out = OutPort(shape=(H,))
+        self.f_in = InPort(shape=(H, K))
 
 
 class _SDModelBase(PyLoihiProcessModel):
@@ -102,7 +152,8 @@ class _SDModelBase(PyLoihiProcessModel):
         super().__init__(proc_params)
         self.n = int(proc_params["n"])
         self.my_phase, self.my_period = int(proc_params["phase"]), int(proc_params["period"])  # "phase" is taken by PyLoihiProcessModel
-        self.kernel = LayerKernel(proc_params["net"], proc_params["nodes"], proc_params["src"], self.FIXED)
+        self.kernel = LayerKernel(proc_params["net"], proc_params["nodes"], proc_params["src"], self.FIXED,
+                                  proc_params.get("weights"))
         self._buf = np.zeros(self.n)
         self._zeros = np.zeros(self.n)
         self._rec_idle = np.zeros(self.n + 2)
@@ -115,9 +166,13 @@ class _SDModelBase(PyLoihiProcessModel):
             self.rec_out.send(self._rec_idle)   # an Extractor receives every step
             return
         val, delta, events, synops = self.kernel.step(inp)
+        self._synapses()
         self._buf = self._zeros if delta is None else delta.astype(np.float64)
         self.frames[0] += 1
         self.rec_out.send(np.concatenate([np.asarray(val, np.float64), [events, synops]]))
+
+    def _synapses(self) -> None:
+        """The plasticity phase outside the layer (SDPlasticLayer); none here."""
 
 
 @implements(proc=SDLayer, protocol=LoihiProtocol)
@@ -147,3 +202,34 @@ class PySDLayerFixed(_SDModelBase):
     frames: np.ndarray = LavaPyType(np.ndarray, int)
 
     FIXED = True
+
+
+@implements(proc=SDPlasticLayer, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PySDPlasticLayerFloat(_SDModelBase):
+    """float64 layer whose plastic synapses step in a DeviceLayer: after the neuron phase it sends
+    h, z and N and receives the new F (same time step)."""
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    rec_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    h_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    z_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    norm_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    f_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    frames: np.ndarray = LavaPyType(np.ndarray, int)
+
+    FIXED = False
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.plastic = proc_params["plastic"]
+
+    def _synapses(self) -> None:
+        sim = self.kernel.sim
+        norm, h, z = sim.pending.pop(self.plastic)
+        self.h_out.send(np.asarray(h, np.float64).reshape(-1))
+        self.z_out.send(np.asarray(z, np.float64).reshape(-1))
+        self.norm_out.send(np.asarray(norm, np.float64).reshape(-1))
+        sim.set_F(self.plastic, self.f_in.recv())

@@ -1,0 +1,182 @@
+"""Lava Process of a plastic layer's synapses as memristor device pairs, and its floating_pt model.
+
+:class:`DeviceLayer` holds the devices of one PlasticSTPN node (:mod:`conversion.device_layer`:
+a differential pair ``p`` / ``m`` per synapse, shape (H, K)) in Lava Vars:
+
+* the volatile state, per side: ``g_st_p``, ``r_p``, ``q_p``, ``g_st_m``, ``r_m``, ``q_m``
+* the frozen devices, per side: ``g_lt_*``, ``a_st_*``, ``eta_lt_*``, ``tau_*`` (time constant
+  of g_st [s]), ``ret_*`` (its retention factor exp(-dt / tau) over one step) and ``live_*`` (1:
+  takes pulses, 0: stuck; all 1 without faults); ``v_bias`` [V] of each synapse (both sides);
+  ``gamma`` (H, K), the Hebbian gain of the rule
+* ``step``: the agent step that indexes the cycle-to-cycle draws (:func:`conversion.device_layer.c2c_noise`)
+* ``counts``: the counted device activity, in the order of :data:`conversion.simulator.DEVICE_COUNTERS`
+
+Ports: ``h_in`` (H,), ``z_in`` (K,), ``norm_in`` (H,): the post activation h, the presynaptic
+vector z and the row norm N of the step, from the neurons; ``f_out`` (H, K): the read-back
+short-term weight F = (g_st,p - g_st,m) / g_unit after the step's pulses.
+
+The layer steps once per frame, at sub-step ``phase`` of ``period`` Lava time steps (the
+sub-step at which its neurons compute): receive h, z, N; evaluate
+:func:`conversion.device_layer.plasticity` on the Vars (relaxation, pulse inversion, the devices'
+response, with :func:`conversion.device_layer.c2c_noise` of ``step``); count the pulses
+(:func:`conversion.device_layer.pulse_tally`) and the bias energy
+(:func:`conversion.device_layer.bias_energy`); send F in the same time step (a direct connection
+delivers it then).  The model restates no equation.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import lava_procs  # noqa: F401  (installs the Python 3.11 compatibility hook before lava)
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.process.ports.ports import InPort, OutPort
+from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.process.variable import Var
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+from conversion import device_layer as dl
+from conversion.simulator import DEVICE_COUNTERS
+from mstpn_base.errors import ParameterError
+from mstpn_base.ops import NUMPY
+
+#: the frozen per-device arrays, per side (Var ``{name}_{side}``); ``ret`` is the g_st retention
+FROZEN = ("g_lt", "a_st", "eta_lt", "tau", "ret", "live")
+#: the counters that are whole numbers
+INTEGER_COUNTERS = ("pulses", "potentiating", "depressing", "device_steps")
+
+
+def var_name(v: str, side: str) -> str:
+    return f"{v}_{side}"
+
+
+class DeviceLayer(AbstractProcess):
+    """The device pairs of a plastic layer (module docstring).
+
+    ``devices``: the :class:`conversion.device_layer.Devices` of the layer (from
+    :func:`conversion.device_layer.build`); ``gamma``: (H, K) Hebbian gain; ``phase``/``period``:
+    the sub-step of each frame at which the layer steps; ``step0``: the agent step of the first
+    frame (the index of its cycle-to-cycle draws); ``counts0``: the counters to continue from.
+    """
+
+    def __init__(self, *, devices: dl.Devices, gamma, phase: int, period: int, step0: int = 0,
+                 counts0=None, name: str | None = None) -> None:
+        H, K = devices.W.shape
+        gamma = np.broadcast_to(np.asarray(gamma, np.float64), (H, K)).copy()
+        scalars = {}
+        for side, d in devices.sides.items():
+            if not isinstance(d["ret"]["g_st"], np.ndarray):
+                raise ParameterError("DeviceLayer: the g_st retention must be a per-device array")
+            scalars[side] = {v: f for v, f in d["ret"].items() if v != "g_st"}
+            if any(isinstance(f, np.ndarray) for f in scalars[side].values()):
+                raise ParameterError("DeviceLayer: the r and q retentions must be device-wide numbers")
+        stuck = any("live" in d for d in devices.sides.values())
+        super().__init__(mapping=devices.mapping, shape=(H, K), ret_scalars=scalars, stuck=stuck, phase=int(phase),
+                         period=int(period), name=name)
+        for side, d in devices.sides.items():
+            init = {"g_lt": d["g_lt"], "a_st": d["a_st"], "eta_lt": d["eta_lt"], "tau": d["tau"],
+                    "ret": d["ret"]["g_st"], "live": d.get("live", np.ones((H, K)))}
+            for v in FROZEN:
+                setattr(self, var_name(v, side), Var(shape=(H, K), init=np.array(init[v], np.float64)))
+            for v in dl.DEVICE_STATE:
+                setattr(self, var_name(v, side), Var(shape=(H, K), init=np.zeros((H, K))))
+        self.v_bias = Var(shape=(H, K), init=np.array(devices.v_bias, np.float64))
+        self.gamma = Var(shape=(H, K), init=gamma)
+        self.step = Var(shape=(1,), init=int(step0))
+        counts = np.zeros(len(DEVICE_COUNTERS)) if counts0 is None else np.asarray(
+            [counts0[k] for k in DEVICE_COUNTERS], np.float64)
+        self.counts = Var(shape=(len(DEVICE_COUNTERS),), init=counts)
+        self.h_in = InPort(shape=(H,))
+        self.z_in = InPort(shape=(K,))
+        self.norm_in = InPort(shape=(H,))
+        self.f_out = OutPort(shape=(H, K))
+
+
+def counters(values) -> dict:
+    """The ``counts`` Var as the dict of :data:`conversion.simulator.DEVICE_COUNTERS` (whole
+    numbers as int, energies and duration as float)."""
+    v = np.asarray(values, np.float64).reshape(-1)
+    return {k: (int(round(x)) if k in INTEGER_COUNTERS else float(x)) for k, x in zip(DEVICE_COUNTERS, v)}
+
+
+_F = LavaPyType(np.ndarray, float)
+
+
+@implements(proc=DeviceLayer, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyDeviceLayerFloat(PyLoihiProcessModel):
+    """float64: :func:`conversion.device_layer.plasticity` (NumPy ops) on the Vars, batch 1."""
+
+    h_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    z_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    norm_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    f_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    g_st_p: np.ndarray = _F
+    r_p: np.ndarray = _F
+    q_p: np.ndarray = _F
+    g_st_m: np.ndarray = _F
+    r_m: np.ndarray = _F
+    q_m: np.ndarray = _F
+    g_lt_p: np.ndarray = _F
+    a_st_p: np.ndarray = _F
+    eta_lt_p: np.ndarray = _F
+    tau_p: np.ndarray = _F
+    ret_p: np.ndarray = _F
+    live_p: np.ndarray = _F
+    g_lt_m: np.ndarray = _F
+    a_st_m: np.ndarray = _F
+    eta_lt_m: np.ndarray = _F
+    tau_m: np.ndarray = _F
+    ret_m: np.ndarray = _F
+    live_m: np.ndarray = _F
+    v_bias: np.ndarray = _F
+    gamma: np.ndarray = _F
+    step: np.ndarray = LavaPyType(np.ndarray, int)
+    counts: np.ndarray = _F
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        self.mapping = proc_params["mapping"]
+        self.my_phase, self.my_period = int(proc_params["phase"]), int(proc_params["period"])
+        self.ret_scalars, self.stuck = proc_params["ret_scalars"], bool(proc_params["stuck"])
+        self.shape = (1, *proc_params["shape"])   # batch 1, as the reference simulator's (B, H, K)
+
+    def _devices(self) -> dict:
+        """:meth:`conversion.device_layer.Devices.arrays` of the Vars."""
+        out = {}
+        for side in dl.SIDES:
+            g = lambda v: getattr(self, var_name(v, side))  # noqa: E731
+            out[side] = {"g_lt": g("g_lt"), "a_st": g("a_st"), "eta_lt": g("eta_lt"), "tau": g("tau"),
+                         "v_bias": self.v_bias, "ret": {"g_st": g("ret"), **self.ret_scalars[side]}}
+            if self.stuck:
+                out[side]["live"] = g("live")
+        return out
+
+    def run_spk(self) -> None:
+        if (self.time_step - 1) % self.my_period != self.my_phase:
+            return
+        h, z, norm = self.h_in.recv(), self.z_in.recv(), self.norm_in.recv()
+        m, dev = self.mapping, self._devices()
+        state = {side: {v: getattr(self, var_name(v, side))[None] for v in dl.DEVICE_STATE} for side in dl.SIDES}
+        c = dict(zip(DEVICE_COUNTERS, self.counts))
+        c["bias_energy_J"] += float(dl.bias_energy(m, dev, state))
+        new, F, pulses = dl.plasticity(NUMPY, m, dev, state, np.asarray(norm, np.float64)[None, :, None],
+                                       np.asarray(h, np.float64)[None, :, None], np.asarray(z, np.float64)[None, None, :],
+                                       self.gamma, dl.c2c_noise(m, int(self.step[0]), self.shape))
+        tally = dl.pulse_tally(m, pulses)
+        for key in ("potentiating", "depressing"):
+            c[key] += int(tally[key])
+        c["pulses"] += int(tally["potentiating"]) + int(tally["depressing"])
+        c["pulse_energy_J"] += float(tally["energy_J"])
+        c["device_steps"] += 1
+        c["duration_s"] += m.dt
+        self.counts[:] = [c[k] for k in DEVICE_COUNTERS]
+        for side, d in new.items():
+            for v, a in d.items():
+                getattr(self, var_name(v, side))[:] = a[0]
+        self.step[0] += 1
+        self.f_out.send(F[0])
