@@ -36,13 +36,19 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="environment seed")
     add_out(p, default=Path("compare_out"), metavar="DIR", help="output folder (report.md, results.json, plots)")
     add_json(p, "the comparison (one record per backend, as results.json, and the overall status)")
+    from mstpn.nir_compare import add_graph_options
+
+    add_graph_options(p)   # NET may be a plain NIR graph
     p.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from mstpn.compare_report import run_comparison
+    from mstpn.nir_compare import cmd_compare_graph, is_plain_graph
 
     check_network_file(args.net)
+    if is_plain_graph(args.net):   # a plain NIR graph: the comparison of mstpn nir-run
+        return cmd_compare_graph(args)
     with json_output(args.json):
         summary = run_comparison(args.net, frames=args.frames, backends=args.backends, obs_path=args.obs,
                                  game=args.game, max_game_steps=args.max_game_steps, seed=args.seed,
