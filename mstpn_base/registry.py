@@ -89,7 +89,7 @@ BUILTIN = (
                 install="brian2 with a C++ compiler"),
     BackendSpec("lava", "Lava processes, floating_pt models", runner="lava_procs.network:make_float_runner",
                 device="lava_procs.memristor:simulate", device_options={"fixed_point": False},
-                default=True, install=_LAVA),
+                default=True, install=_LAVA, synapses=("ideal", "device")),
     BackendSpec("lava-fixed", "Lava processes, bit-accurate fixed_pt models",
                 runner="lava_procs.network:make_fixed_runner", device="lava_procs.memristor:simulate",
                 device_options={"fixed_point": True}, precision="fixed", default=True, install=_LAVA),
