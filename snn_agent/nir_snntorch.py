@@ -168,3 +168,101 @@ def run_snntorch(graph, x, dt: float = DT, integration: str = "euler", reset: st
             if len(outputs) == 1:
                 rec.data[outputs[0]]["out"][t] = out.detach().double().numpy().reshape(program.shapes[outputs[0]])
     return rec
+
+
+# -- the standard part of one of the project's network files ---------------------------------------------
+def _exact_identity(node) -> bool:
+    """A Scale(ones) that means the identity: a plain one, or the stand-in of a SigmaDelta with identity
+    activation and threshold 0 (then the stand-in is exact)."""
+    import nir
+
+    if not isinstance(node, nir.Scale) or not np.all(np.asarray(node.scale) == 1):
+        return False
+    meta = node.metadata or {}
+    kind = meta.get("mstpn_type")
+    if kind is None:
+        return True
+    kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+    act = meta.get("activation", "")
+    act = act.decode() if isinstance(act, bytes) else str(act)
+    return kind == "SigmaDelta" and act == "identity" and np.all(np.asarray(meta.get("threshold", 1.0)) == 0)
+
+
+def standard_part(graph):
+    """The part of a NIR graph (e.g. ``nir.read`` of a file written by ``mstpn convert``) that
+    snnTorch's importer maps and that means what the project's network computes.
+
+    From the Input along the chain of single-source nodes: identities (``Scale`` of ones: the
+    stand-in of an identity SigmaDelta at threshold 0) are dropped; any other ``Scale`` is folded
+    into the next Conv2d / Affine / Linear (a Conv2d needs it constant within each input channel);
+    Conv2d, Affine, Linear, Flatten, AvgPool2d, LIF and CubaLIF are kept.  The part ends before the
+    first node that is none of these, carries the project's extension (a stand-in that is not exact:
+    a ReLU / tanh SigmaDelta, RateIF, PlasticSTPN), has several inputs or is on a cycle; an Output
+    named ``<that node>_input`` then holds the value that node receives (for the Pong network: the
+    pre-activation of ``conv1``).  Returns a plain ``nir.NIRGraph``."""
+    import nir
+
+    views = {n for n, node in graph.nodes.items() if "mstpn_view" in (getattr(node, "metadata", None) or {})}
+    edges = [(a, b) for a, b in graph.edges if a not in views and b not in views]
+    srcs = {n: [a for a, b in edges if b == n] for n in graph.nodes}
+    succ = {n: [b for a, b in edges if a == n] for n in graph.nodes}
+    inputs = [n for n, node in graph.nodes.items() if isinstance(node, nir.Input)]
+    if len(inputs) != 1:
+        raise DataFormatError(f"the NIR graph needs exactly one Input node, it has {len(inputs)}")
+    cur = last = inputs[0]
+    kept, new_edges, pending, seen, end = {last: graph.nodes[last]}, [], None, {last}, None
+    keep_kinds = (nir.Conv2d, nir.Affine, nir.Linear, nir.Flatten, nir.AvgPool2d, nir.LIF, nir.CubaLIF)
+    while end is None:
+        nxt = succ[cur]
+        if len(nxt) != 1 or srcs[nxt[0]] != [cur] or nxt[0] in seen:
+            end = nxt[0] if len(nxt) == 1 else None
+            break
+        b = nxt[0]
+        node = graph.nodes[b]
+        seen.add(b)
+        meta = getattr(node, "metadata", None) or {}
+        if _exact_identity(node):
+            cur = b
+            continue
+        if "mstpn_type" in meta or isinstance(node, nir.Output) or not isinstance(node, (nir.Scale,) + keep_kinds):
+            end = b
+            break
+        if isinstance(node, nir.Scale):
+            s = np.asarray(node.scale, np.float64)
+            pending = s if pending is None else pending * s
+            cur = b
+            continue
+        node = copy.deepcopy(node)
+        if pending is not None:
+            if isinstance(node, (nir.Affine, nir.Linear)):
+                node.weight = np.asarray(node.weight) * pending.reshape(1, -1)
+            elif isinstance(node, nir.Conv2d) and pending.ndim == 3 and np.all(
+                    pending == pending.reshape(pending.shape[0], -1)[:, :1, None]):
+                node.weight = np.asarray(node.weight) * pending[:, 0, 0].reshape(1, -1, 1, 1)
+            else:
+                end = b
+                break
+            pending = None
+        kept[b] = node
+        new_edges.append((last, b))
+        last = cur = b
+    out = f"{end}_input" if end is not None else "output"
+    part = nir.NIRGraph(nodes=dict(kept, **{out: nir.Output(output_type={"output": np.array([1])})}),
+                        edges=new_edges + [(last, out)], type_check=False)
+    shape = NirProgram(part).shapes[last]
+    part.nodes[out] = nir.Output(output_type={"output": np.array(shape)})
+    return part
+
+
+def import_standard_part(graph):
+    """snnTorch's ``import_from_nir`` on :func:`standard_part` of ``graph`` (a path or a NIR graph):
+    (module, the part)."""
+    import nir
+
+    _, import_nir = _imports()
+    if not isinstance(graph, nir.NIRGraph):
+        graph = nir.read(str(graph))
+    part = standard_part(graph)
+    check_supported(NirProgram(part))
+    with contextlib.redirect_stdout(io.StringIO()):
+        return import_nir.import_from_nir(copy.deepcopy(part)), part
