@@ -12,7 +12,8 @@ def register(subparsers) -> None:
         "sweep", help="sweep device parameters of the m-STPN in the loop on Ray (resumable)",
         description="Grid or random search over device parameters (d2d_sigma, c2c_sigma, n_levels, tau0, "
                     "v_bias_min/v_bias_max, stuck_fraction, lt_drift_tau_s, lt_age_s, ...), seeds and protocols; "
-                    "every trial plays greedy capped games of a checkpoint with the devices in the loop. One record "
+                    "every trial plays greedy capped games of a checkpoint with the devices in the loop (spec backend: "
+                    "numpy, the reference, or torch, the compiled device step). One record "
                     "per trial in OUT/trials/; started again, only the missing trials run. Embedded local Ray "
                     "unless --address or RAY_ADDRESS names a cluster.")
     p.add_argument("spec", type=Path, help="sweep spec (.json, or .yaml/.yml with PyYAML)")

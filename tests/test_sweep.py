@@ -142,6 +142,33 @@ def test_a_trial_whose_worker_dies_is_retried_and_recorded_once(checkpoint, tmp_
     assert game_keys(rec) == game_keys(sweep.run_trial(t, net))
 
 
+def test_torch_backend_trials_play_the_numpy_trials(checkpoint, tmp_path, ray_session):
+    """backend "torch" (compiled device step) on 2 Ray workers: the same games as the NumPy
+    reference in this process (actions, scores, steps), the same counted pulses over two games
+    per trial (the noise step counter goes on across games on both); other trial ids."""
+    spec = spec_for(checkpoint, backend="torch", games=2, seeds=[0], fixed={"c2c_sigma": 0.05})
+    ref = spec_for(checkpoint, games=2, seeds=[0], fixed={"c2c_sigma": 0.05})
+    sweep.run_sweep(spec, tmp_path / "out", workers=2, progress=False, log=lambda *a: None)
+    net, sha = sweep.load_network(checkpoint)
+    trials, ref_trials = sweep.make_trials(spec, sha), sweep.make_trials(ref, sha)
+    assert not {t["id"] for t in trials} & {t["id"] for t in ref_trials}
+    records, _ = sweep.read_records(tmp_path / "out", trials)
+    assert len(records) == 2
+    for t, r in zip(trials, ref_trials):
+        rec, local = records[t["id"]], sweep.run_trial(r, net)
+        assert rec["trial"]["backend"] == "torch" and local["trial"]["backend"] == "numpy"
+        assert {k: v for k, v in rec["trial"].items() if k != "backend"} == \
+            {k: v for k, v in local["trial"].items() if k != "backend"}
+        assert game_keys(rec) == game_keys(local) and len(rec["games"]) == 2
+        for k, v in local["device_stats"].items():
+            if isinstance(v, int):
+                assert rec["device_stats"][k] == v, k
+            else:
+                assert rec["device_stats"][k] == pytest.approx(v, rel=1e-9), k
+        assert local["device_stats"]["device_steps"] == sum(g["steps"] for g in local["games"])
+        assert rec["devices"] == local["devices"]
+
+
 # -- the spec ---------------------------------------------------------------------------------------
 def test_spec_validation_and_trial_ids(checkpoint, tmp_path):
     spec = spec_for(checkpoint, protocol=["sticky", "deterministic"])
@@ -149,6 +176,9 @@ def test_spec_validation_and_trial_ids(checkpoint, tmp_path):
     assert len(trials) == 2 * 2 * 2 and len({t["id"] for t in trials}) == 8
     assert [t["id"] for t in sweep.make_trials(spec, "0" * 64)] == [t["id"] for t in trials]   # deterministic
     assert not {t["id"] for t in sweep.make_trials(spec, "1" * 64)} & {t["id"] for t in trials}
+    # the default backend keeps the ids of specs written without the key
+    assert [sweep.trial_id({k: v for k, v in t.items() if k not in ("id", "backend")}) for t in trials] == \
+        [t["id"] for t in trials]
     rnd = sweep.validate_spec({"checkpoint": "c", "games": 1, "max_steps": 5, "seeds": 2,
                                "random": {"n": 6, "seed": 4, "distributions": {
                                    "tau0": {"loguniform": [1, 100]}, "n_levels": {"choice": [8, 64]},
@@ -159,7 +189,8 @@ def test_spec_validation_and_trial_ids(checkpoint, tmp_path):
     bad = [({"games": 0}, "games must be an integer >= 1"), ({"protocol": "sometimes"}, "protocol must be one of"),
            ({"grid": {"d2d": [0.1]}}, "unknown parameter 'd2d'"), ({"grid": {"d2d_sigma": []}}, "non-empty list"),
            ({"random": {"n": 2, "distributions": {}}}, "exactly one of 'grid' or 'random'"),
-           ({"seeds": [1, 1]}, "seeds must not repeat"), ({"color": 1}, "unknown keys ['color']")]
+           ({"seeds": [1, 1]}, "seeds must not repeat"), ({"color": 1}, "unknown keys ['color']"),
+           ({"backend": "jax"}, "backend must be one of ['numpy', 'torch']")]
     for change, msg in bad:
         with pytest.raises(ParameterError, match=msg.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
             spec_for(checkpoint, **change)
