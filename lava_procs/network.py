@@ -25,6 +25,19 @@ The arithmetic of the nodes inside a layer is that of :class:`conversion.simulat
 (:class:`lava_procs.stpn_layer.LayerKernel`); specification and oracle share one implementation, as for the memristor
 process, so what the Lava graph adds (and what is tested) is the process structure, the event
 messages between processes and the timing.
+
+Synapse models of the plastic layer: ``lava`` runs ``synapses="ideal"`` (the rule inside the layer's
+kernel) and ``synapses="device"``: the synapses are memristor device pairs whose state lives in
+the Vars of a :class:`lava_procs.memristor.layer.DeviceLayer` process beside the layer (an
+:class:`lava_procs.stpn_layer.SDPlasticLayer`).  The layer's neurons compute N, the pre-activation
+and tanh with the pairs' read-back W and the current F, send h, z and N to the devices, which
+step (:func:`conversion.device_layer.plasticity`, the reference simulator's devices and
+cycle-to-cycle draws) and send the read-back F back in the same time step::
+
+    [flatten, stpn, h] --h, z, N--> DeviceLayer(stpn)
+                       <----F------
+
+``lava-fixed`` runs the ideal rule only (the device layer has no integer specification).
 """
 from __future__ import annotations
 

@@ -20,6 +20,12 @@ NumPy reference step for step.
 The layer state (u, y, y_sent, z, F, N) lives in a :class:`LayerKernel` inside
 the model, which applies conversion's simulator arithmetic (float64, or the integer specification)
 to the layer's nodes: specification and oracle share one implementation.
+
+:class:`SDPlasticLayer` is the plastic layer whose synapses are memristor device pairs in a
+separate process (:class:`lava_procs.memristor.layer.DeviceLayer`, floating_pt): its kernel
+(:class:`NeuronSide`) keeps the neuron side (N, pre-activation, tanh, with the pairs' read-back W),
+and at the layer's sub-step sends h, z and N through ``h_out``, ``z_out``, ``norm_out`` and
+receives the new F on ``f_in`` in the same time step.
 """
 from __future__ import annotations
 
