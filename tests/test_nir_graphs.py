@@ -19,14 +19,16 @@ import numpy as np
 import pytest
 
 from conversion import nir_semantics as sem
+from lava_available import HAVE_LAVA
 from conversion.nir_graph import NirProgram, agreement, load, synthetic_input
 from mstpn_base.errors import DataFormatError, ParameterError
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "nir"
 DT = 1e-4
-#: voltage tolerance relative to max(1, max |v|): Brian2 float64 (summation order), snnTorch float32
-TOL = {"brian2": 1e-9, "snntorch": 1e-5}
+#: voltage tolerance relative to max(1, max |v|): Brian2 and Lava float64 (order of operations),
+#: snnTorch float32
+TOL = {"brian2": 1e-9, "lava": 1e-9, "snntorch": 1e-5}
 
 
 def _rec_max_rel(rows, var="v"):
@@ -46,6 +48,11 @@ def _assert_agrees(ref, other, tol):
 def _run_snntorch(p, x):
     from snn_agent.nir_snntorch import run_snntorch
     return run_snntorch(p, x)
+
+
+def _run_lava(p, x, **kw):
+    from lava_procs.nir_lava import run_lava
+    return run_lava(p, x, **kw)
 
 
 def _run_brian2(p, x, **kw):
@@ -286,8 +293,9 @@ def _doc_table():
     rows = {}
     for line in block.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 4 and cells[0].startswith("`"):
-            rows[cells[0].strip("`")] = {b: c.split()[0] for b, c in zip(("numpy", "snntorch", "brian2"), cells[1:])}
+        if len(cells) == 5 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = {b: c.split()[0] for b, c in zip(("numpy", "snntorch", "brian2", "lava"),
+                                                                        cells[1:])}
     return rows
 
 
@@ -303,7 +311,10 @@ def test_docs_table_is_what_the_backends_do():
         x = synthetic_input(shape, 40, 0.4, seed=4)
         assert cells["numpy"] == "yes", kind
         for backend, run, kw, conv in (("snntorch", _run_snntorch, {}, dict(integration="euler")),
-                                       ("brian2", _run_brian2, dict(dt=DT), dict(integration="exact"))):
+                                       ("brian2", _run_brian2, dict(dt=DT), dict(integration="exact")),
+                                       ("lava", _run_lava, dict(dt=DT), dict(integration="exact", delay="synapse"))):
+            if backend == "lava" and not HAVE_LAVA:
+                continue
             if cells[backend] == "yes":
                 other = run(p, x, **kw)
                 ref = p.run(x, dt=DT, **conv)
