@@ -17,7 +17,7 @@ import numpy as np
 
 from conversion.backend import UnsupportedNetworkError
 from mstpn_base import registry
-from mstpn_base.errors import BackendUnavailableError, DataFormatError, MstpnError
+from mstpn_base.errors import BackendUnavailableError, DataFormatError, MstpnError, ParameterError
 
 #: acceptance thresholds: fraction of frames on which a backend picks PyTorch's greedy action
 FLOAT_ACTION_AGREEMENT = 0.99
@@ -36,6 +36,7 @@ class RunResult:
     seconds: float = 0.0
     build_seconds: float = 0.0
     error: str | None = None
+    device_stats: dict = field(default_factory=dict)   # synapses="device": the runner's counted pulses
 
     @property
     def frames(self) -> int:
@@ -91,6 +92,9 @@ class Comparison:
     game_steps: int | None = None
     game_fps: float | None = None
     error: str | None = None
+    synapses: str = "ideal"                  # the plastic layer's synapse model (registry.SYNAPSE_MODELS)
+    device_mapping: dict | None = None       # synapses="device": the mapping block the run used
+    device_stats: dict = field(default_factory=dict)   # synapses="device": counted pulses and energy
 
     @property
     def ok(self) -> bool:
@@ -103,15 +107,16 @@ class Comparison:
 
 
 def compare_runs(res: RunResult, ref: RunResult, fixed_ref: RunResult | None = None) -> Comparison:
-    c = Comparison(res.backend, res.frames, res.fps)
+    c = Comparison(res.backend, res.frames, res.fps, device_stats=res.device_stats)
     if res.error:
         c.error = res.error
         return c
     n = min(res.frames, ref.frames)
-    c.agreement_torch = float(np.mean(res.actions[:n] == ref.actions[:n]))
-    c.logit_max_abs = float(np.max(np.abs(res.logits[:n] - ref.logits[:n])))
+    if n:   # the reference ran (it is not run when it does not run the synapse model)
+        c.agreement_torch = float(np.mean(res.actions[:n] == ref.actions[:n]))
+        c.logit_max_abs = float(np.max(np.abs(res.logits[:n] - ref.logits[:n])))
     for k, a in res.acts.items():
-        if k in ref.acts:
+        if n and k in ref.acts:
             d = np.abs(a[:n] - ref.acts[k][:n])
             c.layer_max_abs[k] = float(d.max())
             c.layer_rel[k] = float(d.max() / max(np.abs(ref.acts[k][:n]).max(), 1e-300))
@@ -130,10 +135,12 @@ class Summary:
     comparisons: list
     reference: str = "torch"
     out_dir: Path | None = None
+    synapses: str = "ideal"
+    device_mapping: dict | None = None   # synapses="device": the mapping block every backend ran
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.comparisons if not (c.error or "").startswith("unavailable"))
+        return all(c.ok for c in self.comparisons if not skipped(c.error))
 
     def table(self) -> str:
         head = "| backend | frames | fps | actions = torch | vs numpy-fixed | bit-exact | max logit err | score | status |"
@@ -158,23 +165,35 @@ def load_network(path):
 
 
 def compare_sequence(net, frames: np.ndarray, backends, policy=None, progress=None,
-                     options: dict | None = None) -> tuple[list, dict]:
-    """Run ``frames`` on each backend; returns (comparisons, results by backend)."""
+                     options: dict | None = None, synapses: str = "ideal", device=None) -> tuple[list, dict]:
+    """Run ``frames`` on each backend; returns (comparisons, results by backend).
+
+    ``synapses``: the plastic layer's synapse model on every backend ("device": memristor device
+    pairs with the mapping ``device``, None: the file's device block; the reference is then the
+    PyTorch policy with the same device pairs, and ``policy`` is not used).  A backend that does
+    not run it (:func:`mstpn_base.registry.synapse_backends`) is reported "not run", as an
+    unavailable one."""
     results = {}
     options = options or {}
     names = list(dict.fromkeys(["torch", *backends]))
     if "lava-fixed" in names and "numpy-fixed" not in names:
         names.insert(names.index("lava-fixed"), "numpy-fixed")
+    able = registry.synapse_backends(synapses)
+    model = {} if synapses == "ideal" and device is None else {"synapses": synapses, "device": device}
     for name in names:
+        if name not in able:
+            results[name] = RunResult(name, error=not_run_reason(name, synapses))
+            continue
         if progress:
             progress(f"{name}: {len(frames)} frames ...")
         try:
             t0 = time.perf_counter()
-            runner = registry.make_runner(name, net, **({"policy": policy} if name == "torch" else {}),
-                                          **options.get(name, {}))
+            given = {"policy": policy} if name == "torch" and policy is not None and not model else {}
+            runner = registry.make_runner(name, net, **given, **model, **options.get(name, {}))
             build = time.perf_counter() - t0
             try:
                 res = run_sequence(runner, frames, name)
+                res.device_stats = {n: dict(c) for n, c in (getattr(runner, "device_stats", None) or {}).items()}
             finally:
                 runner.close()
             res.build_seconds = build
@@ -189,7 +208,43 @@ def compare_sequence(net, frames: np.ndarray, backends, policy=None, progress=No
     fixed = registry.fixed_backends()
     comps = [compare_runs(results[n], ref, fixed_ref if n in fixed else None)
              for n in names if n in backends or n == "torch"]
+    block = None if device is None else (device.to_block() if hasattr(device, "to_block") else device)
+    for c in comps:
+        c.synapses = synapses
+        if synapses == "device" and not c.error:
+            c.device_mapping = block if block is not None else _file_block(net)
     return comps, results
+
+
+#: how an error of a backend that was not run on purpose starts (not a failure of the comparison)
+SKIPPED = ("unavailable", "not run")
+
+
+def skipped(error: str | None) -> bool:
+    """A backend that was not run (missing, or not running the synapse model): not a failure."""
+    return bool(error) and error.startswith(SKIPPED)
+
+
+def not_run_reason(name: str, synapses: str) -> str:
+    """The report line of a backend that does not run synapse model ``synapses``."""
+    return (f"not run: {name} does not run the {synapses!r} synapse model (backends that do: "
+            f"{', '.join(registry.synapse_backends(synapses)) or 'none'})")
+
+
+def device_backends(backends, named: bool, synapses: str = "device") -> list:
+    """``backends`` checked for synapse model ``synapses``: when the user ``named`` them and none of
+    them runs it, a one-line ParameterError; otherwise the list (those that do not run it are
+    reported "not run" by :func:`compare_sequence`)."""
+    able = registry.synapse_backends(synapses)
+    if named and backends and not [b for b in backends if b in able]:
+        raise ParameterError(f"none of the backends {', '.join(backends)} runs the {synapses!r} synapse model; "
+                             f"backends that do: {', '.join(able) or 'none'}")
+    return list(backends)
+
+
+def _file_block(net) -> dict | None:
+    blocks = [node.device for node in net.nodes.values() if getattr(node, "device", None)]
+    return blocks[0] if blocks else None
 
 
 def check_backends(backends) -> list:

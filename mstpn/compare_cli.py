@@ -34,6 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-game-steps", type=int, default=None,
                    help="stop a game after this many agent steps (default: until the game ends)")
     p.add_argument("--seed", type=int, default=0, help="environment seed")
+    add_synapse_args(p, "on every backend that runs it (the others are reported not run)")
     add_out(p, default=Path("compare_out"), metavar="DIR", help="output folder (report.md, results.json, plots)")
     add_json(p, "the comparison (one record per backend, as results.json, and the overall status)")
     from mstpn.nir_compare import add_graph_options
@@ -52,7 +53,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     with json_output(args.json):
         summary = run_comparison(args.net, frames=args.frames, backends=args.backends, obs_path=args.obs,
                                  game=args.game, max_game_steps=args.max_game_steps, seed=args.seed,
-                                 out_dir=args.out, progress=print)
+                                 out_dir=args.out, progress=print, synapses=args.synapses,
+                                 device_seed=args.device_seed)
         if not args.json:
             print(summary.table())
         print(f"report: {args.out / 'report.md'}")
@@ -60,8 +62,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
         from mstpn.compare import jsonable
 
         print_json({"net": str(args.net), "ok": summary.ok, "report": str(args.out / "report.md"),
+                    "synapses": summary.synapses, "device_mapping": summary.device_mapping,
                     "comparisons": jsonable([dict(c.__dict__) for c in summary.comparisons])})
     return 0 if summary.ok else 1
+
+
+def add_synapse_args(p, where: str) -> None:
+    """``--synapses {ideal,device}`` and ``--device-seed N`` (run, compare, energy)."""
+    from mstpn_base.registry import SYNAPSE_MODELS
+
+    p.add_argument("--synapses", choices=SYNAPSE_MODELS, default="ideal",
+                   help="the plastic layer's synapse model: ideal (the STPN rule) or device (memristor device "
+                        f"pairs from the network's device block, an m-STPN), {where}")
+    p.add_argument("--device-seed", type=int, default=None,
+                   help="seed of the device draws with --synapses device (default: the device block's seed)")
 
 
 def check_network_file(path) -> None:

@@ -10,7 +10,7 @@ from conversion.backend import layer_names
 from mstpn import compare as C
 from mstpn.observations import load_observations
 from mstpn_base import registry
-from mstpn_base.errors import DataFormatError, MstpnError
+from mstpn_base.errors import DataFormatError, MstpnError, ParameterError
 from mstpn_base.io import atomic_path, atomic_write_json, atomic_write_text
 from mstpn_base.lock import lock_folder
 
@@ -89,7 +89,8 @@ def write_report(summary: C.Summary, results: dict, out: Path, net) -> None:
     np_fps = next((c.fps for c in summary.comparisons if c.backend == "numpy" and not c.error), None)
     lines = ["# Cross-simulator comparison", "",
              f"Recorded sequence: {max((c.frames for c in summary.comparisons), default=0)} frames; "
-             "reference: the PyTorch policy (float64). Actions are the argmax of the logits.", "",
+             f"reference: the PyTorch policy (float64){' with the same device pairs' if summary.device_mapping else ''}. "
+             "Actions are the argmax of the logits.", "", synapse_line(summary), "",
              summary.table(), "", "## Speed (frames per second, ratio to the NumPy reference)", ""]
     for c in summary.comparisons:
         if not c.error:
@@ -109,31 +110,65 @@ def write_report(summary: C.Summary, results: dict, out: Path, net) -> None:
         if c.events:
             lines.append(f"| {c.backend} | " + " | ".join(
                 f"{c.events.get(n, float('nan')):.0f} / {c.synops.get(n, float('nan')):.0f}" for n in names_) + " |")
+    counted = [c for c in summary.comparisons if c.device_stats]
+    if counted:
+        lines += ["", "## Device pulses counted (plastic layer, whole sequence)", "",
+                  "| backend | layer | pulses | potentiating | depressing | pulse energy [J] | bias energy [J] | "
+                  "device steps |", "|---|---|---|---|---|---|---|---|"]
+        for c in counted:
+            for layer, d in c.device_stats.items():
+                lines.append(f"| {c.backend} | {layer} | {d['pulses']} | {d['potentiating']} | {d['depressing']} | "
+                             f"{d['pulse_energy_J']:.4e} | {d['bias_energy_J']:.4e} | {d['device_steps']} |")
     lines += [""] + [f"![{f}]({f})" for f in files] + [""]
     atomic_write_text(out / "report.md", "\n".join(lines))
 
 
+def synapse_line(summary: C.Summary) -> str:
+    """The report's line on the plastic layer's synapse model."""
+    block = summary.device_mapping
+    if not block:
+        return "Synapse model: ideal (the STPN rule of the plastic layer)."
+    return (f"Synapse model: device (the plastic layer's synapses as memristor device pairs, "
+            f"conversion.device_layer; device seed {block.get('seed')}, variability "
+            f"{'on' if block.get('variability') else 'off'}, cycle-to-cycle noise {'on' if block.get('noise') else 'off'}); "
+            "backends that do not run it are listed as not run.")
+
+
 def run_comparison(net_path, frames: int = 100, backends=None, obs_path=None, game: bool = False,
-                   max_game_steps=None, seed: int = 0, out_dir="compare_out", progress=None) -> C.Summary:
+                   max_game_steps=None, seed: int = 0, out_dir="compare_out", progress=None,
+                   synapses: str = "ideal", device_seed: int | None = None) -> C.Summary:
     """The ``mstpn compare`` command: sequence comparison (+ games), report in ``out_dir``
-    (``backends``: default the registry's default set)."""
+    (``backends``: default the registry's default set).  ``synapses="device"`` runs the plastic
+    layer as memristor device pairs on every backend that runs them (the others are reported "not
+    run"; ParameterError if the user named only such backends), with the file's device block and
+    the device draws from ``device_seed`` (None: the block's seed)."""
+    from snn_agent.evaluate import device_mapping
     from snn_agent.play import play_game, record_frames
 
+    named = backends is not None
     backends = C.check_backends(registry.default_backends() if backends is None else backends)
     if frames < 1:
         raise MstpnError("--frames must be >= 1")
+    if synapses not in registry.SYNAPSE_MODELS:
+        raise ParameterError(f"--synapses must be one of {', '.join(registry.SYNAPSE_MODELS)}, got {synapses!r}")
+    if device_seed is not None and synapses != "device":
+        raise ParameterError("--device-seed needs --synapses device")
+    if synapses == "device":
+        backends = C.device_backends(backends, named)
     net = C.load_network(net_path)
+    mapping = device_mapping(net, device_seed, what=str(net_path))[1] if synapses == "device" else None
+    model = {} if mapping is None else {"synapses": synapses, "device": mapping}
     obs = load_observations(obs_path, frames) if obs_path is not None else None
     with lock_folder(out_dir, "compare"):   # one writer per report folder
         if obs is None:
             obs = record_frames(net, frames, seed)
-        comps, results = C.compare_sequence(net, obs, backends, progress=progress)
+        comps, results = C.compare_sequence(net, obs, backends, progress=progress, synapses=synapses, device=mapping)
         if game:
             for c in comps:
                 if c.error:
                     continue
                 try:
-                    runner = registry.make_runner(c.backend, net)
+                    runner = registry.make_runner(c.backend, net, **model)
                     try:
                         g = play_game(runner, net, seed=seed, max_steps=max_game_steps, progress=progress)
                     finally:
@@ -141,6 +176,7 @@ def run_comparison(net_path, frames: int = 100, backends=None, obs_path=None, ga
                     c.score, c.game_steps, c.game_fps = g["score"], g["steps"], g["steps"] / g["seconds"]
                 except MstpnError as exc:
                     c.error = f"game failed: {exc}"
-        summary = C.Summary(comps, out_dir=Path(out_dir))
+        summary = C.Summary(comps, out_dir=Path(out_dir), synapses=synapses,
+                            device_mapping=None if mapping is None else mapping.to_block())
         write_report(summary, results, Path(out_dir), net)
     return summary

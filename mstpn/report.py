@@ -75,12 +75,72 @@ def validate_summary(s, where="run.json") -> dict:
     for key in ("events", "synops_ratio"):
         if epf.get(key) is not None:
             need(epf, key, (int, float), "game.events_per_frame.")
-    need(need(s, "energy", (dict,), ""), "table", (str,), "energy.")
+    energy = need(s, "energy", (dict,), "")
+    need(energy, "table", (str,), "energy.")
+    if s.get("synapses") is not None:
+        need(s, "synapses", (str,), "")
+    if energy.get("measured") is not None:
+        _check_measured(need(energy, "measured", (dict,), "energy."), need, where)
     if s.get("comparison") is not None:
         comp = need(s, "comparison", (dict,), "")
         if comp.get("table_md") is not None:
             need(comp, "table_md", (str,), "comparison.")
     return s
+
+
+def _check_measured(m: dict, need, where: str) -> None:
+    """energy.measured (mstpn.energy.report.EnergyReport.measured_summary): the numbers the report shows."""
+    for part in ("assumed", "measured"):
+        d = need(m, part, (dict,), "energy.measured.")
+        for key in ("pulses", "pulse_energy_J", "bias_energy_J", "energy_J"):
+            need(d, key, (int, float), f"energy.measured.{part}.")
+            if not _number(d[key]) or d[key] < 0:
+                raise DataFormatError(f"{where}: energy.measured.{part}.{key} must be a finite number >= 0, "
+                                      f"got {d[key]!r}")
+        per = need(d, "per_step", (dict,), f"energy.measured.{part}.")
+        for key, v in per.items():
+            if v is not None and not (_number(v) and v >= 0):
+                raise DataFormatError(f"{where}: energy.measured.{part}.per_step.{key} must be a finite number "
+                                      f">= 0, got {v!r}")
+    ratio = need(m, "measured_over_assumed", (dict,), "energy.measured.")
+    for key, v in ratio.items():
+        if v is not None and not (_number(v) and v >= 0):
+            raise DataFormatError(f"{where}: energy.measured.measured_over_assumed.{key} must be a finite number "
+                                  f">= 0 or null, got {v!r}")
+
+
+def measured_lines(s: dict) -> list[str]:
+    """The memristive layer measured in the device run beside the assumption (a run with
+    ``--synapses device``; empty otherwise)."""
+    m = (s.get("energy") or {}).get("measured")
+    if not m:
+        return []
+    f = lambda x, scale=1.0, fmt=".4g": "-" if x is None else format(x * scale, fmt)  # noqa: E731
+    lines = ["### Memristive synapses: measured in the device run vs the assumption", "",
+             f"Layer `{m.get('layer', '?')}`, device seed {m.get('seed')}, {m.get('devices_per_synapse', 2)} devices "
+             f"per synapse, {m.get('steps', '?')} agent steps. Measured: the pulses the device pairs were sent, "
+             "their energy as the counted sum of V^2 G t_p, and the counted bias energy of every device; assumed: "
+             "the energy model's operating point (docs/energy.md). The device parameters are the model's.", "",
+             "| memristive synapses | pulses | pulse energy [mJ] | bias energy [mJ] | total [mJ] | "
+             "pulses / step | total / step [uJ] |", "|---|---|---|---|---|---|---|"]
+    for label, key in (("assumed (energy model)", "assumed"), ("measured in the device run", "measured")):
+        d = m[key]
+        per = d["per_step"]
+        lines.append(f"| {label} | {d['pulses']:,} | {f(d['pulse_energy_J'], 1e3)} | {f(d['bias_energy_J'], 1e3)} | "
+                     f"{f(d['energy_J'], 1e3)} | {f(per.get('pulses'), 1.0, '.6g')} | {f(per.get('energy_J'), 1e6)} |")
+    r = m["measured_over_assumed"]
+    lines += [f"| measured / assumed | {f(r.get('pulses'))}x | {f(r.get('pulse_energy_J'))}x | "
+              f"{f(r.get('bias_energy_J'))}x | {f(r.get('energy_J'))}x | | |", ""]
+    return lines
+
+
+def synapse_line(s: dict) -> list[str]:
+    """The synapse model of the run's plastic layer (older runs: the ideal rule)."""
+    if s.get("synapses") != "device":
+        return ["- synapse model: ideal (the STPN rule)"]
+    block = s.get("device_mapping") if isinstance(s.get("device_mapping"), dict) else {}
+    return [f"- synapse model: device (the plastic layer's synapses as memristor device pairs; device seed "
+            f"{block.get('seed', '?')}, the file's device block)"]
 
 
 def _kind_names(kinds) -> str:
@@ -247,7 +307,7 @@ def render_markdown(s: dict, models: list[dict], figures: dict) -> str:
         f"- speed: {game['steps_per_s']:.1f} agent steps/s",
         f"- events per frame: {epf.get('events', float('nan')):.0f}; synaptic ops per "
         f"frame vs dense MACs: {epf.get('synops_ratio', float('nan')):.3f}",
-        *network_line(s), "",
+        *synapse_line(s), *network_line(s), "",
         game_figure(figures), "",
         "## Scores", "",
         "Greedy games on seeds never used in training: first under the standard protocol (sticky actions "
@@ -260,7 +320,9 @@ def render_markdown(s: dict, models: list[dict], figures: dict) -> str:
         lines.append(f"| {m['name']} (`artifacts/{m['folder']}`) | PyTorch, greedy | {frames} | "
                      f"{_score(m.get('sticky'))} | {_score(m.get('deterministic'))} |")
     sticky = s.get("game", {}).get("repeat_action_probability")
-    lines += [f"| this run's checkpoint, converted | event-driven NumPy simulator, greedy | {trained} | "
+    how = "event-driven NumPy simulator, device synapses, greedy" if s.get("synapses") == "device" else \
+        "event-driven NumPy simulator, greedy"
+    lines += [f"| this run's checkpoint, converted | {how} | {trained} | "
               + (f"{game['score']:+.0f} (1 game) | - |" if _number(sticky) and sticky > 0 else
                  f"- | {game['score']:+.0f} (1 game) |"), ""]
     if figures.get("training"):
@@ -273,7 +335,7 @@ def render_markdown(s: dict, models: list[dict], figures: dict) -> str:
         lines += ["## Cross-simulator agreement and speed (recorded sequence)", "",
                   f"{comp.get('frames', '?')} frames recorded from the {comp.get('reference', 'PyTorch policy')}.",
                   "", comp.get("table_md", ""), ""]
-    lines += ["## Energy of this game", "", "```", s["energy"]["table"], "```", "",
+    lines += ["## Energy of this game", "", *measured_lines(s), "```", s["energy"]["table"], "```", "",
               "![energy](energy/energy.png)", ""]
     return "\n".join(lines)
 

@@ -27,6 +27,10 @@ def register(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: a progress bar on stderr)")
     p.add_argument("--artifacts", default=None, help="folder of shipped policies for the score table and "
                                                      "training curves (default: the project's artifacts/)")
+    from mstpn.compare_cli import add_synapse_args
+
+    add_synapse_args(p, "in the game and the comparison (an m-STPN checkpoint); energy: the row measured in "
+                        "the device run beside the assumption-based one")
     add_json(p, "the run's summary (run.json's content)")
     p.set_defaults(func=cmd_run)
 
@@ -47,7 +51,8 @@ def cmd_run(args) -> int:
     with json_output(args.json):
         s = run_main_job(args.checkpoint, args.out, seed=args.seed, max_frames=args.max_frames,
                          compare_frames=args.compare_frames, backends=args.backends or None, gif=not args.no_gif,
-                         progress=not args.no_progress, artifacts=args.artifacts)
+                         progress=not args.no_progress, artifacts=args.artifacts, synapses=args.synapses,
+                         device_seed=args.device_seed)
         if not args.json:
             _print_run(args, s)
     if args.json:
@@ -57,8 +62,9 @@ def cmd_run(args) -> int:
 
 def _print_run(args, s) -> None:
     game = s["game"]
+    how = ", device synapses" if s.get("synapses") == "device" else ""
     print(f"score {game['score']:+.0f} in {game['steps']} agent steps "
-          f"({'finished' if game['finished'] else 'capped'}); {game['steps_per_s']:.1f} steps/s event-driven")
+          f"({'finished' if game['finished'] else 'capped'}); {game['steps_per_s']:.1f} steps/s event-driven{how}")
     if s.get("comparison"):
         print(s["comparison"].get("table_md", ""))
     print(s["energy"]["table"])

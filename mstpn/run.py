@@ -39,19 +39,22 @@ def prepare_network(policy, env_cfg, seed: int = 0, calibration_frames: int = CA
 
 
 def play_event_driven(net, env_cfg, seed: int = 0, max_frames: int | None = None, fixed: bool = False,
-                      progress: bool = True) -> dict:
+                      progress: bool = True, synapses: str = "ideal", device=None) -> dict:
     """One greedy game of the converted network in closed loop; returns score, steps, frames,
-    the observations and per-step rewards (for the GIF) and the simulator (for its event counters)."""
+    the observations and per-step rewards (for the GIF) and the simulator (for its event counters
+    and, with ``synapses="device"``, its counted device pulses; ``device``: the mapping, None: the
+    file's device block)."""
     from snn_agent.play import play_loop
     from conversion.simulator import Simulator
 
     check_max_frames(max_frames, env_cfg)
     max_steps = (env_cfg.max_episode_frames if max_frames is None else max_frames) // env_cfg.frameskip
-    sim = Simulator(net, batch=1, fixed=fixed)
+    sim = Simulator(net, batch=1, fixed=fixed, synapses=synapses, device=device)
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=max_steps, unit="step", desc="playing Pong (event-driven)", dynamic_ncols=True)
+        how = "event-driven, device synapses" if synapses == "device" else "event-driven"
+        bar = tqdm(total=max_steps, unit="step", desc=f"playing Pong ({how})", dynamic_ncols=True)
 
     scores = []   # running score after each step: the GIF's score banner
 
@@ -86,12 +89,14 @@ def counts_from_simulator(sim, steps: int, frames: int):
     Per synaptic layer: events delivered into it and event-driven synaptic ops (the simulator's
     counters), dense MACs for comparison, neuron updates (every unit, every step); for the plastic
     STPN layer (the memristive one), update pulses = the Hebbian increments the simulator performed
-    (at most one per plastic synapse per step).
+    (at most one per plastic synapse per step: what the assumption-based memristive row prices).
+    A device run (``synapses="device"``) adds what its device pairs counted
+    (:class:`mstpn.energy.counts.DeviceCounts`: pulses sent, sum of V^2 G t_p, bias energy).
     """
     from conversion import graph as g
-    from mstpn.energy.counts import LayerCounts, RunCounts
+    from mstpn.energy.counts import DeviceCounts, LayerCounts, RunCounts
 
-    layers = []
+    layers, measured = [], None
     for name in sim.order:
         node = sim.net.nodes[name]
         st = sim.stats[name]
@@ -101,23 +106,31 @@ def counts_from_simulator(sim, steps: int, frames: int):
                                       events=st["events"], neuron_updates=int(np.prod(node.out_shape)) * steps))
         elif isinstance(node, g.PlasticSTPN):
             n_syn = int(node.W.size)
-            # ideal rule: only the Hebbian increments are counted as programming pulses (relaxation is
-            # the device's own physics, the row norm neuron-side); device run (synapses="device"): the
-            # pulses the device pairs were actually sent (sim.device_stats, with their energy)
-            dev = getattr(sim, "device_stats", {}).get(name)
-            pulses = dev["pulses"] if dev else st["hebbian"]
+            # the assumption-based row prices the Hebbian increments as programming pulses (relaxation
+            # is the device's own physics, the row norm neuron-side); a device run (synapses="device")
+            # also gives the pulses its device pairs were actually sent, with their energy
             layers.append(LayerCounts(name, n_synapses=n_syn, plastic_synapses=n_syn, dense_macs=st["dense"],
-                                      synaptic_ops=st["synops"], events=st["events"], update_pulses=pulses,
+                                      synaptic_ops=st["synops"], events=st["events"], update_pulses=st["hebbian"],
                                       neuron_updates=int(node.W.shape[0]) * steps, memristive=True))
-    return RunCounts(tuple(layers), steps=steps, frames=frames, source="event-driven NumPy simulator, one game")
+            dev = (getattr(sim, "device_stats", None) or {}).get(name)
+            if dev and measured is None:
+                measured = DeviceCounts.from_stats(name, dev, seed=sim.devices[name].mapping.seed,
+                                                   backend="numpy")
+    source = "event-driven NumPy simulator, one game" + (", device synapses" if measured else "")
+    return RunCounts(tuple(layers), steps=steps, frames=frames, source=source, device=measured)
 
 
 def run_main_job(checkpoint=None, out="out/run", seed: int = 0, max_frames: int | None = None,
                  compare_frames: int = 100, backends=None, gif: bool = True, progress: bool = True,
-                 artifacts=None) -> dict:
+                 artifacts=None, synapses: str = "ideal", device_seed: int | None = None) -> dict:
     """The whole main job; returns the summary written to ``OUT/run.json``.  One run per folder at a
     time (a second one gets MstpnError); a file of an earlier run that this run does not write again
-    (the GIF and its still with ``gif=False``) is removed, so the report shows only this run."""
+    (the GIF and its still with ``gif=False``) is removed, so the report shows only this run.
+
+    ``synapses="device"``: the game and the comparison run the plastic layer as memristor device
+    pairs (the checkpoint must be an m-STPN; device draws from ``device_seed``, None: the device
+    block's seed); backends that do not run them are reported "not run", and the energy table
+    gets the row measured in the device run beside the assumption-based one."""
     import torch
 
     from snn_agent.checkpoint import config_from_metadata, load_policy
@@ -126,7 +139,14 @@ def run_main_job(checkpoint=None, out="out/run", seed: int = 0, max_frames: int 
     from mstpn_base import registry
 
     torch.set_num_threads(1)
+    if synapses not in registry.SYNAPSE_MODELS:
+        raise ParameterError(f"--synapses must be one of {', '.join(registry.SYNAPSE_MODELS)}, got {synapses!r}")
+    if device_seed is not None and synapses != "device":
+        raise ParameterError("--device-seed needs --synapses device")
+    named = bool(backends)
     backends = compare.check_backends(backends or [b for b in registry.default_backends() if b != "torch"])
+    if synapses == "device" and compare_frames:
+        backends = compare.device_backends(backends, named)
     if compare_frames < 0:
         raise ParameterError(f"--compare-frames must be >= 0 (0: no comparison), got {compare_frames}")
     out = Path(out)
@@ -136,13 +156,31 @@ def run_main_job(checkpoint=None, out="out/run", seed: int = 0, max_frames: int 
     policy, meta = load_policy(checkpoint, dtype=torch.float64)
     env_cfg = config_from_metadata(meta).env
     check_max_frames(max_frames, env_cfg)
+    if synapses == "device":   # before any work: an m-STPN, a valid device seed
+        _check_device_policy(policy, meta, checkpoint, device_seed)
     with lock_folder(out, "run"):
         return _main_job(policy, meta, env_cfg, checkpoint, out, seed, max_frames, compare_frames, backends,
-                         gif, progress, artifacts)
+                         gif, progress, artifacts, synapses, device_seed)
+
+
+def _check_device_policy(policy, meta, checkpoint, device_seed) -> None:
+    """The policy converts to a network with a device block, and ``device_seed`` is a valid seed."""
+    from conversion import device_layer as dl
+    from snn_agent.evaluate import policy_device_block
+
+    block = policy_device_block(policy)
+    if block is None:
+        raise ParameterError(f"{checkpoint} ({meta.get('architecture', {}).get('kind', '?')} checkpoint) has no device "
+                             "block: the device synapse model runs an m-STPN (train one with --model mstpn) or use "
+                             "--synapses ideal")
+    if device_seed is not None:
+        if isinstance(device_seed, bool) or not isinstance(device_seed, int) or not 0 <= device_seed < 2**63:
+            raise ParameterError(f"--device-seed must be an integer in [0, 2^63), got {device_seed!r}")
+        dl.Mapping.from_block(block).replace(seed=device_seed)
 
 
 def _main_job(policy, meta, env_cfg, checkpoint, out, seed, max_frames, compare_frames, backends, gif,
-              progress, artifacts) -> dict:
+              progress, artifacts, synapses="ideal", device_seed=None) -> dict:
     from conversion.nirfile import write_network
     from mstpn.energy.report import energy_report
 
@@ -159,14 +197,25 @@ def _main_job(policy, meta, env_cfg, checkpoint, out, seed, max_frames, compare_
     write_network(out / NETWORK_FILE, net)
     summary["network"] = {"file": NETWORK_FILE, "nodes": len(net.nodes), "edges": len(net.edges),
                           "fixed_point": bool(net.fixed)}
+    mapping = None
+    if synapses == "device":
+        from snn_agent.evaluate import device_mapping
 
-    game = play_event_driven(net, env_cfg, seed=seed, max_frames=max_frames, progress=progress)
+        _, mapping = device_mapping(net, device_seed, what=str(checkpoint))
+    summary["synapses"] = synapses
+    summary["device_mapping"] = None if mapping is None else mapping.to_block()
+
+    game = play_event_driven(net, env_cfg, seed=seed, max_frames=max_frames, progress=progress,
+                             synapses=synapses, device=mapping)
     sim = game.pop("simulator")
     observations = game.pop("observations")
     rewards = game.pop("rewards", None)
     summary["game"] = game
     summary["game"]["repeat_action_probability"] = env_cfg.repeat_action_probability
     summary["game"]["events_per_frame"] = sim.totals_per_frame()
+    if sim.device_stats:   # the counted pulses and energies of the device pairs, and the devices
+        summary["game"]["device_stats"] = {n: dict(c) for n, c in sim.device_stats.items()}
+        summary["game"]["devices"] = {n: d.summary() for n, d in sim.devices.items()}
     if gif and observations:
         from snn_agent.evaluate import write_gif
         write_gif(out / "game.gif", observations, fps=60.0 / env_cfg.frameskip, rewards=rewards)
@@ -175,28 +224,35 @@ def _main_job(policy, meta, env_cfg, checkpoint, out, seed, max_frames, compare_
             (out / name).unlink(missing_ok=True)
 
     if compare_frames:
-        summary["comparison"] = compare_backends(net, policy, env_cfg, seed, compare_frames, backends, out, progress)
+        summary["comparison"] = compare_backends(net, policy, env_cfg, seed, compare_frames, backends, out, progress,
+                                                 synapses=synapses, device=mapping)
 
     counts = counts_from_simulator(sim, game["steps"], game["frames"])
     report = energy_report(counts)
     report.write(out / "energy")
+    counts.save(out / "energy" / "counts.json")
     summary["energy"] = {"table": report.format_table(), "files": "energy/"}
+    if counts.device is not None:
+        summary["energy"]["measured"] = report.measured_summary()
     summary = compare.jsonable(summary)
     atomic_write_json(out / "run.json", summary)
     write_report(out, summary, artifacts=artifacts)
     return summary
 
 
-def compare_backends(net, policy, env_cfg, seed: int, n_frames: int, backends, out: Path, progress: bool) -> dict:
+def compare_backends(net, policy, env_cfg, seed: int, n_frames: int, backends, out: Path, progress: bool,
+                     synapses: str = "ideal", device=None) -> dict:
     """Record ``n_frames`` of the PyTorch policy playing (its float64 logits are the reference) and
     run them on each backend of ``backends`` in one comparison: action
     agreement, max |logit error|, frames per second.  Backends that are missing or cannot express
-    the network are reported as such, not hidden."""
+    the network are reported as such, not hidden.  ``synapses="device"``: every backend (and the
+    reference, the PyTorch policy rebuilt from the network) runs the plastic layer on the device
+    pairs of ``device``; the backends that do not run them are reported "not run"."""
     from mstpn import compare
     from snn_agent.play import record_frames
 
     frames = record_frames(net, n_frames, seed=seed + 1, policy=policy)
-    comps, _ = compare.compare_sequence(net, frames, backends, policy=policy)
+    comps, _ = compare.compare_sequence(net, frames, backends, policy=policy, synapses=synapses, device=device)
     rows = []
     for c in comps:
         if c.backend == "torch" and "torch" not in backends:
@@ -205,15 +261,19 @@ def compare_backends(net, policy, env_cfg, seed: int, n_frames: int, backends, o
             rows.append(dict(backend=c.backend, error=c.error.splitlines()[0][:200]))
         else:
             rows.append(dict(backend=c.backend, frames=c.frames, fps=c.fps, action_agreement=c.agreement_torch,
-                             max_logit_error=c.logit_max_abs))
+                             max_logit_error=c.logit_max_abs,
+                             **({"device_stats": c.device_stats} if c.device_stats else {})))
     table = ["| backend | frames | frames/s | actions = PyTorch | max abs logit error |", "|---|---|---|---|---|"]
+    f = lambda x, fmt: "-" if x is None else format(x, fmt)  # noqa: E731 - no reference: None
     for r in rows:
         if "error" in r:
-            table.append(f"| {r['backend']} | - | - | - | not run: {r['error']} |")
+            err = r["error"] if r["error"].startswith("not run:") else f"not run: {r['error']}"
+            table.append(f"| {r['backend']} | - | - | - | {err} |")
         else:
-            table.append(f"| {r['backend']} | {r['frames']} | {r['fps']:.1f} | {r['action_agreement']:.1%} | "
-                         f"{r['max_logit_error']:.2e} |")
-    return {"frames": int(len(frames)), "reference": "PyTorch policy, float64", "rows": rows,
+            table.append(f"| {r['backend']} | {r['frames']} | {r['fps']:.1f} | {f(r['action_agreement'], '.1%')} | "
+                         f"{f(r['max_logit_error'], '.2e')} |")
+    ref = "PyTorch policy, float64" + (", the same device pairs" if synapses == "device" else "")
+    return {"frames": int(len(frames)), "reference": ref, "synapses": synapses, "rows": rows,
             "table_md": "\n".join(table)}
 
 

@@ -8,6 +8,7 @@ from mstpn_base.checks import check_device, check_output_file, check_seed
 from mstpn_base.cliargs import add_out, json_output, print_json
 from mstpn_base.errors import MstpnError, ParameterError
 from mstpn_base.io import atomic_write_json
+from mstpn_base.registry import SYNAPSE_MODELS
 from snn_agent.config import EVAL_SEED_BASE, STICKY_ACTIONS
 
 EVAL_EPISODES = 30   # snn_agent.evaluate.EVAL_EPISODES (not imported here: that pulls in torch)
@@ -102,6 +103,13 @@ def register(subparsers) -> None:
                         "stderr); --json FILE: the same as --out FILE (default: the summary line)")
     e.add_argument("--no-progress", action="store_true",
                    help="no progress bar (default: a progress bar on stderr)")
+    e.add_argument("--synapses", choices=SYNAPSE_MODELS, default="ideal",
+                   help="plastic layer: ideal (the PyTorch policy) or device (the converted network with its "
+                        "synapses as memristor device pairs, on --backend; m-STPN checkpoints)")
+    e.add_argument("--device-seed", type=int, default=None,
+                   help="seed of the device draws with --synapses device (default: the device block's seed)")
+    e.add_argument("--backend", default=None, metavar="B",
+                   help="backend that plays the converted network with --synapses device (default: numpy)")
     e.set_defaults(func=cmd_evaluate)
 
 
@@ -213,6 +221,11 @@ def cmd_evaluate(args) -> int:
         if args.out is not None:
             raise ParameterError("give the result file once: --out FILE (or the older --json FILE)")
         args.out, args.json = Path(args.json), None
+    if args.synapses != "device":
+        for given, flag in ((args.device_seed, "--device-seed"), (args.backend, "--backend")):
+            if given is not None:
+                raise ParameterError(f"{flag} needs --synapses device (the ideal rule is played by the "
+                                     "PyTorch policy)")
     for path, flag in ((args.gif, "--gif"), (args.out, "--out")):
         if path is not None:
             check_output_file(path, flag)  # before the games are played
@@ -228,25 +241,52 @@ def _evaluate(args) -> dict:
     from snn_agent.evaluate import describe_protocol, evaluate, protocol_env, protocol_record
 
     policy, meta = load_policy(args.checkpoint, device="cpu")
+    device_run = _prepare_device(args, policy, meta) if args.synapses == "device" else None
     trained = meta["config"].env
     env_cfg = protocol_env(trained, args.sticky)
     print(f"protocol: {describe_protocol(protocol_record(env_cfg, args.episodes, args.seed, args.max_frames))}"
           + (f"; the checkpoint was trained with sticky actions {trained.repeat_action_probability:g}"
              if trained.repeat_action_probability != env_cfg.repeat_action_probability else ""))
-    res = evaluate(policy, env_cfg, episodes=args.episodes, seed=args.seed,
-                   max_frames=args.max_frames, gif=args.gif, num_envs=args.num_envs,
-                   progress=not args.no_progress)
+    if device_run is not None:
+        from snn_agent.evaluate import evaluate_converted
+
+        backend, net, mapping = device_run
+        res = evaluate_converted(net, env_cfg, episodes=args.episodes, seed=args.seed, max_frames=args.max_frames,
+                                 gif=args.gif, backend=backend, device=mapping, progress=not args.no_progress)
+        res["device_mapping"] = mapping.to_block()
+    else:
+        res = evaluate(policy, env_cfg, episodes=args.episodes, seed=args.seed,
+                       max_frames=args.max_frames, gif=args.gif, num_envs=args.num_envs,
+                       progress=not args.no_progress)
+        res["synapses"] = "ideal"
     res["checkpoint"] = str(args.checkpoint)
     res["model"] = meta["architecture"]["kind"]
     res["frames_trained"] = meta["progress"].get("frames")
     res["trained_repeat_action_probability"] = trained.repeat_action_probability
     trunc = sum(res["truncated"])
     ci = f", 95% CI [{res['ci95'][0]:.2f}, {res['ci95'][1]:.2f}]" if res["ci95"] else ""
-    print(f"{args.checkpoint}: {res['model']}, {res['episodes']} games, score {res['mean']:.2f} "
+    how = f", device synapses on {res['backend']} (device seed {res['device_mapping']['seed']})" \
+        if res["synapses"] == "device" else ""
+    print(f"{args.checkpoint}: {res['model']}{how}, {res['episodes']} games, score {res['mean']:.2f} "
           f"+- {res['std']:.2f} (sample std){ci}" + (f" ({trunc} cut at --max-frames)" if trunc else ""))
     if args.out:
         atomic_write_json(args.out, res)
     return res
+
+
+def _prepare_device(args, policy, meta) -> tuple:
+    """``evaluate --synapses device``: (backend, the checkpoint converted with thresholds 0 (the
+    event-driven network computes the dense policy), the device mapping), checked before any game."""
+    import dataclasses
+
+    from conversion.convert import convert_policy
+    from snn_agent.evaluate import DEFAULT_BACKEND, check_device_backend, device_mapping
+
+    backend = check_device_backend(args.backend or DEFAULT_BACKEND)
+    net = convert_policy(policy, metadata={"env": dataclasses.asdict(meta["config"].env)})
+    _, mapping = device_mapping(net, args.device_seed,
+                                what=f"{args.checkpoint} ({meta['architecture'].get('kind', '?')} checkpoint)")
+    return backend, net, mapping
 
 
 def main(argv=None) -> int:

@@ -151,6 +151,115 @@ def evaluate(policy: Policy, env_cfg: EnvConfig, episodes: int = EVAL_EPISODES, 
             "truncated": [bool(t) for t in truncated], "max_frames": max_frames}
 
 
+# -- the converted network on a backend runner (the device synapse model) -------------------------------
+#: the backend that plays a converted network's games by default: the event-driven NumPy reference
+DEFAULT_BACKEND = "numpy"
+
+
+def device_mapping(net, seed: int | None = None, what: str = "the network"):
+    """The device mapping a device run of the converted ``net`` uses: the plastic node's device
+    block (:class:`conversion.device_layer.Mapping`), with the device draws from ``seed`` (None:
+    the block's own seed).  Returns (node name, mapping); ParameterError if ``net`` has no device
+    block (only an m-STPN has one)."""
+    from conversion import device_layer as dl
+
+    nodes = [n for n, node in net.nodes.items() if getattr(node, "device", None)]
+    if not nodes:
+        raise ParameterError(f"{what} has no device block: the device synapse model runs an m-STPN "
+                             "(train one with --model mstpn) or use --synapses ideal")
+    mapping = dl.Mapping.from_block(net.nodes[nodes[0]].device)
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise ParameterError(f"--device-seed must be an integer in [0, 2^63), got {seed!r}")
+        mapping = mapping.replace(seed=seed)
+    return nodes[0], mapping
+
+
+def policy_device_block(policy):
+    """The device block the conversion of ``policy`` carries (None: not an m-STPN), without
+    converting the whole policy."""
+    from conversion.convert import policy_arrays
+
+    return policy_arrays(policy)["device"]
+
+
+def check_device_backend(name: str, synapses: str = "device") -> str:
+    """``name`` if it is a backend whose runner plays games closed loop with synapse model
+    ``synapses`` (read from the registry), else ParameterError naming the ones that do."""
+    from mstpn_base import registry
+
+    if name not in registry.network_backends():
+        raise ParameterError(f"unknown backend {name!r}; choose from {', '.join(registry.network_backends())}")
+    able = [b for b in registry.synapse_backends(synapses) if registry.spec(b).closed_loop]
+    if name not in able:
+        raise ParameterError(f"backend {name!r} does not play the {synapses!r} synapse model closed loop; "
+                             f"backends that do: {', '.join(able) or 'none'}")
+    return name
+
+
+def evaluate_converted(net, env_cfg: EnvConfig, episodes: int = EVAL_EPISODES, seed: int = EVAL_SEED_BASE,
+                       max_frames: int | None = None, gif=None, backend: str = DEFAULT_BACKEND,
+                       synapses: str = "device", device=None, progress: bool = True) -> dict:
+    """Greedy games of the converted network ``net`` on ``backend``'s runner with the plastic
+    layer's synapse model ``synapses`` (``device``: a conversion.device_layer.Mapping, None: the
+    file's device block), one game after another in one environment (batch 1); game i is seeded
+    ``seed + i`` as in :func:`evaluate`, the runner is reset before each game.  Returns the keys of
+    :func:`evaluate` and ``backend``, ``synapses``, ``device_stats`` (the runner's counted device
+    activity over all games, :data:`conversion.simulator.DEVICE_COUNTERS`) and ``games_device_stats``
+    (the same per game)."""
+    from mstpn_base import registry
+    from snn_agent.play import play_loop
+
+    if episodes < 1:
+        raise ParameterError(f"episodes must be >= 1, got {episodes}")
+    if not (0 <= seed and seed + episodes - 1 < 2**31):
+        raise ParameterError(f"seeds must lie in [0, 2^31), got {seed}..{seed + episodes - 1}")
+    if max_frames is not None and max_frames < env_cfg.frameskip:
+        raise ParameterError(f"max_frames must be at least one agent step ({env_cfg.frameskip} frames)")
+    check_device_backend(backend, synapses)
+    torch.set_num_threads(1)
+    env_cfg = dataclasses.replace(env_cfg, reward_clipping=False)
+    max_steps = (max_frames // env_cfg.frameskip) if max_frames else env_cfg.max_episode_frames // env_cfg.frameskip
+    scores, lengths, truncated, per_game = [], [], [], []
+    frames_gif, running = [], []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=episodes, unit="game", dynamic_ncols=True)
+    runner = registry.make_runner(backend, net, synapses=synapses, device=device)
+    try:
+        for i in range(episodes):
+            runner.reset()
+            before = {n: dict(c) for n, c in (getattr(runner, "device_stats", {}) or {}).items()}
+            record = gif is not None and i == 0
+            g = play_loop(lambda obs: int(np.argmax(runner.step(obs[0, 0]).logits)), env_cfg, seed + i, max_steps,
+                          keep_observations=record, on_step=(lambda _s, score: running.append(score)) if record
+                          else None)
+            if record:
+                frames_gif = g["observations"]
+            after = getattr(runner, "device_stats", {}) or {}
+            per_game.append({n: {k: v - before.get(n, {}).get(k, 0) for k, v in c.items()} for n, c in after.items()})
+            scores.append(g["score"])
+            lengths.append(g["steps"])
+            truncated.append(not g["finished"])
+            if bar is not None:
+                bar.update(1)
+        stats = {n: dict(c) for n, c in (getattr(runner, "device_stats", {}) or {}).items()}
+    finally:
+        runner.close()
+        if bar is not None:
+            bar.close()
+    if gif is not None and frames_gif:
+        write_gif(gif, frames_gif, fps=60.0 / env_cfg.frameskip, rewards=np.diff([0.0] + running).tolist())
+    s = np.asarray(scores, dtype=float)
+    ci = mean_ci(s)
+    return {"episodes": episodes, "seed": seed, "mean": ci["mean"], "std": ci["std"], "ci95": ci["ci"],
+            "protocol": protocol_record(env_cfg, episodes, seed, max_frames), "scores": s.tolist(),
+            "agent_steps": lengths, "frames": [int(x) * env_cfg.frameskip for x in lengths],
+            "truncated": truncated, "max_frames": max_frames, "backend": backend, "synapses": synapses,
+            "device_stats": stats, "games_device_stats": per_game}
+
+
 #: the agent's step rate by default: 60 Hz emulator frames / frameskip 4
 GIF_FPS = 15.0
 #: height of the score banner above each GIF frame, in output pixels

@@ -6,7 +6,9 @@
     mstpn energy CHECKPOINT [--frames N | --game] [-o DIR]      a trained policy (snn_agent)
 
 ``--game`` means the publication's game length (730 agent steps) for ``--analytic``, and one
-played game for a checkpoint.  ``-o/--out DIR`` writes energy.json/.csv/.txt/.png (published:
+played game for a checkpoint.  ``--synapses device`` plays a checkpoint's game on the converted
+network with its synapses as memristor device pairs and adds the row measured in that run (a
+counts file carries its own measured block: ``mstpn run --synapses device`` writes one).  ``-o/--out DIR`` writes energy.json/.csv/.txt/.png (published:
 energy_published.json/.txt as well); ``--json`` prints the table's data as JSON instead.
 ``mstpn energy pong`` is the older spelling of ``--analytic``.
 """
@@ -51,6 +53,10 @@ def register(subparsers) -> None:
                    help="conductance in the V_b^2 G bias term [nS] (default: 0, as the publication)")
     p.add_argument("--devices-per-synapse", type=int, default=1, choices=(1, 2),
                    help="memristors per synapse (2: a differential pair)")
+    from mstpn.compare_cli import add_synapse_args
+
+    add_synapse_args(p, "for a checkpoint's game (an m-STPN; the game is played, and the table gets the row "
+                        "measured in it); a counts file must then carry a measured device block")
     add_out(p, type=str, metavar="DIR", help="folder for energy.json/.csv/.txt/.png (default: print only)")
     add_json(p, "the energy table (energy.json's content)")
     p.set_defaults(func=run)
@@ -68,6 +74,13 @@ def _run(args) -> tuple[int, dict]:
     from memristor.cli import load_params
 
     params = load_params(args.params) if args.params else DeviceParams()
+    device_run = getattr(args, "synapses", "ideal") == "device"
+    device_seed = getattr(args, "device_seed", None)
+    if device_seed is not None and not device_run:
+        raise ParameterError("--device-seed needs --synapses device")
+    if device_run and (args.published or args.analytic or args.source == "pong"):
+        raise ParameterError(f"{'--published' if args.published else '--analytic'} has no device run: --synapses "
+                             "device needs a checkpoint (an m-STPN) or a counts file of a device run")
     if args.published:
         if args.source or args.frames is not None or args.game:
             raise ParameterError("--published takes no SOURCE, --frames or --game")
@@ -89,7 +102,8 @@ def _run(args) -> tuple[int, dict]:
     if not args.source:
         raise ParameterError("give a SOURCE (a counts JSON or a checkpoint), --analytic (the dense Pong "
                              "policy) or --published (the publication's table)")
-    counts = load_counts(args.source, args.frames, args.game)
+    counts = load_counts(args.source, args.frames, args.game, synapses="device" if device_run else "ideal",
+                         device_seed=device_seed)
     gpu = None
     if args.gpu_results:
         from mstpn.energy.gpu import load_measurement
@@ -112,8 +126,11 @@ def _ns(v: float) -> float:
     return v * 1e-9
 
 
-def load_counts(source: str, frames: int | None = None, game: bool = False) -> RunCounts:
-    """Counts of a run from 'pong' (analytic), a counts JSON file, or a checkpoint."""
+def load_counts(source: str, frames: int | None = None, game: bool = False, synapses: str = "ideal",
+                device_seed: int | None = None) -> RunCounts:
+    """Counts of a run from 'pong' (analytic), a counts JSON file, or a checkpoint.  ``synapses``
+    "device": a checkpoint's game is played with device pairs (:func:`counts_from_checkpoint`); a
+    counts file must carry a measured device block."""
     if frames is not None and frames < 1:
         raise ParameterError(f"--frames must be a positive number of frames, got {frames}")
     if source == "pong":
@@ -127,8 +144,14 @@ def load_counts(source: str, frames: int | None = None, game: bool = False) -> R
     if path.suffix == ".json" and _is_counts(path):
         if frames is not None or game:
             raise ParameterError("a counts file carries its own game length: drop --frames / --game")
-        return RunCounts.load(path)
-    return counts_from_checkpoint(path, frames, game)
+        if device_seed is not None:
+            raise ParameterError("a counts file carries its own device run: drop --device-seed")
+        counts = RunCounts.load(path)
+        if synapses == "device" and counts.device is None:
+            raise ParameterError(f"{path} has no measured device block (an ideal run's counts); `mstpn run "
+                                 "--synapses device` writes one as OUT/energy/counts.json")
+        return counts
+    return counts_from_checkpoint(path, frames, game, synapses=synapses, device_seed=device_seed)
 
 
 def _is_counts(path: Path) -> bool:
@@ -140,11 +163,17 @@ def _is_counts(path: Path) -> bool:
         raise DataFormatError(f"{path}: not a counts JSON file") from None
 
 
-def counts_from_checkpoint(path: Path, frames: int | None, game: bool, seed: int = 0) -> RunCounts:
+def counts_from_checkpoint(path: Path, frames: int | None, game: bool, seed: int = 0, synapses: str = "ideal",
+                           device_seed: int | None = None) -> RunCounts:
     """Dense counts of a trained STPN / m-STPN policy (``snn_agent.checkpoint.load_policy``): its
     layer sizes, and the game length from ``frames``, one greedy game played with
     ``snn_agent.evaluate.evaluate`` (``game``, seed ``seed``) or, by default, the publication's
-    game.  Event counts of the converted network come as a counts JSON (conversion)."""
+    game.  Event counts of the converted network come as a counts JSON (conversion).
+
+    ``synapses="device"``: the game (``frames`` frames, one whole game with ``game``, by default the
+    publication's game length) is played by the converted network with its plastic layer on device
+    pairs (``snn_agent.evaluate.evaluate_converted``, device draws from ``device_seed``, None: the
+    device block's seed); the counts carry what the devices counted (:class:`DeviceCounts`)."""
     try:
         from snn_agent.checkpoint import load_policy
     except ModuleNotFoundError as exc:
@@ -155,6 +184,8 @@ def counts_from_checkpoint(path: Path, frames: int | None, game: bool, seed: int
     if cfg.kind not in ("stpn", "mstpn"):
         raise ParameterError(f"{path.name}: energy accounting models STPN / m-STPN policies, this is {cfg.kind!r}")
     tag = f"{path.name} ({cfg.kind}), dense"
+    if synapses == "device":
+        return _device_game_counts(path, policy, meta, frames, game, seed, device_seed, tag)
     if game:
         from snn_agent.evaluate import evaluate
 
@@ -167,3 +198,26 @@ def counts_from_checkpoint(path: Path, frames: int | None, game: bool, seed: int
                                   source=f"{tag}, the publication's game length")
     return pong_policy_counts(steps_for_frames(frames), frames, n_actions=cfg.n_actions, hidden=cfg.hidden,
                               source=f"{tag}, {frames} frames")
+
+
+def _device_game_counts(path, policy, meta, frames, game, seed, device_seed, tag) -> RunCounts:
+    """One game of the converted checkpoint with device synapses: dense layer counts of its length
+    and the device pairs' counted pulses and energies."""
+    import dataclasses
+
+    from conversion.convert import convert_policy
+    from mstpn.energy.counts import DeviceCounts
+    from snn_agent.evaluate import device_mapping, evaluate_converted
+
+    cfg, env = policy.cfg, meta["config"].env
+    net = convert_policy(policy, metadata={"env": dataclasses.asdict(env)})
+    node, mapping = device_mapping(net, device_seed, what=f"{path} ({cfg.kind} checkpoint)")
+    cap = None if game else (frames if frames is not None else int(C.PUB_GAME_STEPS.value) * env.frameskip)
+    res = evaluate_converted(net, env, episodes=1, seed=seed, max_frames=cap, device=mapping, progress=False)
+    steps, n_frames = int(res["agent_steps"][0]), int(res["frames"][0])
+    measured = DeviceCounts.from_stats(node, res["device_stats"][node], seed=mapping.seed, backend=res["backend"])
+    what = "one game" if game else f"{n_frames} frames"
+    counts = pong_policy_counts(steps, n_frames, n_actions=cfg.n_actions, hidden=cfg.hidden,
+                                source=f"{tag}, {what} played with device synapses on {res['backend']} (seed {seed}, "
+                                       f"score {res['scores'][0]:+.0f})")
+    return dataclasses.replace(counts, device=measured)

@@ -9,12 +9,14 @@ per layer.  Counts are totals over the whole run (not per step).
 * an event-driven simulator (``conversion``) fills :class:`LayerCounts` itself, e.g. with
   :func:`event_layer_counts` from its per-layer event and update tallies.
 
-A JSON counts file (schema ``mstpn.energy-counts``) carries a :class:`RunCounts` between tools.
+A JSON counts file (schema ``mstpn.energy-counts``) carries a :class:`RunCounts` between tools;
+a run with the device synapse model adds what its device pairs counted (:class:`DeviceCounts`,
+the optional ``device`` block: pulses, their energy sum V^2 G t_p, the bias energy).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from mstpn.energy import constants as C
@@ -79,6 +81,107 @@ class LayerCounts:
                                  f"n_synapses ({self.n_synapses})")
 
 
+def _energy(name: str, v) -> float:
+    """A finite number >= 0 (joules, seconds), or ParameterError naming it."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise ParameterError(f"{name} must be a finite number >= 0, got {v!r}")
+    return float(v)
+
+
+#: the counters of a device run (conversion.simulator.DEVICE_COUNTERS), as DeviceCounts fields
+DEVICE_COUNTS = ("pulses", "potentiating", "depressing", "pulse_energy_J", "bias_energy_J", "device_steps",
+                 "duration_s")
+
+
+@dataclass(frozen=True)
+class DeviceCounts:
+    """What a run with the device synapse model counted in its memristive layer ``layer`` (the
+    runner's ``device_stats``, :data:`conversion.simulator.DEVICE_COUNTERS`), totals over the run.
+
+    pulses           update pulses its device pairs were sent (= potentiating + depressing)
+    pulse_energy_J   counted sum of V_p^2 G t_p over those pulses (G = g_lt + g_st just before each)
+    bias_energy_J    counted bias energy of every device over every step (its own V_b and G)
+    device_steps     agent steps x batch the devices ran; ``duration_s`` their physical duration
+    devices_per_synapse  2 (a differential pair); ``seed`` of the device draws; ``backend`` that ran it
+    """
+
+    layer: str
+    pulses: int
+    potentiating: int
+    depressing: int
+    pulse_energy_J: float
+    bias_energy_J: float
+    device_steps: int
+    duration_s: float
+    devices_per_synapse: int = 2
+    seed: int | None = None
+    backend: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.layer, str) or not self.layer:
+            raise ParameterError(f"device.layer must be a layer name, got {self.layer!r}")
+        for f in ("pulses", "potentiating", "depressing", "device_steps"):
+            object.__setattr__(self, f, _count(f"device.{f}", getattr(self, f)))
+        for f in ("pulse_energy_J", "bias_energy_J", "duration_s"):
+            object.__setattr__(self, f, _energy(f"device.{f}", getattr(self, f)))
+        if self.pulses != self.potentiating + self.depressing:
+            raise ParameterError(f"device.pulses ({self.pulses}) must equal device.potentiating + device.depressing "
+                                 f"({self.potentiating} + {self.depressing})")
+        if isinstance(self.devices_per_synapse, bool) or self.devices_per_synapse not in (1, 2):
+            raise ParameterError(f"device.devices_per_synapse must be 1 or 2, got {self.devices_per_synapse!r}")
+        sd = self.seed
+        if sd is not None and (isinstance(sd, bool) or not isinstance(sd, int) or not 0 <= sd < 2**63):
+            raise ParameterError(f"device.seed must be null or an integer in [0, 2^63), got {sd!r}")
+        if not isinstance(self.backend, str):
+            raise ParameterError(f"device.backend must be a string, got {self.backend!r}")
+
+    @classmethod
+    def from_stats(cls, layer: str, stats: dict, seed: int | None = None, backend: str = "",
+                   devices_per_synapse: int = 2) -> "DeviceCounts":
+        """From a runner's ``device_stats[layer]`` (the counters of conversion.simulator.DEVICE_COUNTERS)."""
+        missing = [k for k in DEVICE_COUNTS if k not in stats]
+        if missing:
+            raise ParameterError(f"device stats of {layer!r} lack {missing}")
+        return cls(layer, **{k: stats[k] for k in DEVICE_COUNTS}, devices_per_synapse=devices_per_synapse,
+                   seed=seed, backend=backend)
+
+    def check_against(self, run: "RunCounts") -> None:
+        """The block describes ``run``: a memristive layer of it, the same number of steps, at most one
+        pulse per device per step."""
+        names = [layer.name for layer in run.layers]
+        if self.layer not in names:
+            raise ParameterError(f"device.layer {self.layer!r} is not a layer of the run ({names})")
+        layer = run.layer(self.layer)
+        if not layer.memristive:
+            raise ParameterError(f"device.layer {self.layer!r} is not a memristive layer")
+        if self.device_steps != run.steps:
+            raise ParameterError(f"device.device_steps ({self.device_steps}) must equal the run's steps ({run.steps})")
+        most = self.devices_per_synapse * layer.n_synapses * self.device_steps
+        if self.pulses > most:
+            raise ParameterError(f"device.pulses ({self.pulses}) exceeds one pulse per device per step ({most})")
+
+    @property
+    def energy_J(self) -> float:
+        return self.pulse_energy_J + self.bias_energy_J
+
+    @classmethod
+    def from_dict(cls, data) -> "DeviceCounts":
+        """The ``device`` block of a counts file; DataFormatError names a missing or bad field."""
+        if not isinstance(data, dict):
+            raise DataFormatError(f"counts file: device must be an object, got {data!r:.40}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise DataFormatError(f"counts file: unknown keys in device: {sorted(unknown)} (known: {sorted(known)})")
+        missing = [k for k in ("layer", *DEVICE_COUNTS) if k not in data]
+        if missing:
+            raise DataFormatError(f"counts file: device.{missing[0]} is missing")
+        try:
+            return cls(**data)
+        except ParameterError as exc:
+            raise DataFormatError(f"counts file: {exc}") from None
+
+
 @dataclass(frozen=True)
 class RunCounts:
     """A run: its physical length and per-layer counts.
@@ -94,6 +197,8 @@ class RunCounts:
     frameskip: int = int(C.FRAMESKIP.value)
     frame_rate_hz: float = C.FRAME_RATE_HZ.value
     source: str = ""
+    #: what the device pairs counted, for a run with the device synapse model (None: an ideal run)
+    device: DeviceCounts | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -113,6 +218,10 @@ class RunCounts:
         if self.frames > self.steps * self.frameskip:
             raise ParameterError(f"{self.frames} frames do not fit in {self.steps} steps of "
                                  f"{self.frameskip} frames")
+        if self.device is not None:
+            if not isinstance(self.device, DeviceCounts):
+                raise ParameterError("device must be DeviceCounts or None")
+            self.device.check_against(self)
 
     @property
     def duration_s(self) -> float:
@@ -128,9 +237,11 @@ class RunCounts:
     # -- JSON ------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = {"schema": SCHEMA, "version": SCHEMA_VERSION}
-        d.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "layers"})
+        d.update({f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("layers", "device")})
         d["duration_s"] = self.duration_s
         d["layers"] = [asdict(layer) for layer in self.layers]
+        if self.device is not None:   # optional: absent in an ideal run's file
+            d["device"] = asdict(self.device)
         return d
 
     @classmethod
@@ -162,7 +273,14 @@ class RunCounts:
             if key not in data:
                 raise DataFormatError(f"counts file has no {key!r}")
         kw = {k: data[k] for k in ("steps", "frames", "frameskip", "frame_rate_hz", "source") if k in data}
-        return cls(layers=tuple(parsed), **kw)
+        run = cls(layers=tuple(parsed), **kw)
+        if data.get("device") is None:
+            return run
+        device = DeviceCounts.from_dict(data["device"])
+        try:
+            return replace(run, device=device)
+        except ParameterError as exc:
+            raise DataFormatError(f"counts file: {exc}") from None
 
     def save(self, path) -> None:
         atomic_write_json(path, self.to_dict())

@@ -22,6 +22,8 @@ from mstpn_base.errors import ParameterError
 from mstpn_base.io import atomic_path, atomic_write_json, atomic_write_text
 
 MEMRISTIVE = "memristive"
+#: the memristive synapses as the device run counted them (RunCounts.device): pulses sent, sum of V^2 G t_p, bias
+MEASURED = "memristive-measured"
 LOIHI = "loihi-style"
 DIGITAL = "digital-fp32-45nm"
 EVENT_INT = "event-int32-45nm"
@@ -77,6 +79,58 @@ class EnergyReport:
         return sum(r.energy_j for r in self.rows if r.backend == backend and r.component == component
                    and (scope == "network" or r.in_scope))
 
+    def measured_summary(self) -> dict | None:
+        """The memristive layer measured in the device run beside the assumption-based row: pulses,
+        pulse / bias / total energy [J] per game (this run) and per agent step, energy per pulse,
+        and measured / assumed (None where the assumption gives 0).  None for an ideal run."""
+        d = self.counts.device
+        if d is None:
+            return None
+        steps = self.counts.steps
+
+        def part(pulses, pulse_j, bias_j):
+            total = pulse_j + bias_j
+            per = (lambda x: x / steps) if steps else (lambda x: None)
+            return {"pulses": pulses, "pulse_energy_J": pulse_j, "bias_energy_J": bias_j, "energy_J": total,
+                    "energy_per_pulse_J": pulse_j / pulses if pulses else None,
+                    "per_step": {"pulses": per(pulses), "pulse_energy_J": per(pulse_j),
+                                 "bias_energy_J": per(bias_j), "energy_J": per(total)}}
+
+        rows = [r for r in self.rows if r.backend == MEMRISTIVE and r.layer == d.layer]
+        assumed = part(self.counts.layer(d.layer).update_pulses,
+                       sum(r.energy_j for r in rows if r.component == "pulse"),
+                       sum(r.energy_j for r in rows if r.component == "bias"))
+        measured = part(d.pulses, d.pulse_energy_J, d.bias_energy_J)
+        measured.update(potentiating=d.potentiating, depressing=d.depressing, duration_s=d.duration_s)
+        ratio = {k: (measured[k] / assumed[k] if assumed[k] else None)
+                 for k in ("pulses", "pulse_energy_J", "bias_energy_J", "energy_J")}
+        return {"layer": d.layer, "backend": d.backend, "seed": d.seed, "devices_per_synapse": d.devices_per_synapse,
+                "steps": steps, "assumed": assumed, "measured": measured, "measured_over_assumed": ratio}
+
+    def format_measured(self) -> list[str]:
+        """The measured-vs-assumed block of :meth:`format_table` (empty for an ideal run)."""
+        m = self.measured_summary()
+        if m is None:
+            return []
+        g = lambda x, fmt: "-" if x is None else format(x, fmt)  # noqa: E731
+        seed = "" if m["seed"] is None else f", device seed {m['seed']}"
+        lines = ["", f"Memristive layer {m['layer']}: assumption vs measured in the device run "
+                     f"({m['backend'] or 'device run'}{seed}, {m['devices_per_synapse']} devices per synapse)",
+                 f"{'':<34} {'pulses':>14} {'pulse [mJ]':>12} {'bias [mJ]':>12} {'total [mJ]':>12} {'pJ/pulse':>9}"]
+        for label, key, per in (("assumed, per game", "assumed", False), ("measured, per game", "measured", False),
+                                ("assumed, per step", "assumed", True), ("measured, per step", "measured", True)):
+            v = m[key]["per_step"] if per else m[key]
+            e_pp = m[key]["energy_per_pulse_J"]
+            lines.append(f"{label:<34} {g(v['pulses'], '>14,.6g' if per else '>14,'):>14} "
+                         f"{g(v['pulse_energy_J'] and v['pulse_energy_J'] * 1e3, '>12.4g')} "
+                         f"{g(v['bias_energy_J'] and v['bias_energy_J'] * 1e3, '>12.4g')} "
+                         f"{g(v['energy_J'] and v['energy_J'] * 1e3, '>12.4g')} {g(e_pp and e_pp * 1e12, '>9.4g')}")
+        r = m["measured_over_assumed"]
+        lines.append(f"{'measured / assumed':<34} {g(r['pulses'], '>13.4g') + 'x':>14} "
+                     f"{g(r['pulse_energy_J'], '>11.4g') + 'x':>12} {g(r['bias_energy_J'], '>11.4g') + 'x':>12} "
+                     f"{g(r['energy_J'], '>11.4g') + 'x':>12}")
+        return lines
+
     def ratios(self) -> dict[str, float]:
         """Each backend's synaptic-scope total over the memristive total (x times more energy)."""
         ref = self.total(MEMRISTIVE) if MEMRISTIVE in self.backends else 0.0
@@ -91,6 +145,7 @@ class EnergyReport:
                           energy_j=r.energy_j, in_scope=r.in_scope) for r in self.rows],
             "totals_j": {b: {s: self.total(b, s) for s in SCOPES} for b in self.backends},
             "ratios_vs_memristive": {b: (v if math.isfinite(v) else None) for b, v in self.ratios().items()},
+            "measured": self.measured_summary(),
             "assumptions": list(self.assumptions),
         }
 
@@ -115,6 +170,7 @@ class EnergyReport:
         for b in self.backends:
             ratio = f"{ratios[b]:>12.4g}x" if math.isfinite(ratios[b]) else f"{'-':>13}"
             lines.append(f"{b:<24} {self.total(b) * 1e3:>14.4f} {self.total(b, 'network') * 1e3:>14.4f} {ratio}")
+        lines += self.format_measured()
         lines += ["", "Assumptions:"] + [f"  - {a}" for a in self.assumptions]
         return "\n".join(lines)
 
@@ -144,6 +200,9 @@ class EnergyReport:
             b = self.component(MEMRISTIVE, "bias") * mj if "bias" in comps else 0.0
             q = self.component(MEMRISTIVE, "pulse") * mj if "pulse" in comps else 0.0
             cols.append((f"model, this run\n({self.counts.duration_s:.1f} s)", b, q, None))
+        if MEASURED in self.backends:
+            cols.append((f"measured in the\ndevice run ({self.counts.duration_s:.1f} s)",
+                         self.component(MEASURED, "bias") * mj, self.component(MEASURED, "pulse") * mj, None))
         cols.append((f"published game\n({C.PUB_GAME_SECONDS.value:.1f} s)", C.PUB_BIAS_J.value * mj,
                      C.PUB_PULSE_J.value * mj, "//"))
         for i, (label, b, q, hatch) in enumerate(cols):
@@ -169,6 +228,7 @@ class EnergyReport:
                    "accumulate": "#da8bc3"}
         includes = {
             MEMRISTIVE: "STPN layer: bias + pulses (model)",
+            MEASURED: "STPN layer: bias + pulses counted in the device run",
             LOIHI: "STPN layer: synops, transport, neuron + plastic updates",
             DIGITAL: "STPN layer: fp32 MACs + plastic updates",
             EVENT_INT: "STPN layer: one int32 add per synop",
@@ -257,6 +317,9 @@ def energy_report(counts: RunCounts, params: DeviceParams | None = None,
     for layer in scope:
         for comp, e in M.memristive_layer_energy(layer, counts.duration_s, params, s).items():
             rows.append(EnergyRow(MEMRISTIVE, layer.name, comp, e, True))
+    if counts.device is not None:   # what the device run counted: sum of V^2 G t_p, and the bias
+        rows += [EnergyRow(MEASURED, counts.device.layer, "bias", counts.device.bias_energy_J, True),
+                 EnergyRow(MEASURED, counts.device.layer, "pulse", counts.device.pulse_energy_J, True)]
     for variant, name in A100.items():
         for layer in scope:
             rows.append(EnergyRow(name, layer.name, "synaptic",
@@ -301,6 +364,14 @@ def assumptions(params: DeviceParams, s: M.MemristiveSettings, counts: RunCounts
         "access, so a lower bound (memory is >98% of the GPU's energy per the publication)",
         "event int32 45 nm: one int32 add (0.1 pJ) per synaptic op, a floor for event-driven digital",
     ]
+    if counts.device is not None:
+        d = counts.device
+        out.append(f"memristive-measured: counted in the device run ({d.backend or 'device run'}, device seed "
+                   f"{d.seed}, {d.devices_per_synapse} devices per synapse): pulse energy = sum of V_p^2 G t_p over "
+                   f"the {d.pulses:,} pulses sent (G = g_lt + g_st just before each, width from its efficacy), bias "
+                   "energy = sum over every device and step of its own bias energy (its V_b, its G, the relaxation "
+                   "integrated exactly); the device parameters are the model's (the device block's DeviceParams), "
+                   "not fitted to a device beyond what memristor.fit does")
     sizes = {l.n_synapses for l in counts.layers if l.memristive}
     if sizes - {int(C.PONG_SYNAPSES.value)}:
         out.append(f"memristive layer size(s) {sorted(sizes)} differ from the published 169,984: GPU "
