@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from mstpn_base.cliargs import add_json, add_list, add_out, is_safetensors, json_output, print_json
-from mstpn_base.errors import DataFormatError
+from mstpn_base.errors import DataFormatError, ParameterError
 
 
 def register(subparsers) -> None:
@@ -49,6 +49,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     check_network_file(args.net)
     if is_plain_graph(args.net):   # a plain NIR graph: the comparison of mstpn nir-run
+        if args.synapses != "ideal" or args.device_seed is not None:
+            raise ParameterError(f"{args.net} is a plain NIR graph without a device block: --synapses device "
+                                 "and --device-seed need a converted m-STPN file (mstpn convert)")
         return cmd_compare_graph(args)
     with json_output(args.json):
         summary = run_comparison(args.net, frames=args.frames, backends=args.backends, obs_path=args.obs,

@@ -83,8 +83,12 @@ class LayerCounts:
 
 def _energy(name: str, v) -> float:
     """A finite number >= 0 (joules, seconds), or ParameterError naming it."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-        raise ParameterError(f"{name} must be a finite number >= 0, got {v!r}")
+    try:
+        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and v >= 0
+    except OverflowError:   # an integer beyond the float range
+        ok = False
+    if not ok:
+        raise ParameterError(f"{name} must be a finite number >= 0, got {v!r:.40}")
     return float(v)
 
 
