@@ -302,3 +302,75 @@ def test_network_reader_byte_mutations(tmp_path_factory, network_file, data):
     p = tmp_path_factory.getbasetemp() / "bytes.nir"
     p.write_bytes(data.draw(byte_mutation(good.read_bytes())))
     must_not_crash(nirfile.read_network, p)
+
+
+# -- the energy counts reader: the measured device block ---------------------------------------------------------
+def _counts_doc():
+    from mstpn.energy.counts import DeviceCounts, LayerCounts, RunCounts
+
+    layer = LayerCounts("stpn", n_synapses=400, plastic_synapses=400, update_pulses=900, memristive=True)
+    dev = DeviceCounts("stpn", pulses=500, potentiating=350, depressing=150, pulse_energy_J=1e-9,
+                       bias_energy_J=2e-6, device_steps=5, duration_s=5 / 15, seed=3, backend="numpy")
+    return RunCounts((layer,), steps=5, frames=20, device=dev).to_dict()
+
+
+COUNTS_DOC = _counts_doc()
+DEVICE_FIELDS = sorted(COUNTS_DOC["device"])
+#: values that are wrong for every device field (wrong type, or out of range for every numeric field)
+BAD_DEVICE_VALUES = st.one_of(st.integers(max_value=-1), st.floats(max_value=-1e-300, allow_nan=False,
+                                                                    allow_infinity=False),
+                              st.just(10**400), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3),
+                                                                                                   st.integers(),
+                                                                                                   max_size=2),
+                              st.sampled_from([True, False]))
+
+
+@settings(max_examples=200, **SETTINGS)
+@given(doc=json_mutation(COUNTS_DOC))
+def test_counts_reader_device_block_mutations(tmp_path_factory, doc):
+    from mstpn.energy.counts import RunCounts
+
+    p = tmp_path_factory.getbasetemp() / "counts.json"
+    p.write_text(json.dumps(doc))
+    must_not_crash(RunCounts.load, p)
+
+
+@settings(max_examples=200, **SETTINGS)
+@given(field=st.sampled_from(DEVICE_FIELDS), value=BAD_DEVICE_VALUES)
+def test_counts_reader_bad_device_value_is_a_data_format_error_naming_the_field(tmp_path_factory, field, value):
+    from mstpn.energy.counts import RunCounts
+    from mstpn_base.errors import DataFormatError
+
+    doc = json.loads(json.dumps(COUNTS_DOC))
+    doc["device"][field] = value
+    p = tmp_path_factory.getbasetemp() / "counts_bad.json"
+    p.write_text(json.dumps(doc))
+    with pytest.raises(DataFormatError) as exc:
+        RunCounts.load(p)
+    assert f"device.{field}" in str(exc.value)
+
+
+@settings(max_examples=100, **SETTINGS)
+@given(field=st.sampled_from(DEVICE_FIELDS))
+def test_counts_reader_missing_device_field(tmp_path_factory, field):
+    from mstpn.energy.counts import RunCounts
+    from mstpn_base.errors import DataFormatError
+
+    doc = json.loads(json.dumps(COUNTS_DOC))
+    del doc["device"][field]
+    p = tmp_path_factory.getbasetemp() / "counts_missing.json"
+    p.write_text(json.dumps(doc))
+    try:
+        RunCounts.load(p)   # an optional field (devices_per_synapse, seed, backend) takes its default
+    except DataFormatError as exc:
+        assert f"device.{field}" in str(exc)
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(raw=byte_mutation(json.dumps(COUNTS_DOC).encode()))
+def test_counts_reader_byte_mutations(tmp_path_factory, raw):
+    from mstpn.energy.counts import RunCounts
+
+    p = tmp_path_factory.getbasetemp() / "counts_b.json"
+    p.write_bytes(raw)
+    must_not_crash(RunCounts.load, p)
