@@ -53,13 +53,30 @@ PROTOCOLS = {"sticky": 0.25, "deterministic": 0.0}
 MAPPING_PARAMS = {"stuck_fraction": ("stuck_fraction", "1"), "lt_drift_tau_s": ("lt_drift_tau", "s"),
                   "lt_age_s": ("lt_age", "s")}
 SPEC_KEYS = {"checkpoint", "games", "max_steps", "seeds", "protocol", "game_seed", "grid", "random", "fixed",
-             "backend"}
+             "backend", "trial", "train"}
+#: what a trial does: evaluate the spec's checkpoint, or train an m-STPN with the trial's devices and
+#: then evaluate it
+TRIAL_KINDS = ("evaluate", "train")
+#: keys of a training trial's ``train`` block (the names of ``mstpn train``'s flags) -> RunConfig
+#: (section, field).  Not settable: the seed (the trial's), the model (mstpn), the device parameters
+#: (the trial's), threads (one CPU per trial), distillation, resume / init-from (the sweep resumes)
+TRAIN_KEYS = {"frames": ("train", "frames"), "algo": ("train", "algo"), "num_envs": ("train", "num_envs"),
+              "n_steps": ("train", "n_steps"), "lr": ("train", "lr"), "entropy_coef": ("train", "entropy_coef"),
+              "grad_clip": ("train", "grad_clip"), "gae_lambda": ("train", "gae_lambda"),
+              "clip_coef": ("train", "clip_coef"), "epochs": ("train", "update_epochs"),
+              "minibatches": ("train", "num_minibatches"), "compile": ("train", "compile"),
+              "checkpoint_every": ("train", "checkpoint_every_s"),
+              "snapshot_every": ("train", "snapshot_every_frames"),
+              "sticky": ("env", "repeat_action_probability"), "frameskip": ("env", "frameskip"),
+              "hidden": ("model", "hidden"), "action_set": ("env", "action_set")}
 #: simulators a trial can play on: the NumPy reference, or the torch runner of the device model with its
 #: elementwise device step torch.compile'd (snn_agent.torch_backend; same pulses, logits within 1e-9)
 BACKENDS = ("numpy", "torch")
 #: trial fields added after the first records were written: at these values they are left out of the
 #: hashed trial id, so the ids (and records) of earlier sweeps stay valid
-ID_DEFAULTS = {"backend": "numpy"}
+ID_DEFAULTS = {"backend": "numpy", "kind": "evaluate"}
+#: a training trial's run folder, below the sweep's output folder
+RUNS = "runs"
 DISTRIBUTIONS = ("uniform", "loguniform", "choice", "randint")
 MAX_TRIALS = 100_000
 
@@ -135,10 +152,21 @@ def validate_spec(data) -> dict:
     unknown = set(data) - SPEC_KEYS
     if unknown:
         raise _err(f"unknown keys {sorted(unknown)} (known: {sorted(SPEC_KEYS)})")
-    for key in ("checkpoint", "games", "max_steps", "seeds"):
+    kind = data.get("trial", "evaluate")
+    if not isinstance(kind, str) or kind not in TRIAL_KINDS:
+        raise _err(f"trial must be one of {list(TRIAL_KINDS)} (evaluate: play the spec's checkpoint; train: train an "
+                   f"m-STPN per trial with its devices, then play it), got {kind!r}")
+    for key in ("checkpoint", "games", "max_steps", "seeds") if kind == "evaluate" else ("train", "games",
+                                                                                          "max_steps", "seeds"):
         if key not in data:
-            raise _err(f"'{key}' is required")
-    if not isinstance(data["checkpoint"], str) or not data["checkpoint"]:
+            raise _err(f"'{key}' is required" + (" (trial: train: a train block {frames: N, algo: a2c|ppo, ...})"
+                                                  if key == "train" else ""))
+    if kind == "train":
+        if "checkpoint" in data:
+            raise _err("trial: train trains every network from scratch: leave out 'checkpoint'")
+    elif "train" in data:
+        raise _err("a train block needs \"trial\": \"train\" (evaluate trials play the spec's checkpoint)")
+    elif not isinstance(data["checkpoint"], str) or not data["checkpoint"]:
         raise _err("checkpoint must be a file path")
     seeds = data["seeds"]
     if isinstance(seeds, int) and not isinstance(seeds, bool):
@@ -158,9 +186,15 @@ def validate_spec(data) -> dict:
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise _err(f"backend must be one of {list(BACKENDS)} (numpy: the reference simulator; torch: the torch "
                    f"runner with its device step compiled), got {backend!r}")
-    spec = {"checkpoint": data["checkpoint"], "backend": backend, "games": _int(data["games"], "games", 1),
+    spec = {"trial": kind} if kind == "train" else {"checkpoint": data["checkpoint"]}
+    spec.update({"backend": backend, "games": _int(data["games"], "games", 1),
             "max_steps": _int(data["max_steps"], "max_steps", 1), "seeds": seeds, "protocol": protocols,
-            "game_seed": _int(data.get("game_seed", 1000), "game_seed")}
+            "game_seed": _int(data.get("game_seed", 1000), "game_seed")})
+    if kind == "train":
+        if len(protocols) != 1:
+            raise _err("trial: train evaluates under one protocol (each trial trains its own network); "
+                       "run one sweep per protocol")
+        spec["train"] = _train_block(data["train"])
     names = set(parameter_names())
     fixed = data.get("fixed", {})
     if not isinstance(fixed, dict):
@@ -217,6 +251,58 @@ def validate_spec(data) -> dict:
     return spec
 
 
+def _train_block(block) -> dict:
+    """The validated ``train`` block (keys of :data:`TRAIN_KEYS`; ``frames`` required)."""
+    if not isinstance(block, dict) or "frames" not in block:
+        raise _err("train must be an object {frames: N, algo: a2c|ppo, ...} with at least frames")
+    unknown = set(block) - set(TRAIN_KEYS)
+    if unknown:
+        hint = {"seed": "the trial's seed is the training seed", "model": "training trials train an m-STPN",
+                "params": "the trial's device parameters are the m-STPN's",
+                "threads": "one CPU per trial", "env_threads": "one CPU per trial"}
+        why = "; ".join(f"{k}: {hint[k]}" for k in sorted(unknown) if k in hint)
+        raise _err(f"unknown keys {sorted(unknown)} in train{' (' + why + ')' if why else ''} "
+                   f"(known: {', '.join(sorted(TRAIN_KEYS))})")
+    try:
+        cfg = train_config(block, {}, 0).to_dict()
+    except MstpnError as exc:
+        raise _err(f"train: {str(exc).splitlines()[0]}") from None
+    return {k: cfg[TRAIN_KEYS[k][0]][TRAIN_KEYS[k][1]] for k in block}   # as the trainer reads them: 2e3 -> 2000
+
+
+def split_params(params: dict) -> tuple[dict, dict]:
+    """A trial's parameters as (DeviceParams fields, device Mapping fields)."""
+    dev = {k: v for k, v in params.items() if k not in MAPPING_PARAMS}
+    mp = {MAPPING_PARAMS[k][0]: float(v) for k, v in params.items() if k in MAPPING_PARAMS}
+    if "n_levels" in dev:
+        if float(dev["n_levels"]) != int(dev["n_levels"]):
+            raise ParameterError(f"n_levels must be an integer, got {dev['n_levels']!r}")
+        dev["n_levels"] = int(dev["n_levels"])
+    return dev, mp
+
+
+def train_config(block: dict, params: dict, seed: int):
+    """The RunConfig of a training trial: an m-STPN whose device parameters are the published preset
+    changed by the trial's DeviceParams fields (as ``mstpn train --params``), training seed ``seed``,
+    one torch and one environment thread, the ``train`` block's settings (a PPO run takes
+    snn_agent.config.PPO_DEFAULTS for what the block does not set, as ``mstpn train --algo ppo``)."""
+    from memristor.params import DeviceParams
+    from snn_agent.config import FRAME_RATE_HZ, PPO_DEFAULTS, RunConfig
+
+    base = RunConfig().validate().to_dict()
+    base["model"]["kind"] = "mstpn"
+    for key, value in block.items():
+        sec, name = TRAIN_KEYS[key]
+        base[sec][name] = value
+    base["model"]["dt"] = base["env"]["frameskip"] / FRAME_RATE_HZ
+    if base["train"]["algo"] == "ppo":
+        given = {TRAIN_KEYS[k][1] for k in block if TRAIN_KEYS[k][0] == "train"}
+        base["train"].update({k: v for k, v in PPO_DEFAULTS.items() if k not in given})
+    base["train"].update(seed=int(seed), threads=1, env_threads=1)
+    base["model"]["device_params"] = DeviceParams().replace(**split_params(params)[0]).to_dict()
+    return RunConfig.from_dict(base)
+
+
 def swept(spec: dict) -> list[str]:
     return list(spec["grid"]) if "grid" in spec else list(spec["random"]["distributions"])
 
@@ -263,16 +349,21 @@ def trial_id(trial: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
-def make_trials(spec: dict, checkpoint_sha256: str) -> list[dict]:
-    """Every trial of the spec: parameter sets x protocols x seeds, each with its ``id``."""
+def make_trials(spec: dict, checkpoint_sha256: str | None = None) -> list[dict]:
+    """Every trial of the spec: parameter sets x protocols x seeds, each with its ``id``.  An
+    evaluate trial names the checkpoint's SHA-256; a training trial its ``train`` block instead."""
+    kind = spec.get("trial", "evaluate")
     trials = []
     for params in parameter_sets(spec):
         for protocol in spec["protocol"]:
             for seed in spec["seeds"]:
-                t = {"params": params, "seed": seed, "protocol": protocol, "backend": spec.get("backend", "numpy"),
-                     "games": spec["games"],
-                     "max_steps": spec["max_steps"], "game_seed": spec["game_seed"],
-                     "checkpoint_sha256": checkpoint_sha256}
+                t = {"kind": kind, "params": params, "seed": seed, "protocol": protocol,
+                     "backend": spec.get("backend", "numpy"), "games": spec["games"],
+                     "max_steps": spec["max_steps"], "game_seed": spec["game_seed"]}
+                if kind == "train":
+                    t["train"] = dict(spec["train"])
+                else:
+                    t["checkpoint_sha256"] = checkpoint_sha256
                 trials.append({"id": trial_id(t), **t})
     if len(trials) > MAX_TRIALS:
         raise _err(f"{len(trials)} trials is more than {MAX_TRIALS}")
@@ -282,12 +373,7 @@ def make_trials(spec: dict, checkpoint_sha256: str) -> list[dict]:
 def mapping_for(base, params: dict, seed: int):
     """The device mapping of a trial: ``base`` (conversion.device_layer.Mapping) with the trial's
     parameters and device seed (ParameterError names a parameter out of range)."""
-    dev = {k: v for k, v in params.items() if k not in MAPPING_PARAMS}
-    mp = {MAPPING_PARAMS[k][0]: float(v) for k, v in params.items() if k in MAPPING_PARAMS}
-    if "n_levels" in dev:
-        if float(dev["n_levels"]) != int(dev["n_levels"]):
-            raise ParameterError(f"n_levels must be an integer, got {dev['n_levels']!r}")
-        dev["n_levels"] = int(dev["n_levels"])
+    dev, mp = split_params(params)
     m = base.replace(params=base.params.replace(**dev), seed=int(seed), **mp)
     m.check_runnable()
     return m
@@ -350,7 +436,46 @@ class _Player:
 
 
 def run_trial(trial: dict, net) -> dict:
-    """Play one trial (module docstring) in this process, single-threaded; returns its record."""
+    """Run one trial (module docstring) in this process, single-threaded; returns its record.  A
+    training trial (``kind: "train"``) trains in ``trial["run_dir"]`` first (``net`` unused)."""
+    if trial.get("kind", "evaluate") == "train":
+        return train_trial(trial)
+    return evaluate_trial(trial, net)
+
+
+def train_trial(trial: dict) -> dict:
+    """Train an m-STPN with the trial's devices and seed in ``trial["run_dir"]`` (resuming a run
+    found there from its latest checkpoint; a finished run is not trained again), then evaluate its
+    latest checkpoint as an evaluate trial; the record gets a ``training`` block."""
+    from snn_agent.checkpoint import read_metadata
+    from snn_agent.train import LATEST, train
+
+    run = Path(trial["run_dir"])
+    cfg = train_config(trial["train"], trial["params"], trial["seed"])
+    latest = run / LATEST
+    start = int(read_metadata(latest)["progress"].get("frames", 0)) if latest.is_file() else None
+    t0 = time.perf_counter()
+    if start is None or start < cfg.train.frames:
+        train(cfg, run, resume=start is not None, progress=False, log=lambda *a: None)
+    seconds = time.perf_counter() - t0
+    prog = read_metadata(latest)["progress"]
+    net, sha = load_network(latest)
+    rec = evaluate_trial({**trial, "checkpoint_sha256": sha}, net)
+    rec["trial"].pop("checkpoint_sha256")
+    score = prog.get("recent_score")
+    rec["training"] = {
+        "frames": int(prog["frames"]), "agent_steps": int(prog.get("agent_steps", 0)),
+        "updates": int(prog.get("updates", 0)), "episodes": int(prog.get("episodes", 0)),
+        "wall_s": round(float(prog.get("wall_s", 0.0)), 3), "seconds_this_attempt": round(seconds, 3),
+        "resumed_from_frames": start, "final_score": None if score is None else float(score),
+        "checkpoint": str(Path(RUNS) / run.name / LATEST), "checkpoint_sha256": sha,
+        "config": cfg.to_dict()}
+    rec["seconds"] = round(rec["seconds"] + seconds, 3)
+    return rec
+
+
+def evaluate_trial(trial: dict, net) -> dict:
+    """Play an evaluate trial's games on ``net`` (the converted checkpoint); returns its record."""
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -377,7 +502,7 @@ def run_trial(trial: dict, net) -> dict:
     stats = player.stats
     scores = [g["score"] for g in games]
     return {"schema": RECORD_SCHEMA, "version": VERSION, "trial_id": trial["id"],
-            "trial": {k: v for k, v in trial.items() if k != "id"}, "games": games,
+            "trial": {k: v for k, v in trial.items() if k not in ("id", "run_dir")}, "games": games,
             "score_mean": float(np.mean(scores)), "truncated_games": sum(g["truncated"] for g in games),
             "devices": player.devices.summary(), "device_stats": stats,
             "seconds": round(time.perf_counter() - t0, 3), "host": socket.gethostname(), "pid": os.getpid()}
@@ -435,6 +560,11 @@ def summarise(spec: dict, trials: list[dict], records: dict) -> dict:
             row.update(mean=ci["mean"], std=ci["std"], ci95=ci["ci"],
                        truncated=sum(g["truncated"] for r in recs for g in r["games"]),
                        mean_steps=float(np.mean([g["steps"] for r in recs for g in r["games"]])))
+        trained = [r["training"] for r in recs if "training" in r]
+        if trained:   # training trials: the trainer's final score (mean of its last 20 games) per network
+            finals = [t["final_score"] for t in trained if t["final_score"] is not None]
+            row.update(train_frames=int(np.mean([t["frames"] for t in trained])),
+                       train_final_score=float(np.mean(finals)) if finals else None)
         return row
 
     rows, cells = [], []
@@ -555,17 +685,26 @@ def run_sweep(spec: dict, out, address: str | None = None, workers: int | None =
     out = ensure_dir(out)
     lock = lock_folder(out, "sweep")
     try:
-        net, sha = load_network(spec["checkpoint"])
-        trials = make_trials(spec, sha)
         from conversion import device_layer as dl
 
-        node = next(n for n, nd in net.nodes.items() if getattr(nd, "device", None))
-        base = dl.Mapping.from_block(net.nodes[node].device)
+        training = spec.get("trial", "evaluate") == "train"
+        if training:     # every trial trains its own network: nothing to load
+            net, sha = None, None
+        else:
+            net, sha = load_network(spec["checkpoint"])
+            node = next(n for n, nd in net.nodes.items() if getattr(nd, "device", None))
+            base = dl.Mapping.from_block(net.nodes[node].device)
+        trials = make_trials(spec, sha)
         for params in {json.dumps(t["params"], sort_keys=True) for t in trials}:  # fail before any trial runs
             try:
+                if training:
+                    from memristor.params import DeviceParams
+
+                    mcfg = train_config(spec["train"], json.loads(params), 0).model
+                    base = dl.Mapping(DeviceParams.from_dict(mcfg.device_params), dt=mcfg.dt, w_max=mcfg.w_max)
                 mapping_for(base, json.loads(params), 0)
-            except ParameterError as exc:
-                raise _err(f"parameters {params}: {exc}") from None
+            except MstpnError as exc:
+                raise _err(f"parameters {params}: {str(exc).splitlines()[0]}") from None
         atomic_write_json(out / "spec.json", {"schema": SPEC_SCHEMA, "version": VERSION, "spec": spec,
                                               "checkpoint_sha256": sha, "trials": trials})
         records, other = read_records(out, trials)
@@ -598,6 +737,7 @@ def _run_missing(missing, net, out, records, spec, trials, address, workers, fn,
             from tqdm import tqdm
 
             bar = tqdm(total=len(missing), desc="trials", unit="trial", dynamic_ncols=True)
+        training = TrainingProgress(out, [t for t in missing if t.get("kind") == "train"], progress, log)
         remote = ray.remote(max_retries=2, retry_exceptions=False, num_cpus=1)(_execute)
         net_ref = ray.put(net)
         limit = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -605,8 +745,10 @@ def _run_missing(missing, net, out, records, spec, trials, address, workers, fn,
         while queue or pending:
             while queue and len(pending) < limit:
                 t = queue.pop(0)
-                pending[remote.remote(fn, t, net_ref)] = t
+                task = t if t.get("kind") != "train" else {**t, "run_dir": str((Path(out) / RUNS / t["id"]).resolve())}
+                pending[remote.remote(fn, task, net_ref)] = t
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)   # short: Ctrl-C gets through
+            training.update()
             for ref in ready:
                 t = pending.pop(ref)
                 try:
@@ -618,6 +760,7 @@ def _run_missing(missing, net, out, records, spec, trials, address, workers, fn,
                     continue
                 write_record(out, rec)
                 records[t["id"]] = rec
+                training.done(t)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix_str(f"last {t['id']}: {rec['score_mean']:+.2f}")
@@ -627,6 +770,59 @@ def _run_missing(missing, net, out, records, spec, trials, address, workers, fn,
     finally:
         if bar is not None:
             bar.close()
+        training.close()
         if owned:
             ray.shutdown()
     return failures
+
+
+class TrainingProgress:
+    """The training trials' emulator frames, read from their run folders' curve.csv (where the
+    driver can read them: a local Ray, or an output folder shared with the workers): a second
+    progress bar, or with ``progress=False`` a log line every minute."""
+
+    def __init__(self, out, trials: list[dict], progress: bool, log, every_s: float = 5.0):
+        self.out, self.trials, self.log, self.every = Path(out), trials, log, every_s
+        self.target = {t["id"]: int(t["train"]["frames"]) for t in trials}
+        self.finished: set = set()
+        self.last, self.last_log, self.bar = 0.0, time.monotonic(), None
+        if trials and progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=sum(self.target.values()), desc="training", unit="frame", unit_scale=True,
+                            dynamic_ncols=True)
+        self.update(force=True)
+
+    def frames(self, tid: str) -> int:
+        if tid in self.finished:
+            return self.target[tid]
+        from snn_agent.train import read_curve
+
+        try:
+            rows = read_curve(self.out / RUNS / tid)
+        except (OSError, ValueError, KeyError):
+            return 0
+        return min(self.target[tid], int(rows[-1]["frames"])) if rows else 0
+
+    def done(self, t: dict) -> None:
+        if t["id"] in self.target:
+            self.finished.add(t["id"])
+            self.update(force=True)
+
+    def update(self, force: bool = False) -> None:
+        if not self.trials or (not force and time.monotonic() - self.last < self.every):
+            return
+        self.last = time.monotonic()
+        total = sum(self.frames(t) for t in self.target)
+        if self.bar is not None:
+            self.bar.n = total
+            self.bar.set_postfix_str(f"{len(self.finished)} of {len(self.target)} trained", refresh=False)
+            self.bar.refresh()
+        elif force or time.monotonic() - self.last_log >= 60:
+            self.last_log = time.monotonic()
+            self.log(f"sweep: training {total} of {sum(self.target.values())} frames "
+                     f"({len(self.finished)} of {len(self.target)} trials trained)")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
