@@ -24,8 +24,14 @@ without a record.  Ray runs each trial as a task with ``max_retries=2`` and
 exception inside the trial is not retried (it would fail again) and is reported.  The record's
 existence is the truth: a trial is never counted twice (one file per id) nor half-written.
 
-Hardware-aware training (training with the device in the loop) is not part of a sweep: every trial
-evaluates a fixed checkpoint.
+A **training trial** (spec ``"trial": "train"`` with a ``train`` block, :data:`TRAIN_KEYS`) trains
+an m-STPN from scratch first (hardware-aware training: the m-STPN's device parameters are the
+trial's DeviceParams fields, its training seed the trial's seed; :func:`train_config`) in
+``OUT/runs/<trial_id>/`` with :func:`snn_agent.train.train`, then evaluates the trained checkpoint
+as an evaluate trial (the mapping parameters such as ``stuck_fraction`` act only there).  A sweep
+started again resumes an unfinished run from its latest checkpoint and does not train a finished
+one again; the record (written once, by the driver) adds a ``training`` block.  Its trial id hashes
+the ``train`` block instead of a checkpoint's SHA-256.
 """
 from __future__ import annotations
 
@@ -598,12 +604,14 @@ def write_summary(out, summary: dict) -> None:
     atomic_write_json(Path(out) / "summary.json", summary)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
+    trained = any("train_frames" in r for r in summary["by_value"])
     w.writerow(["protocol", "parameter", "value", "unit", "trials", "n_games", "mean", "std", "ci95_low",
-                "ci95_high", "truncated_games", "mean_steps"])
+                "ci95_high", "truncated_games", "mean_steps"] + (["train_frames", "train_final_score"] if trained else []))
     for r in summary["by_value"]:
         ci = r.get("ci95") or [None, None]
         w.writerow([r["protocol"], r["parameter"], r["value"], r["unit"], r["trials"], r["n"], r.get("mean"),
-                    r.get("std"), ci[0], ci[1], r.get("truncated"), r.get("mean_steps")])
+                    r.get("std"), ci[0], ci[1], r.get("truncated"), r.get("mean_steps")]
+                   + ([r.get("train_frames"), r.get("train_final_score")] if trained else []))
     atomic_write_text(Path(out) / "summary.csv", buf.getvalue())
 
 
