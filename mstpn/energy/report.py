@@ -191,7 +191,10 @@ class EnergyReport:
         from matplotlib.patches import Patch
 
         mj = 1e3
-        fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 8.2), gridspec_kw=dict(width_ratios=[1, 3.2]))
+        wide = MEASURED in self.backends   # a third column: the device run's counted energy
+        fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12.8 if wide else 12, 8.2),
+                                       gridspec_kw=dict(width_ratios=[1.5 if wide else 1, 3.2]))
+        small = 6.5 if wide else 8
         # -- memristive: bias vs pulses, this run against the published game -------------------
         bias_c, pulse_c, ref_c = "#4c72b0", "#dd8452", "white"
         cols = []
@@ -201,7 +204,7 @@ class EnergyReport:
             q = self.component(MEMRISTIVE, "pulse") * mj if "pulse" in comps else 0.0
             cols.append((f"model, this run\n({self.counts.duration_s:.1f} s)", b, q, None))
         if MEASURED in self.backends:
-            cols.append((f"measured in the\ndevice run ({self.counts.duration_s:.1f} s)",
+            cols.append((f"measured in\nthe device run\n({self.counts.duration_s:.1f} s)",
                          self.component(MEASURED, "bias") * mj, self.component(MEASURED, "pulse") * mj, None))
         cols.append((f"published game\n({C.PUB_GAME_SECONDS.value:.1f} s)", C.PUB_BIAS_J.value * mj,
                      C.PUB_PULSE_J.value * mj, "//"))
@@ -210,9 +213,9 @@ class EnergyReport:
             ax0.bar(i, q, bottom=b, color=pulse_c, hatch=hatch, edgecolor="black" if hatch else pulse_c,
                     alpha=0.55 if hatch else 1)
             ax0.annotate(f"{b + q:.1f} mJ\n= {b:.1f} bias\n+ {q:.2f} pulses", (i, b + q), ha="center",
-                         va="bottom", fontsize=8, xytext=(0, 2), textcoords="offset points")
+                         va="bottom", fontsize=small, xytext=(0, 2), textcoords="offset points")
         ax0.set_xticks(range(len(cols)))
-        ax0.set_xticklabels([c[0] for c in cols], fontsize=8)
+        ax0.set_xticklabels([c[0] for c in cols], fontsize=small)
         ax0.set_ylabel("energy [mJ]")
         ax0.set_ylim(0, max(c[1] + c[2] for c in cols) * 1.35)
         ax0.set_title("memristive STPN synapses", fontsize=10)
