@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "memristor.cli",      # mstpn device ...
     "snn_agent.cli",      # mstpn train / evaluate
     "mstpn.convert_cli",  # mstpn convert
+    "mstpn.netx_cli",     # mstpn export-netx
     "mstpn.compare_cli",  # mstpn compare
     "mstpn.nir_compare",  # mstpn nir-run
     "mstpn.energy.cli",   # mstpn energy
