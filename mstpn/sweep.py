@@ -5,9 +5,8 @@ A **trial** is one seeded device-in-the-loop evaluation of a checkpoint: the con
 on the torch runner of the device model with its elementwise device step torch.compile'd
 (``backend: "torch"``: the same pulses, logits within 1e-9, ~1.5x faster per frame) with the file's
 device mapping, changed by the trial's parameters (DeviceParams fields such as ``d2d_sigma``,
-``c2c_sigma``, ``n_levels``,
-``tau0``, ``v_bias_min`` / ``v_bias_max``, and the mapping's ``stuck_fraction``, ``lt_drift_tau_s``,
-``lt_age_s``), device seed = the trial's seed, plays ``games`` greedy games of Pong closed loop,
+``c2c_sigma``, ``n_levels``, ``tau0``, ``v_bias_min`` / ``v_bias_max``, and the mapping's
+``stuck_fraction``, ``lt_drift_tau_s``, ``lt_age_s``), device seed = the trial's seed, plays ``games`` greedy games of Pong closed loop,
 each capped at ``max_steps`` agent steps.  A game's score is points won - points lost; a capped
 game reports its partial score and ``truncated: true``.  Game seeds are ``game_seed + seed * games
 + i`` (i = 0 .. games-1): the same for every parameter value, so parameter values are compared on
@@ -16,9 +15,9 @@ the same games.
 The **trial id** is a SHA-256 (16 hex digits) of everything that determines the trial's result:
 its parameters, seed, protocol, backend, games, max_steps, game_seed and the checkpoint's SHA-256
 (``backend: "numpy"`` is left out of the hash, so the ids of specs written before the key existed
-are unchanged).  A completed trial is one record ``OUT/trials/<trial_id>.json``, written atomically by the driver when
-Ray returns the trial's result; a sweep started again on the same folder runs only the trials
-without a record.  Ray runs each trial as a task with ``max_retries=2`` and
+are unchanged).  A completed trial is one record ``OUT/trials/<trial_id>.json``, written
+atomically by the driver when Ray returns the trial's result; a sweep started again on the same
+folder runs only the trials without a record.  Ray runs each trial as a task with ``max_retries=2`` and
 ``retry_exceptions=False``: a worker that dies is replaced and the trial re-run (at most twice); an
 exception inside the trial is not retried (it would fail again) and is reported.  The record's
 existence is the truth: a trial is never counted twice (one file per id) nor half-written.
