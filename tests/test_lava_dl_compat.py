@@ -4,12 +4,14 @@ import importlib.util
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from lava_procs import lava_dl_compat
 
 HAVE_LAVA_DL = importlib.util.find_spec("lava.lib.dl") is not None
+ROOT = Path(__file__).resolve().parent.parent
 needs_lava_dl = pytest.mark.skipif(not HAVE_LAVA_DL, reason="lava-dl not installed (scripts/setup.sh installs it)")
 
 
@@ -50,7 +52,7 @@ def test_not_installed_when_torchvision_and_cv2_exist(tmp_path):
         (tmp_path / name / "__init__.py").write_text("")
     code = ("import sys; from lava_procs import lava_dl_compat as c; "
             "print(c.needed(), c.install(), c.installed())")
-    out = _run(code, {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.getcwd()])})
+    out = _run(code, {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["False", "False", "False"]
 
