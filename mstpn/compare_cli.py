@@ -77,7 +77,7 @@ def add_synapse_args(p, where: str) -> None:
     p.add_argument("--synapses", choices=SYNAPSE_MODELS, default="ideal",
                    help="the plastic layer's synapse model: ideal (the STPN rule) or device (memristor device "
                         f"pairs from the network's device block, an m-STPN), {where}")
-    p.add_argument("--device-seed", type=int, default=None,
+    p.add_argument("--device-seed", type=int, default=None, metavar="N",
                    help="seed of the device draws with --synapses device (default: the device block's seed)")
 
 

@@ -106,7 +106,7 @@ def register(subparsers) -> None:
     e.add_argument("--synapses", choices=SYNAPSE_MODELS, default="ideal",
                    help="plastic layer: ideal (the PyTorch policy) or device (the converted network with its "
                         "synapses as memristor device pairs, on --backend; m-STPN checkpoints)")
-    e.add_argument("--device-seed", type=int, default=None,
+    e.add_argument("--device-seed", type=int, default=None, metavar="N",
                    help="seed of the device draws with --synapses device (default: the device block's seed)")
     e.add_argument("--backend", default=None, metavar="B",
                    help="backend that plays the converted network with --synapses device (default: numpy)")
