@@ -17,6 +17,12 @@ q += c (1 - q)).  The relaxed state at any time t is read through the subexpress
 :func:`synapse_equations` returns these equations as data (strings + a namespace of constants
 with units), so that a larger Brian2 network can build the same plastic synapse; :func:`simulate`
 runs them on a :class:`memristor.reference.Drive` and returns a :class:`memristor.reference.Trace`.
+
+:func:`pair_equations` does the same for the plastic layer of the converted network on device
+pairs (:mod:`conversion.device_layer`): one Brian2 synapse per weight, carrying both devices, and
+the whole device step of the layer (relaxation, target, split of the change, exact inversion,
+width, cap, pulse, pulse and energy tallies) generated from
+:func:`conversion.device_layer.plasticity` (used by :mod:`brian_models.network`).
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from brian_models import require_brian2
-from brian_models.codegen import Brian2Ops, Sym, code_of
+from brian_models.codegen import Brian2Ops, Constants, Sym, code_of, common_subexpressions
 from memristor import equations as eq
 from memristor.params import DeviceParams
 from memristor.reference import STATE_VARS, DeviceBatch, Drive, Trace, check_shapes, initial_state
@@ -170,3 +176,96 @@ def simulate(batch: DeviceBatch, drive: Drive, g_lt0=None, target: str = "numpy"
         raise MstpnError(f"Brian2 recorded {got['g_lt'].shape[1]} steps, expected {n_steps}")
     rec = {v: got[v][order].T.copy() for v in STATE_VARS}
     return Trace(drive.times, **rec, backend=TARGETS[target], meta=dict(target=target))
+
+
+# -- the plastic layer's synapses as device pairs (conversion.device_layer) -------------------------
+#: device_stats counters accumulated per synapse by the generated code -> Brian2 variable
+PAIR_COUNTERS = {"potentiating": "n_pot", "depressing": "n_dep", "pulse_energy_J": "e_pulse",
+                 "bias_energy_J": "e_bias"}
+
+
+@dataclass(frozen=True)
+class PairEquations:
+    """The plastic layer's synapses as differential device pairs, Brian2 data generated from
+    :func:`conversion.device_layer.plasticity` (:func:`pair_equations`).
+
+    ``model``: per-synapse variables -- the volatile state of both devices (``g_st_p``, ``r_p``,
+    ``q_p``, ``g_st_m``, ...), their frozen draws (``constants``), the cycle-to-cycle factors
+    ``noise`` the host writes before each step, the accumulators of :data:`PAIR_COUNTERS` and the
+    read-back ``F = (g_st_p - g_st_m) / g_unit`` (a subexpression) that the forward pass uses.
+    ``code``: one plasticity step (relaxation, target, split, inversion, width, cap, pulse,
+    tallies), for a pathway run once per agent step.  ``namespace``: the scalar constants
+    (mapping ``map_*``, device parameters ``dev_*``, scalar retention factors).  ``constants``:
+    per-synapse constant name -> (H, K) array of :class:`conversion.device_layer.Devices`.
+    ``state``: the names of the volatile state variables; ``noise``: side -> the variable of its
+    cycle-to-cycle factor (empty without noise); ``counters``: DEVICE_COUNTERS key -> accumulator.
+    All values are SI numbers (S, s, V, J), dimensionless in Brian2.
+    """
+
+    model: str
+    code: str
+    namespace: dict
+    constants: dict
+    state: tuple
+    noise: dict
+    counters: dict = field(default_factory=lambda: dict(PAIR_COUNTERS))
+
+
+def pair_state_name(var: str, side: str) -> str:
+    """Brian2 name of device state ``var`` (g_st, r, q) of ``side`` (p, m)."""
+    return f"{var}_{side}"
+
+
+def pair_equations(devices, norm: str = "rownorm_post", h: str = "y_post", z: str = "sent_pre",
+                   gamma: str = "gamma") -> PairEquations:
+    """Brian2 code of the device layer for ``devices`` (:func:`conversion.device_layer.build`):
+    :func:`conversion.device_layer.plasticity`, :func:`~conversion.device_layer.pulse_tally` and
+    :func:`~conversion.device_layer.bias_energy` evaluated on symbols (:class:`Brian2Ops` with
+    bound temporaries), the read-back F from :func:`~conversion.device_layer.read_weight`.
+
+    ``norm``, ``h``, ``z``, ``gamma``: the Brian2 expressions of the row norm N, the post
+    activation h, the presynaptic z and gamma, as seen from the synapse.  The retention factors
+    are those of ``devices`` (exp(-dt / tau) of each device, computed once, as the NumPy reference
+    multiplies with them): the code relaxes the state over the one agent step since the previous
+    run of the code.
+    """
+    from conversion import device_layer as dl
+
+    m = devices.mapping
+    ns: dict = {}
+    msym = Constants(m, "map_", nested={"params": "dev_"}, namespace=ns)
+    consts: dict = {}
+
+    def leaf(name, value):
+        if isinstance(value, np.ndarray):
+            consts[name] = value
+        else:
+            ns[name] = float(value)
+        return Sym(name)
+
+    dev = {}
+    for side, d in devices.arrays().items():
+        dev[side] = {k: ({kk: leaf(f"{k}_{kk}_{side}", vv) for kk, vv in v.items()} if isinstance(v, dict)
+                         else leaf(f"{k}_{side}", v)) for k, v in d.items()}
+    state = {side: {v: Sym(pair_state_name(v, side)) for v in dl.DEVICE_STATE} for side in dl.SIDES}
+    noise = None if dl.c2c_noise(m, 0, (1,)) is None else {side: Sym(f"c2c_{side}") for side in dl.SIDES}
+
+    ops = Brian2Ops(bind=True)
+    bias = ops.let("e_bias_step", dl.bias_energy(msym, dev, state))      # from the state before the step
+    new, _, pulses = dl.plasticity(ops, msym, dev, state, Sym(norm), Sym(h), Sym(z), Sym(gamma), noise)
+    tally = dl.pulse_tally(msym, pulses)
+    out = {PAIR_COUNTERS[k]: ops.let(f"{PAIR_COUNTERS[k]}_step", tally[k]) for k in ("potentiating", "depressing")}
+    out[PAIR_COUNTERS["pulse_energy_J"]] = ops.let("e_pulse_step", tally["energy_J"])
+    out[PAIR_COUNTERS["bias_energy_J"]] = bias
+    names = [pair_state_name(v, side) for side in dl.SIDES for v in dl.DEVICE_STATE]
+    final = {pair_state_name(v, side): ops.let(f"{pair_state_name(v, side)}_new", new[side][v])
+             for side in dl.SIDES for v in dl.DEVICE_STATE}      # everything from the old state ...
+    lines = common_subexpressions(ops.lines) + [f"{k} += {code_of(v)}" for k, v in out.items()]
+    lines += [f"{k} = {code_of(v)}" for k, v in final.items()]   # ... then assigned
+    F = dl.read_weight(msym, state["p"]["g_st"], state["m"]["g_st"])
+    model = [f"{n} : 1" for n in names] + [f"{n} : 1 (constant)" for n in consts]
+    model += [f"{code_of(s)} : 1" for s in (noise or {}).values()]
+    model += [f"{v} : 1" for v in PAIR_COUNTERS.values()]
+    model.append(f"F = {code_of(F)} : 1")
+    return PairEquations("\n".join(model), "\n".join(lines), ns, consts, tuple(names),
+                         {} if noise is None else {side: code_of(s) for side, s in noise.items()})

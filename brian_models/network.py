@@ -15,8 +15,8 @@ Built from a converted :class:`conversion.graph.Network` (sigma-delta form, floa
   h -> h, 64 x 64) carrying per-synapse W, F, lam, gamma.  Row norms and G z are native Brian2
   *summed variables* (``n2_post = (W + F)**2``, ``dot_post = (W + F) * z``); the neuron-side
   operations (N = sqrt(sum) + eps, a = dot / N + b, y = tanh(a)) are ``run_regularly`` code of the
-  h NeuronGroup; the plasticity F <- clip(lam F / N + gamma y z, +-f_max) is ``run_regularly`` code
-  of the Synapses (slot ``end``, after the neurons).  Everything is Brian2 code generation
+  h NeuronGroup; the plasticity F <- clip(lam F / N + gamma y z, +-f_max) (ideal synapse model) is
+  ``run_regularly`` code of the Synapses (slot ``end``, after the neurons).  Everything is Brian2 code generation
   (numpy or cython target); nothing runs in a Python ``network_operation``.
 
 Timing: like Lava, a graded event reaches the next layer's threshold one Brian2 step later, so one
@@ -28,14 +28,38 @@ Every SigmaDelta group's threshold is gated the same way to its own sub-step (de
 each layer sends at most one event per unit and frame, as the oracle does (ungated, a layer would
 already fire in sub-step 0 on its bias, before its input arrived, and then a second time).
 
+Device synapses (``synapses="device"``, :mod:`conversion.device_layer`): each synapse (h, f) of the
+plastic layer carries a differential pair of devices (p, m) -- per device the volatile state
+``g_st_*``, ``r_*``, ``q_*`` and the frozen draws of ``conversion.device_layer.build(mapping, W, lam)``
+(the Devices object the NumPy reference builds: same seed, same draws; W is its read-back
+long-term weight) -- and F is the read-back subexpression F = (g_st_p - g_st_m) / g_unit that the
+summed variables of the forward pass use.  The plasticity is *event-driven*: the h group has a
+custom event ``plastic`` (condition ``gate == 1``: once per frame, in the layer's sub-step, after
+its run_regularly computed y and N), and both Synapses objects run one device step in an
+``on_post`` pathway of that event -- code generated from ``conversion.device_layer.plasticity``,
+``pulse_tally`` and ``bias_energy`` by :func:`brian_models.memristor_synapse.pair_equations`.
+Between events the devices' state is held; at each event it is first relaxed over the interval
+since the previous event, which is always one agent step (dt of the mapping, physical time), in
+closed form x <- x exp(-dt / tau_x) with each device's own retention factor from the Devices object
+(the exact solution of dx/dt = -x / tau_x that Brian2's event-driven equations apply at an event,
+with the factor computed once, as the NumPy reference multiplies with it).  Then the target
+F' / N + gamma h z^T, the split of dG between the devices, the exact soft-bound inversion, width,
+cap and the pulse with the device's own a_st, facilitation, availability and the step's
+cycle-to-cycle factor: the host draws it with ``conversion.device_layer.c2c_noise(mapping, step,
+(1, H, K))`` (step: agent steps since the runner was built, as the reference's) and writes it into
+the synapses' ``c2c_p`` / ``c2c_m`` before each frame.  Pulses and energies accumulate per synapse
+(``n_pot``, ``n_dep``, ``e_pulse``, ``e_bias``); ``runner.device_stats`` sums them as the reference's
+``device_stats`` (conversion.simulator.DEVICE_COUNTERS), across resets.
+
 Relation to the memristive synapse (brian_models/memristor_synapse.py): F is the volatile part
 G_ST of a differential device pair (F = (g_st+ - g_st-) / g_unit) and lam the retention over one
 frame, lam = exp(-dt_frame / tau(V_bias)) (the device's ``dg_st/dt = -g_st / tau``); the Hebbian
 term gamma y z is the change of G_ST caused by an update pulse in the linear, small-pulse regime
 of the device's soft-bounded rule (k (g_st_max - g_st) ~ k g_st_max when g_st << g_st_max), and
-f_max the conductance bound.  The plain STPN here uses the linear form, as the oracle does, so
-the network agrees with conversion's simulator; the division by the row norm N (F / N) and the
-tanh are neuron-side operations with no device counterpart.
+f_max the conductance bound.  The ideal synapse model uses that linear form, as the oracle does, so
+the network agrees with conversion's simulator (the device model above runs the full device rule);
+the division by the row norm N (F / N) and the tanh are neuron-side operations with no device
+counterpart.
 """
 from __future__ import annotations
 
@@ -43,10 +67,11 @@ import signal
 
 import numpy as np
 
-from brian_models import require_brian2
+from brian_models import memristor_synapse, require_brian2
 from brian_models.codegen import Brian2Ops, Sym, code_of
 from conversion import semantics as sem
 from conversion.backend import StepOut, UnsupportedNetworkError
+from conversion.simulator import DEVICE_COUNTERS
 from mstpn_base import signals
 from mstpn_base.errors import BackendUnavailableError, MstpnError
 
@@ -97,21 +122,53 @@ def conv_connectivity(node):
 class Brian2Runner:
     """Brian2 run of a converted sigma-delta network.
 
-    ``target`` numpy or cython: frame by frame (``step``), so it can play Pong in closed loop.
+    ``target`` numpy or cython: frame by frame (``step``), so it can play Pong in closed loop;
+    ``synapses="device"`` runs the plastic layer as device pairs (module docstring) with the mapping
+    ``device`` (a conversion.device_layer.Mapping or block; None: the node's device block).
     ``target`` cpp_standalone: recorded sequences only (``run_frames``): the frames become a
     ``TimedArray`` that drives the input group, and the whole sequence is one compiled C++ run
     (``directory``: where Brian2 writes the project; default a fresh temporary folder).
     """
 
-    def __init__(self, net, target: str = "numpy", directory=None):
+    def __init__(self, net, target: str = "numpy", directory=None, synapses: str = "ideal", device=None):
         b2 = require_brian2()
         if target not in TARGETS + ("cpp_standalone",):
             raise MstpnError(f"brian2 target {target!r}: choose numpy, cython or cpp_standalone")
         self.b2, self.net, self.target, self.directory = b2, net, target, directory
         self.name = "brian2" if target == "numpy" else f"brian2-{target.replace('cpp_', '')}"
         self.standalone = target == "cpp_standalone"
+        self.synapses = synapses
+        #: device model: per plastic node its Devices, Mapping and Brian2 objects
+        self.devices, self.mappings, self.plastic = {}, {}, {}
+        if synapses not in ("ideal", "device"):
+            raise UnsupportedNetworkError(f"brian2: unknown synapse model {synapses!r} (ideal or device)")
+        if synapses == "device":
+            if self.standalone:
+                raise UnsupportedNetworkError("brian2-standalone runs the ideal synapse model only; the device "
+                                              "model runs on brian2 and brian2-cython")
+            self._prepare_devices(net, device)
         if not self.standalone:
             self._build()
+
+    def _prepare_devices(self, net, device):
+        """The frozen devices of every plastic node: conversion.device_layer.build with the mapping
+        ``device`` (a Mapping or block) or the node's device block -- the Devices the NumPy
+        reference builds (same seed, same draws)."""
+        from conversion import device_layer as dl
+        from conversion import graph as g
+
+        for n in net.of_type(g.PlasticSTPN):
+            node = net.nodes[n]
+            block = device if device is not None else node.device
+            if block is None:
+                raise UnsupportedNetworkError(f"brian2: node {n!r} has no device block: the device synapse model "
+                                              "needs one (an m-STPN file, or device=Mapping(...))")
+            m = block if isinstance(block, dl.Mapping) else dl.Mapping.from_block(block)
+            self.mappings[n] = m
+            self.devices[n] = dl.build(m, node.W, node.lam)
+        #: counted device activity before the last reset (the Brian2 accumulators restart at 0)
+        self._dev_base = {n: dict.fromkeys(DEVICE_COUNTERS, 0) for n in self.devices}
+        self._dev_t = 0          # agent steps since construction: the index of the c2c draws (as NumPy's sim.t)
 
     # -- construction -------------------------------------------------------------------------
     def _build(self, input_frames=None):
@@ -225,7 +282,10 @@ class Brian2Runner:
             "a : 1", "y : 1", "sent : 1", "zprev : 1", "rownorm : 1", "b : 1 (constant)", "thr : 1 (constant)",
             "nev : 1", "nsyn : 1", "fan : 1 (constant)",
             "n2x : 1", "n2h : 1", "dotx : 1", "doth : 1", gate])
-        h = b2.NeuronGroup(H, eqs, **_sender("y"), clock=self.clock, name=f"g_{nodes[-1]}", namespace=ns)
+        # device model: the "plastic" event of every h unit, once per frame in the layer's sub-step,
+        # triggers the synapses' plasticity pathway
+        events = {"events": {"plastic": "gate == 1"}} if self.devices else {}
+        h = b2.NeuronGroup(H, eqs, **_sender("y"), clock=self.clock, name=f"g_{nodes[-1]}", namespace=ns, **events)
         h.b = st.b
         h.thr = np.broadcast_to(post.threshold.reshape(-1), (H,))
         # neuron-side operations, once per frame, before the threshold of that step (the masks
@@ -242,28 +302,49 @@ class Brian2Runner:
                                  y=ops.where(gate, sem.activation(ops, "tanh", Sym("a")), Sym("y"))),
                         when="before_thresholds", name=f"rr_{nodes[-1]}")
         x_payload = "x_pre" if "x" in pre_x.variables else "sent_pre"
-        model = lambda tag, z: "\n".join([  # noqa: E731
-            "W : 1 (constant)", "lam : 1 (constant)", "gamma : 1 (constant)", "F : 1",
+        # the plasticity's z: x -> h: x_sent (the source layer's sent value); h -> h: h_sent of the
+        # previous frame (zprev); the forward pass (summed variables, before h's reset) reads sent
+        z_of = {"x": "sent_pre", "h": "zprev_pre"}
+        z_read = {"x": "sent_pre" if x_payload == "sent_pre" else "x_pre", "h": "sent_pre"}
+        stpn_name = [n for n, k in zip(nodes, kinds) if k == "PlasticSTPN"][0]
+        dev = self.devices.get(stpn_name)
+        pairs = {}
+        if dev is not None:      # the device pairs, generated from conversion.device_layer
+            pairs = {tag: memristor_synapse.pair_equations(dev, norm="rownorm_post", h="y_post", z=z_of[tag])
+                     for tag in ("x", "h")}
+            ns.update(pairs["x"].namespace)
+        model = lambda tag: "\n".join([  # noqa: E731
+            "W : 1 (constant)", "lam : 1 (constant)", "gamma : 1 (constant)",
+            pairs[tag].model if pairs else "F : 1",
             f"n2{tag}_post = (W + F) * (W + F) : 1 (summed)",
-            f"dot{tag}_post = (W + F) * {z} : 1 (summed)"])
-        # x -> h: z = x_sent (the source layer's sent value); h -> h: z = h_sent of the previous frame
-        sx = b2.Synapses(pre_x, h, model("x", "sent_pre" if x_payload == "sent_pre" else "x_pre"),
-                         clock=self.clock, name="s_stpn_x", namespace=ns)
+            f"dot{tag}_post = (W + F) * {z_read[tag]} : 1 (summed)"])
+        # device model: the plasticity step is a pathway of the post group's "plastic" event
+        # (once per frame, in its last sub-step, after the neurons computed y and N)
+        path = (lambda tag: dict(on_post={"plasticity": pairs[tag].code}, on_event={"plasticity": "plastic"})
+                ) if pairs else (lambda tag: {})
+        sx = b2.Synapses(pre_x, h, model("x"), clock=self.clock, name="s_stpn_x", namespace=ns, **path("x"))
         jx, ix = np.meshgrid(np.arange(H), np.arange(I), indexing="ij")
         sx.connect(i=ix.ravel(), j=jx.ravel())
-        sh = b2.Synapses(h, h, model("h", "sent_pre"), clock=self.clock, name="s_stpn_h", namespace=ns)
+        sh = b2.Synapses(h, h, model("h"), clock=self.clock, name="s_stpn_h", namespace=ns, **path("h"))
         jh, ih = np.meshgrid(np.arange(H), np.arange(H), indexing="ij")
         sh.connect(i=ih.ravel(), j=jh.ravel())
-        for syn, cols, (jj, ii) in ((sx, slice(0, I), (jx, ix)), (sh, slice(I, K), (jh, ih))):
-            syn.W = st.W[:, cols].reshape(-1)
+        W = st.W if dev is None else dev.W           # device: the read-back long-term weights
+        for syn, cols, tag in ((sx, slice(0, I), "x"), (sh, slice(I, K), "h")):
+            syn.W = W[:, cols].reshape(-1)
             syn.lam = st.lam[:, cols].reshape(-1)
             syn.gamma = st.gamma[:, cols].reshape(-1)
-        # the plasticity phase, after the neurons fired (z of this frame: x_sent and h_sent(prev))
-        for syn, z in ((sx, "sent_pre"), (sh, "zprev_pre")):
-            ops, gate = Brian2Ops(), Sym("gate_post")
-            F_new = sem.stpn_plasticity(ops, Sym("F"), Sym("rownorm_post") + (1 - gate), Sym("lam"), Sym("gamma"),
-                                        Sym("y_post"), Sym(z), f_max=Sym("f_max"))
-            syn.run_regularly(ops.code(F=ops.where(gate, F_new, Sym("F"))), when="end", name=f"rr_{syn.name}")
+            for name, arr in (pairs[tag].constants.items() if pairs else ()):
+                setattr(syn, name, arr[:, cols].reshape(-1))
+        if not pairs:
+            # the plasticity phase, after the neurons fired (z of this frame: x_sent and h_sent(prev))
+            for syn, z in ((sx, z_of["x"]), (sh, z_of["h"])):
+                ops, gate = Brian2Ops(), Sym("gate_post")
+                F_new = sem.stpn_plasticity(ops, Sym("F"), Sym("rownorm_post") + (1 - gate), Sym("lam"),
+                                            Sym("gamma"), Sym("y_post"), Sym(z), f_max=Sym("f_max"))
+                syn.run_regularly(ops.code(F=ops.where(gate, F_new, Sym("F"))), when="end", name=f"rr_{syn.name}")
+        else:
+            self.plastic[stpn_name] = dict(synapses={"x": sx, "h": sh}, cols={"x": slice(0, I), "h": slice(I, K)},
+                                           pairs=pairs, shape=(H, K))
         objs += [h, sx, sh]
         self.stpn_synops = 2 * H * K   # W z + F z of the dense plastic layer (summed variables)
         return h
@@ -271,8 +352,64 @@ class Brian2Runner:
     # -- running ------------------------------------------------------------------------------
     def reset(self):
         if not self.standalone:
+            if self.devices:       # counts run on across episodes, as NumPy's device_stats
+                self._dev_base = {n: dict(c) for n, c in self.device_stats.items()}
             self.network.restore("episode_start")
         self._frames = 0
+
+    # -- the device model -----------------------------------------------------------------------
+    def _write_noise(self) -> None:
+        """This agent step's cycle-to-cycle factors (conversion.device_layer.c2c_noise, drawn in
+        NumPy from (seed, step) with the reference's (1, H, K) shape) into the synapses' c2c_*."""
+        from conversion import device_layer as dl
+
+        for n, info in self.plastic.items():
+            noise = dl.c2c_noise(self.mappings[n], self._dev_t, (1, *info["shape"]))
+            if noise is None:
+                continue
+            for tag, syn in info["synapses"].items():
+                for side, var in info["pairs"][tag].noise.items():
+                    setattr(syn, var, noise[side][0][:, info["cols"][tag]].reshape(-1))
+
+    def _count_step(self) -> None:
+        for n in self.plastic:
+            c = self._dev_base[n]
+            c["device_steps"] += 1
+            c["duration_s"] += self.mappings[n].dt
+
+    def _per_synapse(self, node, name) -> np.ndarray:
+        """A per-synapse variable of plastic ``node`` as an (H, K) array (x -> h columns, then h -> h)."""
+        info = self.plastic[node]
+        H, _ = info["shape"]
+        return np.concatenate([np.asarray(getattr(info["synapses"][t], name)[:]).reshape(H, -1) for t in ("x", "h")],
+                              axis=1)
+
+    def device_state(self, node: str = "stpn") -> dict:
+        """The volatile state of the devices of plastic ``node``: per side {g_st, r, q} arrays (H, K)."""
+        from conversion import device_layer as dl
+
+        return {side: {v: self._per_synapse(node, memristor_synapse.pair_state_name(v, side))
+                       for v in dl.DEVICE_STATE} for side in dl.SIDES}
+
+    def read_back_F(self, node: str = "stpn") -> np.ndarray:
+        """F = (g_st,p - g_st,m) / g_unit (H, K) of plastic ``node``, as the forward pass reads it."""
+        return self._per_synapse(node, "F")
+
+    @property
+    def device_stats(self) -> dict:
+        """Per plastic node the counted device activity since the start (synapses="device"), the keys
+        of conversion.simulator.DEVICE_COUNTERS: the per-synapse accumulators of the generated code
+        summed over the synapses, plus the counts before the last reset."""
+        out = {}
+        for n, info in self.plastic.items():
+            c = dict(self._dev_base[n])
+            for tag, syn in info["synapses"].items():
+                for key, var in info["pairs"][tag].counters.items():
+                    total = float(np.sum(np.asarray(getattr(syn, var)[:])))
+                    c[key] = c[key] + (int(round(total)) if key in ("potentiating", "depressing") else total)
+            c["pulses"] = c["potentiating"] + c["depressing"]
+            out[n] = c
+        return out
 
     @staticmethod
     def _value_name(grp) -> str:
@@ -350,8 +487,13 @@ class Brian2Runner:
         grp.x = np.asarray(obs, np.float64).reshape(-1)
         before = {n: (float(np.sum(g.nev[:])), float(np.sum(g.nsyn[:]))) for n, g in self.groups.items()
                   if "nev" in g.variables}
+        if self.devices:
+            self._write_noise()
         self._run(self.period * self.clock.dt)
         self._frames += 1
+        if self.devices:
+            self._count_step()
+            self._dev_t += 1
         out = StepOut(None)
         for name, _, _ in self.layers:
             g = self.groups[name]
@@ -370,13 +512,13 @@ class Brian2Runner:
         pass
 
 
-def make_runner(net, target: str = "numpy", **_):
-    return Brian2Runner(net, target=target)
+def make_runner(net, target: str = "numpy", synapses: str = "ideal", device=None, **_):
+    return Brian2Runner(net, target=target, synapses=synapses, device=device)
 
 
-def make_cython_runner(net, **_):
-    return Brian2Runner(net, target="cython")
+def make_cython_runner(net, synapses: str = "ideal", device=None, **_):
+    return Brian2Runner(net, target="cython", synapses=synapses, device=device)
 
 
-def make_standalone_runner(net, directory=None, **_):
-    return Brian2Runner(net, target="cpp_standalone", directory=directory)
+def make_standalone_runner(net, directory=None, synapses: str = "ideal", device=None, **_):
+    return Brian2Runner(net, target="cpp_standalone", directory=directory, synapses=synapses, device=device)
