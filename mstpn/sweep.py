@@ -691,6 +691,8 @@ def run_sweep(spec: dict, out, address: str | None = None, workers: int | None =
     out = ensure_dir(out)
     lock = lock_folder(out, "sweep")
     try:
+        # the summary's t-interval, loaded before any trial: a Ctrl-C must not land in its import
+        import scipy.stats  # noqa: F401
         from conversion import device_layer as dl
 
         training = spec.get("trial", "evaluate") == "train"
