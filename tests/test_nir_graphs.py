@@ -208,14 +208,30 @@ def test_published_graph_numpy_equals_snntorch(name, inputs):
     assert sum(r.get("spikes_ref", 0) for r in rows.values()) > 10   # the comparison has spikes to compare
 
 
+#: the reset each published graph was written for (NIR's own "zero" unless its name says otherwise)
+RESET = {"braille_noDelay_noBias_subtract": "subtract"}
+
+
 @pytest.mark.brian2
-@pytest.mark.parametrize("name", ["lif_norse", "two_lif_neurons", "braille_noDelay_bias_zero"])
+@pytest.mark.parametrize("name", ["lif_norse", "lif_rockpool", "two_lif_neurons", "braille_noDelay_bias_zero",
+                                  "braille_noDelay_noBias_subtract"])
 @pytest.mark.parametrize("integration", sem.INTEGRATIONS)
 def test_published_graph_numpy_equals_brian2(name, integration, inputs):
     p = NirProgram(DATA / f"{name}.nir")
-    ref = p.run(inputs[name], dt=DT, integration=integration)
-    rows = _assert_agrees(ref, _run_brian2(p, inputs[name], dt=DT, integration=integration), TOL["brian2"])
+    reset = RESET.get(name, "zero")
+    ref = p.run(inputs[name], dt=DT, integration=integration, reset=reset)
+    rows = _assert_agrees(ref, _run_brian2(p, inputs[name], dt=DT, integration=integration, reset=reset),
+                          TOL["brian2"])
     assert sum(r.get("spikes_ref", 0) for r in rows.values()) >= 2
+
+
+@pytest.mark.brian2
+def test_sinabs_cnn_numpy_equals_brian2():
+    """The NIR paper's sinabs CNN (Conv2d, IF, SumPool2d, Flatten, Affine) at dt = 1, 12 steps."""
+    p = NirProgram(DATA / "cnn_sinabs.nir")
+    x = synthetic_input(p.input_shape, 12, 0.3, seed=2)
+    rows = _assert_agrees(p.run(x, dt=1.0), _run_brian2(p, x, dt=1.0), TOL["brian2"])
+    assert all(rows[n]["spikes_ref"] > 0 for n in ("1", "3", "6"))
 
 
 def test_snntorch_refuses_what_its_importer_cannot_express():
