@@ -10,7 +10,7 @@ from conversion.backend import layer_names
 from mstpn import compare as C
 from mstpn.observations import load_observations
 from mstpn_base import registry
-from mstpn_base.errors import DataFormatError, MstpnError, ParameterError
+from mstpn_base.errors import MstpnError, ParameterError
 from mstpn_base.io import atomic_path, atomic_write_json, atomic_write_text
 from mstpn_base.lock import lock_folder
 

@@ -19,7 +19,6 @@ is registered here (the registry decides which backends run which model).
 import dataclasses
 import json
 
-import numpy as np
 import pytest
 import torch
 
