@@ -155,17 +155,9 @@ class Brian2Runner:
         ``device`` (a Mapping or block) or the node's device block -- the Devices the NumPy
         reference builds (same seed, same draws)."""
         from conversion import device_layer as dl
-        from conversion import graph as g
 
-        for n in net.of_type(g.PlasticSTPN):
-            node = net.nodes[n]
-            block = device if device is not None else node.device
-            if block is None:
-                raise UnsupportedNetworkError(f"brian2: node {n!r} has no device block: the device synapse model "
-                                              "needs one (an m-STPN file, or device=Mapping(...))")
-            m = block if isinstance(block, dl.Mapping) else dl.Mapping.from_block(block)
-            self.mappings[n] = m
-            self.devices[n] = dl.build(m, node.W, node.lam)
+        self.devices = dl.network_devices(net, device, error=UnsupportedNetworkError)
+        self.mappings = {n: devs.mapping for n, devs in self.devices.items()}
         #: counted device activity before the last reset (the Brian2 accumulators restart at 0)
         self._dev_base = {n: dict.fromkeys(DEVICE_COUNTERS, 0) for n in self.devices}
         self._dev_t = 0          # agent steps since construction: the index of the c2c draws (as NumPy's sim.t)

@@ -340,6 +340,24 @@ def build(m: Mapping, W, lam) -> Devices:
                    int(np.count_nonzero(np.abs(W) > m.w_max)))
 
 
+def network_devices(net, device=None, error=ParameterError) -> dict:
+    """{node: Devices} for every PlasticSTPN node of ``net`` with ``device`` (a :class:`Mapping` or
+    block) or, if None, the node's own device block: the one place a network's devices are built,
+    so every backend gets the same draws.  A node without a block raises ``error``."""
+    from conversion import graph as g
+
+    out = {}
+    for n in net.of_type(g.PlasticSTPN):
+        node = net.nodes[n]
+        block = device if device is not None else node.device
+        if block is None:
+            raise error(f"node {n!r} has no device block: the device synapse model needs one "
+                        "(an m-STPN file, or device=Mapping(...))")
+        m = block if isinstance(block, Mapping) else Mapping.from_block(block)
+        out[n] = build(m, node.W, node.lam)
+    return out
+
+
 def init_state(shape, zeros=np.zeros) -> dict:
     """Fresh devices: g_st = r = q = 0, per side, arrays of ``shape`` (B, H, K)."""
     return {side: {v: zeros(shape) for v in DEVICE_STATE} for side in SIDES}

@@ -73,15 +73,10 @@ class Simulator:
         if synapses == "device":
             if self.fixed:
                 raise ParameterError("the device synapse model runs in float (fixed=False)")
-            for n in net.of_type(g.PlasticSTPN):
-                node = net.nodes[n]
-                block = device if device is not None else node.device
-                if block is None:
-                    raise ParameterError(f"node {n!r} has no device block; pass device=Mapping(...)")
-                m = block if isinstance(block, dl.Mapping) else dl.Mapping.from_block(block)
-                self.devices[n] = dl.build(m, node.W, node.lam)
+            self.devices = dl.network_devices(net, device)
+            for n, devs in self.devices.items():
                 self.device_stats[n] = dict.fromkeys(DEVICE_COUNTERS, 0)
-                self._dev_arrays[n] = self.devices[n].arrays()
+                self._dev_arrays[n] = devs.arrays()
         if self.fixed:
             if net.fixed is None:
                 raise ParameterError("network has no fixed-point parameters; quantise it first "

@@ -47,7 +47,6 @@ import numpy as np
 
 import lava_procs
 from lava_procs import run_config  # noqa: F401  (re-exported for users of lava_processes)
-from conversion import graph as cg
 from conversion.backend import (StepOut, UnsupportedNetworkError, layer_depths, layers_of, logits_node,
                                 value_exponent)
 from conversion.simulator import DEVICE_COUNTERS
@@ -88,16 +87,7 @@ def build_devices(net, device=None) -> dict:
     ``device`` (a :class:`conversion.device_layer.Mapping` or block; None: the node's block)."""
     from conversion import device_layer as dl
 
-    out = {}
-    for n in net.of_type(cg.PlasticSTPN):
-        node = net.nodes[n]
-        block = device if device is not None else node.device
-        if block is None:
-            raise UnsupportedNetworkError(f"node {n!r} has no device block: the device synapse model needs one "
-                                          "(an m-STPN file, or a device mapping)")
-        m = block if isinstance(block, dl.Mapping) else dl.Mapping.from_block(block)
-        out[n] = dl.build(m, node.W, node.lam)
-    return out
+    return dl.network_devices(net, device, error=UnsupportedNetworkError)
 
 
 def lava_processes(net, fixed_point: bool = False, synapses: str = "ideal", device=None, devices: dict | None = None,

@@ -78,6 +78,16 @@ def describe_protocol(p: dict) -> str:
 
 
 @torch.no_grad()
+def _check_games(env_cfg: EnvConfig, episodes: int, seed: int, max_frames: int | None) -> None:
+    """ParameterError unless ``episodes`` games seeded ``seed``.. can be played within ``max_frames``."""
+    if episodes < 1:
+        raise ParameterError(f"episodes must be >= 1, got {episodes}")
+    if not (0 <= seed and seed + episodes - 1 < 2**31):
+        raise ParameterError(f"seeds must lie in [0, 2^31), got {seed}..{seed + episodes - 1}")
+    if max_frames is not None and max_frames < env_cfg.frameskip:
+        raise ParameterError(f"max_frames must be at least one agent step ({env_cfg.frameskip} frames)")
+
+
 def evaluate(policy: Policy, env_cfg: EnvConfig, episodes: int = EVAL_EPISODES, seed: int = EVAL_SEED_BASE,
              max_frames: int | None = None, gif=None, num_envs: int = 8, progress: bool = True,
              threads: int = 1) -> dict:
@@ -86,12 +96,7 @@ def evaluate(policy: Policy, env_cfg: EnvConfig, episodes: int = EVAL_EPISODES, 
     truncated and ``protocol``."""
     from snn_agent.envs import PongVecEnv
 
-    if episodes < 1:
-        raise ParameterError(f"episodes must be >= 1, got {episodes}")
-    if not (0 <= seed and seed + episodes - 1 < 2**31):
-        raise ParameterError(f"seeds must lie in [0, 2^31), got {seed}..{seed + episodes - 1}")
-    if max_frames is not None and max_frames < env_cfg.frameskip:
-        raise ParameterError(f"max_frames must be at least one agent step ({env_cfg.frameskip} frames)")
+    _check_games(env_cfg, episodes, seed, max_frames)
     torch.set_num_threads(threads)
     env_cfg = dataclasses.replace(env_cfg, reward_clipping=False)
     max_steps = (max_frames // env_cfg.frameskip) if max_frames else env_cfg.max_episode_frames // env_cfg.frameskip
@@ -210,12 +215,7 @@ def evaluate_converted(net, env_cfg: EnvConfig, episodes: int = EVAL_EPISODES, s
     from mstpn_base import registry
     from snn_agent.play import play_loop
 
-    if episodes < 1:
-        raise ParameterError(f"episodes must be >= 1, got {episodes}")
-    if not (0 <= seed and seed + episodes - 1 < 2**31):
-        raise ParameterError(f"seeds must lie in [0, 2^31), got {seed}..{seed + episodes - 1}")
-    if max_frames is not None and max_frames < env_cfg.frameskip:
-        raise ParameterError(f"max_frames must be at least one agent step ({env_cfg.frameskip} frames)")
+    _check_games(env_cfg, episodes, seed, max_frames)
     check_device_backend(backend, synapses)
     torch.set_num_threads(1)
     env_cfg = dataclasses.replace(env_cfg, reward_clipping=False)
