@@ -15,3 +15,18 @@ def scenario(n_steps=400, **changes):
     pulses += [(3 + i, 3, 0.9, 2 * w) for i in range(8)] + [(40 + 3 * i, 3, -1.0, w) for i in range(4)]
     pulses = [pl for pl in pulses if pl[0] < n_steps]
     return batch, ref.make_drive(p, n_steps, 4, 0.01, pulses, seed=5), [1e-9, 2e-9, 5e-9, 8e-9]
+
+
+def small_mstpn(seed: int = 3, gamma_seed: int = 0):
+    """A small m-STPN policy (H = 8, 3 actions, float64) with large plasticity: gamma_raw drawn
+    uniformly in [-0.3, 0.3] from ``gamma_seed`` (the device-in-the-loop tests' network)."""
+    import torch
+
+    from snn_agent.checkpoint import build_policy
+    from snn_agent.config import ModelConfig
+
+    pol = build_policy(ModelConfig(kind="mstpn", hidden=8, n_actions=3), seed=seed)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(gamma_seed)
+        pol.core.gamma_raw.copy_(torch.empty(pol.core.gamma_raw.shape).uniform_(-0.3, 0.3, generator=g))
+    return pol.double()

@@ -20,7 +20,6 @@ another draw) shows up at >= 1e-3.
 """
 import numpy as np
 import pytest
-import torch
 
 from conversion import device_layer as dl
 from conversion.backend import UnsupportedNetworkError
@@ -31,6 +30,8 @@ from memristor import equations as eq
 from mstpn_base import registry
 from snn_agent.checkpoint import build_policy
 from snn_agent.config import ModelConfig
+
+from device_scenarios import small_mstpn
 
 brian2 = pytest.importorskip("brian2")
 from brian_models import network as bnet  # noqa: E402
@@ -45,11 +46,7 @@ RTOL, ATOL_F, RTOL_ENERGY = 1e-6, 1e-9, 1e-9
 @pytest.fixture(scope="module")
 def net():
     """The small m-STPN of tests/test_device_layer.py (gamma x 40)."""
-    pol = build_policy(ModelConfig(kind="mstpn", hidden=8, n_actions=3), seed=3)
-    with torch.no_grad():
-        g = torch.Generator().manual_seed(0)
-        pol.core.gamma_raw.copy_(torch.empty(pol.core.gamma_raw.shape).uniform_(-0.3, 0.3, generator=g))
-    net = convert_policy(pol.double())
+    net = convert_policy(small_mstpn())
     net.nodes["stpn"].gamma = net.nodes["stpn"].gamma * 40.0
     return net
 

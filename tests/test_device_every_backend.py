@@ -17,9 +17,10 @@ from conversion import device_layer as dl
 from conversion.convert import convert_policy
 from mstpn_base import registry
 from mstpn_base.errors import BackendUnavailableError
-from snn_agent.checkpoint import build_policy
-from snn_agent.config import EnvConfig, ModelConfig
+from snn_agent.config import EnvConfig
 from snn_agent.play import play_loop
+
+from device_scenarios import small_mstpn
 
 torch.set_num_threads(1)
 STEPS = 40
@@ -29,11 +30,7 @@ REQUIRE_ALL = os.environ.get("MSTPN_REQUIRE_ALL_BACKENDS") == "1"
 
 @pytest.fixture(scope="module")
 def net():
-    pol = build_policy(ModelConfig(kind="mstpn", hidden=8, n_actions=3), seed=5).double()
-    with torch.no_grad():
-        g = torch.Generator().manual_seed(1)
-        pol.core.gamma_raw.copy_(torch.empty(pol.core.gamma_raw.shape).uniform_(-0.3, 0.3, generator=g))
-    return convert_policy(pol)
+    return convert_policy(small_mstpn(seed=5, gamma_seed=1))
 
 
 def _game(name, net, mapping):

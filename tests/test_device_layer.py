@@ -19,6 +19,8 @@ from snn_agent.checkpoint import build_policy
 from snn_agent.config import ModelConfig
 from snn_agent.device_stpn import DeviceSTPN
 
+from device_scenarios import small_mstpn
+
 torch.set_num_threads(1)
 TOL = 1e-9
 FRAMES = pong_like_frames(100, seed=1)[:, None]
@@ -27,11 +29,7 @@ FRAMES = pong_like_frames(100, seed=1)[:, None]
 @pytest.fixture(scope="module")
 def mstpn():
     """A small m-STPN (H = 8) with large plasticity, so that F reaches the bound f_max."""
-    pol = build_policy(ModelConfig(kind="mstpn", hidden=8, n_actions=3), seed=3)
-    with torch.no_grad():
-        g = torch.Generator().manual_seed(0)
-        pol.core.gamma_raw.copy_(torch.empty(pol.core.gamma_raw.shape).uniform_(-0.3, 0.3, generator=g))
-    pol = pol.double()
+    pol = small_mstpn()
     net = convert_policy(pol)
     net.nodes["stpn"].gamma = net.nodes["stpn"].gamma * 40.0   # beyond the device's pulse range
     return pol, net

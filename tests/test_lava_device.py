@@ -11,7 +11,6 @@ pulses (exactly) and energies (1e-6 relative).
 """
 import numpy as np
 import pytest
-import torch
 
 from conversion import device_layer as dl
 from conversion.backend import UnsupportedNetworkError
@@ -21,6 +20,7 @@ from mstpn_base import registry
 from snn_agent.checkpoint import build_policy
 from snn_agent.config import ModelConfig
 
+from device_scenarios import small_mstpn
 from lava_available import needs_lava
 
 pytestmark = needs_lava
@@ -33,11 +33,7 @@ RESET_AT = 60           # a new episode here: fresh devices, the cycle-to-cycle 
 @pytest.fixture(scope="module")
 def net():
     """The small m-STPN of tests/test_device_layer.py (large plasticity)."""
-    pol = build_policy(ModelConfig(kind="mstpn", hidden=8, n_actions=3), seed=3)
-    with torch.no_grad():
-        g = torch.Generator().manual_seed(0)
-        pol.core.gamma_raw.copy_(torch.empty(pol.core.gamma_raw.shape).uniform_(-0.3, 0.3, generator=g))
-    return convert_policy(pol.double())
+    return convert_policy(small_mstpn())
 
 
 def _state_numpy(runner) -> dict:
