@@ -420,14 +420,11 @@ class _Player:
             self.sim = Simulator(net, synapses="device", device=mapping)
 
     def play(self, env, seed: int, max_steps: int) -> dict:
-        from snn_agent.play import play_loop, play_simulator
+        from snn_agent.play import play_runner, play_simulator
 
         if self.backend == "numpy":
             return play_simulator(self.sim, env, seed=seed, max_frames=max_steps)
-        runner = self.runner
-        runner.reset()
-        # greedy: argmax of the logits, first index on ties (as Simulator.step(...).actions)
-        return play_loop(lambda obs: int(np.argmax(runner.step(obs[0, 0]).logits)), env, seed, max_steps=max_steps)
+        return play_runner(self.runner, env, seed, max_steps)
 
     @property
     def stats(self) -> dict:

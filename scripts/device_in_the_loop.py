@@ -41,7 +41,7 @@ def main(argv=None):
     from mstpn_base import registry
     from mstpn_base.io import atomic_write_json
     from snn_agent.checkpoint import load_policy
-    from snn_agent.play import env_config, play_loop, play_simulator
+    from snn_agent.play import env_config, play_runner, play_simulator
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="artifacts/mstpn/policy.safetensors")
@@ -79,8 +79,7 @@ def main(argv=None):
     def play(syn, env_cfg, seed):
         if syn != "device":
             return play_simulator(sims[syn], env_cfg, seed=seed, max_frames=args.max_steps)
-        device.reset()
-        return play_loop(lambda obs: int(np.argmax(device.step(obs).logits)), env_cfg, seed, max_steps=args.max_steps)
+        return play_runner(device, env_cfg, seed, max_steps=args.max_steps)
 
     while time.time() < t_end and i < args.games * len(conds):
         seed = args.first_seed + i // len(conds)

@@ -213,7 +213,7 @@ def evaluate_converted(net, env_cfg: EnvConfig, episodes: int = EVAL_EPISODES, s
     activity over all games, :data:`conversion.simulator.DEVICE_COUNTERS`) and ``games_device_stats``
     (the same per game)."""
     from mstpn_base import registry
-    from snn_agent.play import play_loop
+    from snn_agent.play import play_runner
 
     _check_games(env_cfg, episodes, seed, max_frames)
     check_device_backend(backend, synapses)
@@ -229,12 +229,10 @@ def evaluate_converted(net, env_cfg: EnvConfig, episodes: int = EVAL_EPISODES, s
     runner = registry.make_runner(backend, net, synapses=synapses, device=device)
     try:
         for i in range(episodes):
-            runner.reset()
             before = {n: dict(c) for n, c in (getattr(runner, "device_stats", {}) or {}).items()}
             record = gif is not None and i == 0
-            g = play_loop(lambda obs: int(np.argmax(runner.step(obs[0, 0]).logits)), env_cfg, seed + i, max_steps,
-                          keep_observations=record, on_step=(lambda _s, score: running.append(score)) if record
-                          else None)
+            g = play_runner(runner, env_cfg, seed + i, max_steps, keep_observations=record,
+                            on_step=(lambda _s, score: running.append(score)) if record else None)
             if record:
                 frames_gif = g["observations"]
             after = getattr(runner, "device_stats", {}) or {}

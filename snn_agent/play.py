@@ -152,6 +152,15 @@ def play_game(runner, net, seed: int = 0, max_steps: int | None = None, progress
     return dict(score=g["score"], steps=g["steps"], seconds=g["seconds"], truncated=not g["finished"])
 
 
+def play_runner(runner, env_cfg, seed: int = 0, max_steps: int | None = None, **kw) -> dict:
+    """Closed loop on a backend runner (conversion.backend's contract): ``runner.reset()``, then one
+    greedy game, the action the argmax of the logits (first index on ties, as Simulator's actions).
+    ``kw`` go to :func:`play_loop`."""
+    runner.reset()
+    return play_loop(lambda obs: int(np.argmax(runner.step(obs[0, 0]).logits)), env_cfg, seed, max_steps=max_steps,
+                     **kw)
+
+
 def play_simulator(sim, env_cfg, seed: int = 0, max_frames: int = 30_000) -> dict:
     """Closed loop: the reference simulator (batch 1) plays one greedy game (at most ``max_frames``
     agent steps). Returns score, steps, finished, actions (see :func:`play_loop`)."""

@@ -9,7 +9,6 @@ A backend that is not installed is skipped, unless MSTPN_REQUIRE_ALL_BACKENDS=1 
 import dataclasses
 import os
 
-import numpy as np
 import pytest
 import torch
 
@@ -18,7 +17,7 @@ from conversion.convert import convert_policy
 from mstpn_base import registry
 from mstpn_base.errors import BackendUnavailableError
 from snn_agent.config import EnvConfig
-from snn_agent.play import play_loop
+from snn_agent.play import play_runner
 
 from device_scenarios import small_mstpn
 
@@ -42,8 +41,7 @@ def _game(name, net, mapping):
         pytest.skip(str(exc))
     env = dataclasses.replace(EnvConfig(action_set="updown"), repeat_action_probability=0.25)
     try:
-        runner.reset()
-        game = play_loop(lambda obs: int(np.argmax(runner.step(obs).logits)), env, GAME_SEED, max_steps=STEPS)
+        game = play_runner(runner, env, GAME_SEED, max_steps=STEPS)
         return [int(a) for a in game["actions"]], dict(runner.device_stats["stpn"])
     finally:
         runner.close()
