@@ -9,7 +9,8 @@ Two renderings of one content: ``README.md`` (Markdown, readable on GitHub) and 
 * training curves of the shipped policies (``artifacts/*/curve.csv``);
 * device curves: the four characterisation protocols on the NumPy reference device model;
 * cross-simulator agreement and speed on a recorded sequence;
-* the energy account of the game.
+* the energy account of the game;
+* the devices-in-the-loop experiments committed under ``results/`` (:mod:`mstpn.experiments`).
 
 Figures are regenerated on every render from their sources (``run.json``, the artifacts folder,
 the device model), so ``mstpn report`` reflects newly trained artifacts.
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mstpn_base.errors import DataFormatError, ParameterError
+from mstpn.experiments import experiment_lines
 from mstpn_base.io import atomic_path, atomic_write_text, read_json
 
 #: the shipped policies, one folder per model (policy.safetensors, eval.json, curve.csv)
@@ -293,7 +295,7 @@ def _score(ev: dict | None) -> str:
     return f"{ev['mean']:+.2f} +- {ev['std']:.2f} ({ev['episodes']} games{interval})"
 
 
-def render_markdown(s: dict, models: list[dict], figures: dict) -> str:
+def render_markdown(s: dict, models: list[dict], figures: dict, results=None) -> str:
     game = s["game"]
     epf = game["events_per_frame"]
     trained = f"{s['trained_frames']:,}" if s.get("trained_frames") else "?"
@@ -336,7 +338,7 @@ def render_markdown(s: dict, models: list[dict], figures: dict) -> str:
                   f"{comp.get('frames', '?')} frames recorded from the {comp.get('reference', 'PyTorch policy')}.",
                   "", comp.get("table_md", ""), ""]
     lines += ["## Energy of this game", "", *measured_lines(s), "```", s["energy"]["table"], "```", "",
-              "![energy](energy/energy.png)", ""]
+              "![energy](energy/energy.png)", "", *experiment_lines(results)]
     return "\n".join(lines)
 
 
@@ -364,8 +366,9 @@ def render_html(markdown_text: str, folder: Path) -> str:
             f"<style>{style}</style></head><body>\n{_embed_images(body, folder)}\n</body></html>\n")
 
 
-def write_report(folder, summary: dict, artifacts=None, device_curves: bool = True) -> dict:
-    """Write figures, ``README.md`` and ``report.html`` into ``folder``; returns the file map."""
+def write_report(folder, summary: dict, artifacts=None, device_curves: bool = True, results=None) -> dict:
+    """Write figures, ``README.md`` and ``report.html`` into ``folder``; returns the file map.
+    ``results``: the folder of committed experiment results (default: the project's results/)."""
     folder = Path(folder)
     summary = validate_summary(summary, str(folder / "run.json"))
     models = collect_models(artifacts)
@@ -376,7 +379,7 @@ def write_report(folder, summary: dict, artifacts=None, device_curves: bool = Tr
         figures["training"] = "training_curves.png"
     if device_curves:
         figures["device"] = plot_device_curves(folder)
-    text = render_markdown(summary, models, figures)
+    text = render_markdown(summary, models, figures, results)
     atomic_write_text(folder / "README.md", text)
     atomic_write_text(folder / "report.html", render_html(text, folder))
     return {"markdown": folder / "README.md", "html": folder / "report.html", **figures}

@@ -31,6 +31,35 @@ def t_interval(x):
     return float(x.mean() - half), float(x.mean() + half)
 
 
+def write_summary(out, games, conds, args, devsum) -> dict:
+    """OUT/summary.json: n, mean, std, 95 % t-interval, seeds and scores per condition, over
+    complete rounds only (every condition on the same seeds); device rows add the counted
+    pulses and energies per agent step."""
+    from mstpn_base.io import atomic_write_json
+
+    # only complete rounds of each environment's conditions count, so every condition has the same seeds
+    summary = {}
+    for syn, env in conds:
+        rows = [r for r in games if r["synapses"] == syn and r["env"] == env]
+        n_common = min(len([r for r in games if r["synapses"] == s and r["env"] == env]) for s in args.conditions)
+        rows = rows[:n_common]
+        sc = [r["score"] for r in rows]
+        lo, hi = t_interval(sc)
+        summary[f"{syn}/{env}"] = {"n": len(sc), "mean": float(np.mean(sc)) if sc else None,
+                                   "std": float(np.std(sc, ddof=1)) if len(sc) > 1 else None,
+                                   "ci95": [lo, hi], "seeds": [r["seed"] for r in rows],
+                                   "scores": sc, "steps": [r["steps"] for r in rows],
+                                   "all_finished": all(r["finished"] for r in rows)}
+        if syn == "device" and rows:
+            steps = sum(r["steps"] for r in rows)
+            summary[f"{syn}/{env}"].update(
+                pulses_per_step=sum(r["pulses"] for r in rows) / steps,
+                pulse_energy_J_per_step=sum(r["pulse_energy_J"] for r in rows) / steps,
+                bias_energy_J_per_step=sum(r["bias_energy_J"] for r in rows) / steps)
+    atomic_write_json(out / "summary.json", {"summary": summary, "device": devsum, "args": vars(args)})
+    return summary
+
+
 def main(argv=None):
     import torch
 
@@ -94,26 +123,8 @@ def main(argv=None):
         print(f"{syn:13s} {env:13s} seed {seed}: {g['score']:+.0f} in {g['steps']} steps ({g['seconds']:.0f} s)", flush=True)
         atomic_write_json(out / "games.json", {"games": games, "device": devsum, "mapping": mapping.to_block()["mapping"]})
         i += 1
-    # only complete rounds of each environment's conditions count, so every condition has the same seeds
-    summary = {}
-    for syn, env in conds:
-        rows = [r for r in games if r["synapses"] == syn and r["env"] == env]
-        n_common = min(len([r for r in games if r["synapses"] == s and r["env"] == env]) for s in args.conditions)
-        rows = rows[:n_common]
-        sc = [r["score"] for r in rows]
-        lo, hi = t_interval(sc)
-        summary[f"{syn}/{env}"] = {"n": len(sc), "mean": float(np.mean(sc)) if sc else None,
-                                   "std": float(np.std(sc, ddof=1)) if len(sc) > 1 else None,
-                                   "ci95": [lo, hi], "seeds": [r["seed"] for r in rows],
-                                   "scores": sc, "steps": [r["steps"] for r in rows],
-                                   "all_finished": all(r["finished"] for r in rows)}
-        if syn == "device" and rows:
-            steps = sum(r["steps"] for r in rows)
-            summary[f"{syn}/{env}"].update(
-                pulses_per_step=sum(r["pulses"] for r in rows) / steps,
-                pulse_energy_J_per_step=sum(r["pulse_energy_J"] for r in rows) / steps,
-                bias_energy_J_per_step=sum(r["bias_energy_J"] for r in rows) / steps)
-    atomic_write_json(out / "summary.json", {"summary": summary, "device": devsum, "args": vars(args)})
+        write_summary(out, games, conds, args, devsum)
+    summary = write_summary(out, games, conds, args, devsum)
     for k, v in summary.items():
         print(k, {kk: v[kk] for kk in ("n", "mean", "std", "ci95")})
 
