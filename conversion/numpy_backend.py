@@ -63,8 +63,8 @@ def make_runner(net, synapses: str = "ideal", device=None, **_):
     return SimRunner(net, fixed=False, synapses=synapses, device=device)
 
 
-def make_fixed_runner(net, **_):
+def make_fixed_runner(net, synapses: str = "ideal", device=None, **_):
     if net.fixed is None:
         raise UnsupportedNetworkError("numpy-fixed needs a network with fixed-point parameters "
                                       "(mstpn convert with calibration)")
-    return SimRunner(net, fixed=True)
+    return SimRunner(net, fixed=True, synapses=synapses, device=device)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from conversion import device_layer as dl
+from conversion import device_layer_fixed as dlf
 from conversion import fixed_point as fx
 from conversion import graph as g
 from conversion import semantics as sem
@@ -70,13 +71,14 @@ class Simulator:
         if synapses not in SYNAPSE_MODELS:
             raise ParameterError(f"synapses must be one of {SYNAPSE_MODELS}, got {synapses!r}")
         self.synapses, self.devices, self.device_stats, self._dev_arrays = synapses, {}, {}, {}
+        self._dev_fixed = {}       # fixed point: the integer devices (conversion.device_layer_fixed)
         if synapses == "device":
-            if self.fixed:
-                raise ParameterError("the device synapse model runs in float (fixed=False)")
             self.devices = dl.network_devices(net, device)
             for n, devs in self.devices.items():
                 self.device_stats[n] = dict.fromkeys(DEVICE_COUNTERS, 0)
                 self._dev_arrays[n] = devs.arrays()
+                if self.fixed and net.fixed is not None and n in net.fixed:
+                    self._dev_fixed[n] = dlf.build_fixed(devs, net.fixed[n])
         if self.fixed:
             if net.fixed is None:
                 raise ParameterError("network has no fixed-point parameters; quantise it first "
@@ -124,7 +126,13 @@ class Simulator:
                 self.dense_macs[n] = int(node.weight.size)
             elif isinstance(node, g.PlasticSTPN):
                 self.dense_macs[n] = 2 * int(node.W.size)  # W z and F z
-                self.plastic[n] = self._plastic_params(n)
+                self.plastic[n] = pp = self._plastic_params(n)
+                # the row norms as |W|^2 + 2 W.F + |F|^2 (no G = W + F): |W|^2 per row, and for the
+                # fixed-point bound of W.F the largest row sum of |W << sG|
+                Wr = pp["Wsh"] if self.fixed else pp["W"]
+                pp["Wr_f"] = np.asarray(Wr, np.float64)
+                pp["Wsq"] = np.einsum("hk,hk->h", Wr, Wr)          # int64 exact (fixed point) or float
+                pp["wabs_row"] = float(np.abs(pp["Wr_f"]).sum(axis=1).max(initial=0))
         rate = [n for n in self.order if isinstance(net.nodes[n], g.RateIF)]
         self.segment = []
         if rate:
@@ -146,7 +154,7 @@ class Simulator:
         node = self.net.nodes[n]
         if self.fixed:
             fp = self.fp[n]
-            W = fp["w_mant"]
+            W = self._dev_fixed[n].w_mant if n in self._dev_fixed else fp["w_mant"]   # device: the read-back
             sG = int(fp["w_exp"]) - int(fp["f_exp"])
             Wsh = W << sG
             p = {"W": W, "sG": sG, "Wsh": Wsh, "Wsh_f": Wsh.astype(np.float64),
@@ -186,7 +194,10 @@ class Simulator:
         fp = self.fp.get(n, {})
         if isinstance(node, g.SigmaDelta):
             shape = (B, *node.out_shape)
-            return {"y": np.zeros(shape, dt), "sent": np.zeros(shape, dt)}
+            st = {"y": np.zeros(shape, dt), "sent": np.zeros(shape, dt)}
+            if fixed and fx.sd_rule(fp) == "lava":   # Lava's Vars act and residue (u units)
+                st.update(act=np.zeros(shape, dt), residue=np.zeros(shape, dt))
+            return st
         if isinstance(node, g.RateIF):
             return {"value": np.zeros((B, *node.out_shape)), "v": np.zeros((B, *node.out_shape))}
         if isinstance(node, (g.Conv2d, g.Affine)):
@@ -198,16 +209,33 @@ class Simulator:
             H, K = node.W.shape
             st = {"F": np.zeros((B, H, K), dt), "z": np.zeros((B, K), dt), "uW": np.zeros((B, H), dt),
                   "N": np.zeros((B, H), dt), "dh": np.zeros((B, H), dt)}
-            if n in self.devices:   # device state, per side: st["g_st_p"], st["r_m"], ...
-                st.update({f"{v}_{side}": a for side, d in dl.init_state((B, H, K)).items() for v, a in d.items()})
+            if n in self.devices:   # device state, per side: st["g_st_p"], st["r_m"], ... (fixed: int64 codes)
+                fresh = dlf.init_state((B, H, K)) if fixed else dl.init_state((B, H, K))
+                st.update({f"{v}_{side}": a for side, d in fresh.items() for v, a in d.items()})
             return st
         return {}
+
+    #: start from :func:`conversion.sd_reset.prephase_state` (False: the zero/bias state only)
+    prephase = True
+
+    def _fresh(self, n):
+        """The reset state of node ``n``: :meth:`_init_node` with the pre-phase state of a network
+        whose SigmaDelta layers follow Lava's rule (:mod:`conversion.sd_reset`) laid over it."""
+        st = self._init_node(n)
+        if self.prephase:
+            if not hasattr(self, "_pre"):
+                from conversion.sd_reset import prephase_state
+
+                self._pre = prephase_state(self.net, self.fixed)
+            for k, v in self._pre.get(n, {}).items():
+                st[k] = np.broadcast_to(v, st[k].shape).astype(st[k].dtype)
+        return st
 
     def reset(self, done=None):
         """Initial state for all batch elements (``done=None``) or those with ``done`` true."""
         self._mirror = {}          # float copies of integer state (fixed point), rebuilt on use
         if done is None:
-            self.state = {n: self._init_node(n) for n in self.order}
+            self.state = {n: self._fresh(n) for n in self.order}
             return
         done = np.asarray(done, bool).reshape(-1)
         if done.shape != (self.B,):
@@ -215,7 +243,7 @@ class Simulator:
         if not done.any():
             return
         for n in self.order:
-            fresh = self._init_node(n)
+            fresh = self._fresh(n)
             for k, arr in fresh.items():
                 self.state[n][k][done] = arr[done]
 
@@ -331,6 +359,9 @@ class Simulator:
         u = self.values[s]
         if u.shape[1:] != node.out_shape:
             u = u.reshape(self.B, *node.out_shape)
+        if self.fixed and "act" in st:
+            self._sigma_delta_lava(n, u)
+            return
         if self.fixed:
             fp = self.fp[n]
             if node.activation == "tanh":
@@ -351,6 +382,21 @@ class Simulator:
         st["y"], st["sent"] = y, sent
         self._count(n, "events", fire.sum())
         self.values[n], self.deltas[n] = st["sent"], e
+
+    def _sigma_delta_lava(self, n, u):
+        """Rule "lava" (:func:`conversion.fixed_point.sigma_delta_lava`): act = act(u) in u units,
+        fire where |act - believed| >= vth, payload (delta >> state_exp) in Y units; ``sent`` is
+        the sum of the payloads (what the receivers hold), ``y`` = act >> state_exp."""
+        node, st, fp = self.net.nodes[n], self.state[n], self.fp[n]
+        act = np.maximum(u, 0) if node.activation == "relu" else u
+        act = self.monitor.check(n, "act", act, fx.STATE_MAX, self.t)
+        S = int(fp["state_exp"])
+        pay, believed, fire = fx.sigma_delta_lava(act, st["act"] - st["residue"], int(fp["vth"]), S)
+        pay = self.monitor.check(n, "payload", pay, fx.STATE_MAX, self.t)
+        st["residue"], st["act"] = act - believed, act
+        st["y"], st["sent"] = act >> S, st["sent"] + pay
+        self._count(n, "events", fire.sum())
+        self.values[n], self.deltas[n] = st["sent"], pay
 
     def _PlasticSTPN(self, n):
         node, st, s = self.net.nodes[n], self.state[n], self.src[n]
@@ -378,11 +424,10 @@ class Simulator:
         self._count(n, "synops", H * nz)                     # F z over active presynaptic units
         self._count(n, "dense", self.dense_macs[n] * self.B)
         self._count(n, "plastic_ops", H * K * self.B)        # row norm (every synapse)
-        G = self._buffer(n, "G", F.shape)
         if self.fixed:
             m = self.monitor
             sG = pp["sG"]
-            S, Fz = self._norm_and_dot_exact(n, F, z, G)
+            S, Fz = self._norm_and_dot_exact(n, F, z)
             S = m.check(n, "norm_sq", S, fx.WIDE_MAX, self.t)
             st["N"] = np.maximum(fx.isqrt(S), 1)
             uW = m.check(n, "uW", st["uW"], fx.WIDE_MAX >> sG, self.t, saturate=False)
@@ -390,8 +435,13 @@ class Simulator:
             a = fx.round_div(dot, st["N"]) + fp["bias"]
             a = m.check(n, "a", a, fx.STATE_MAX, self.t)
         else:
-            np.add(W, F, out=G)                              # G = W + F
-            st["N"] = sem.stpn_norm(NUMPY, row_dots(G, G), node.norm_eps)
+            if n in self.devices:
+                G = self._buffer(n, "G", F.shape)
+                np.add(W, F, out=G)                          # G = W + F
+                S = row_dots(G, G)
+            else:                                            # sum_f G^2 = |W|^2 + 2 W.F + |F|^2
+                S = pp["Wsq"] + 2.0 * row_dots(pp["Wr_f"], F) + row_dots(F, F)
+            st["N"] = sem.stpn_norm(NUMPY, S, node.norm_eps)
             a = sem.stpn_preactivation(st["uW"] + matvec(F, z), st["N"], node.b)
         st["a"] = a
         self.values[n], self.deltas[n] = a, None
@@ -405,18 +455,21 @@ class Simulator:
             mir = self._mirror[n] = (F, Ff, float(np.max(np.abs(F), initial=0)))
         return mir[1], mir[2]
 
-    def _norm_and_dot_exact(self, n, F, z, G):
-        """Fixed point: the row sums of G^2 (G = W << sG + F) and F z, exact int64.  Computed in
-        float64 (BLAS) where every partial sum is an integer below 2**52, else in int64."""
+    def _norm_and_dot_exact(self, n, F, z):
+        """Fixed point: the row sums of G^2 (G = W << sG + F) and F z, exact int64.  The row sums
+        as |W << sG|^2 + 2 (W << sG).F + |F|^2, the two products in float64 (BLAS) where every
+        partial sum is an integer below 2**52 (|F|^2: its total, a sum of squares; W.F: max |F|
+        times the largest row sum of |W << sG|), else G^2 in int64."""
         pp = self.plastic[n]
         Ff, fmax = self._float_mirror(n, F)
-        np.add(pp["Wsh_f"], Ff, out=G)
-        S = row_dots(G, G)
-        if not exact_in_float(float(S.max(initial=0))):     # G^2 >= 0: the total bounds every partial sum
+        FF = row_dots(Ff, Ff)
+        if not exact_in_float(fmax * pp["wabs_row"]) and not self._mirror_exact(n):
+            fmax = self._tighten_mirror(n)
+        if exact_in_float(float(FF.max(initial=0))) and exact_in_float(fmax * pp["wabs_row"]):
+            S = pp["Wsq"] + 2 * row_dots(pp["Wr_f"], Ff).astype(INT) + FF.astype(INT)
+        else:
             Gi = pp["Wsh"] + F
             S = np.einsum("bhk,bhk->bh", Gi, Gi)
-        else:
-            S = S.astype(INT)
         zf = z.astype(np.float64)
         if exact_in_float(fmax * float(np.abs(zf).sum(axis=1).max(initial=0))):
             Fz = matvec(Ff, zf).astype(INT)
@@ -434,12 +487,12 @@ class Simulator:
         self._count(n, "plastic_ops", H * K * self.B + nz)   # decay of every synapse + Hebbian on active ones
         self._count(n, "hebbian", nz)                         # Hebbian increments (memristor update pulses)
         self._count(n, "plastic_dense", 3 * H * K * self.B)  # norm, decay, Hebbian of the dense network
-        if self.fixed:
+        if n in self.devices:
+            F = self._device_plasticity(n, h, z)
+        elif self.fixed:
             F = self._plasticity_exact(n, F, st["N"], h, z)
             if F is None:
                 F = self._plasticity_int(n, st["F"], st["N"], h, z)
-        elif n in self.devices:
-            F = self._device_plasticity(n, h, z)
         else:
             F = self._plasticity_float(n, F, st["N"], h, z)
         st["F"] = F
@@ -452,7 +505,7 @@ class Simulator:
         Fn, hebb = self._spare(n, "F", F), self._buffer(n, "hebb", F.shape)
         np.divide(F, N[:, :, None], out=Fn)
         np.multiply(Fn, node.lam, out=Fn)
-        np.multiply(h[:, :, None], z[:, None, :], out=hebb)
+        np.einsum("bh,bk->bhk", h, z, out=hebb)             # h z^T (one product per entry)
         np.multiply(hebb, node.gamma, out=hebb)
         np.add(Fn, hebb, out=Fn)
         if np.isfinite(node.f_max):
@@ -475,12 +528,14 @@ class Simulator:
         """The fixed-point plasticity of :meth:`_plasticity_int`, bit for bit, in float64 on exact
         integers (None where the bounds below do not hold; the caller then runs the int64 form).
 
-        With s = -f_exp, x = F 2**s / N and every magnitude below 2**52:
-        round_div(F << s, N) = floor(fl(x) + 1/2) (the rounding error of fl(x) and of the addition,
-        below (|x| + 1) 2**-52, is smaller than the distance 1/(2N) of x + 1/2 to the next integer
-        when it is not one, and an integer x + 1/2 is computed exactly); mul_q12(q, L) =
-        trunc(q (L 2**-12)) and rshift_round(p, k) = floor(p 2**-k + 1/2) with p = gamma h z, all
-        products exact integers times powers of two.
+        With s = -f_exp, x = F 2**s / N, r = fl(2**s / N) and u = 2**-53:
+        round_div(F << s, N) = floor(x + 1/2) = floor(fl(fl(F r) + c)) with c = 1/2 + eps,
+        0 < eps: the computed value is within (|x| + 1) 2**-51 < eps of x + c, and x + 1/2 is an
+        integer or at least 1/(2N) from one, so with eps + (|x| + 1) 2**-51 < 1/(2N) the floor
+        is the same.  mul_q12(q, L) = trunc(q (L 2**-12)) and rshift_round(p, k) =
+        floor(p 2**-k + 1/2) with p = gamma h z, all products exact integers times powers of two
+        below 2**52.  max |F| is carried as a bound (|q| <= |x| + 1, |trunc(q L')| <= |q| |L'|),
+        computed exactly only where that bound is too loose.
         """
         pp, fp, m = self.plastic[n], self.fp[n], self.monitor
         s, k = pp["f_shift"], pp["hebb_shift"]
@@ -489,45 +544,82 @@ class Simulator:
         nmin, nmax = (float(Nf.min()), float(Nf.max())) if Nf.size else (1.0, 1.0)
         hf, zf = h.astype(np.float64), z.astype(np.float64)
         hz_max = float(np.max(np.abs(hf), initial=0)) * float(np.max(np.abs(zf), initial=0))
-        if (s < 0 or nmin < 1 or k > 52
-                or not exact_in_float(fmax * 2.0 ** (s + 1) + 3 * nmax)                     # round_div
-                or not exact_in_float((fmax * 2.0**s / nmin + 1) * pp["lam_max"])             # q L
-                or not exact_in_float(pp["gamma_max"] * hz_max * 2.0 ** max(0, -k) + 1)):     # gamma h z
+        c = 0.5 + 0.25 / nmax
+        eps = c - 0.5                                        # exact (Sterbenz)
+
+        def bounds(fm):
+            xmax = fm * 2.0**s / nmin * (1 + 2.0**-40)
+            err = (xmax + 1) * 2.0**-50
+            ok = (s >= 0 and nmin >= 1 and k <= 52 and err < eps and eps + err < 0.5 / nmax * (1 - 2.0**-40)
+                  and exact_in_float(fm * 2.0**s + nmax)                                       # F r, x + c
+                  and exact_in_float((xmax + 1) * pp["lam_max"])                                # q L
+                  and exact_in_float(pp["gamma_max"] * hz_max * 2.0 ** max(0, -k) + 1))        # gamma h z
+            return ok, xmax
+        ok, xmax = bounds(fmax)
+        if not ok and not self._mirror_exact(n):
+            fmax = self._tighten_mirror(n)
+            ok, xmax = bounds(fmax)
+        if not ok:
             return None
         Fn, hebb = self._spare(n, "F_f", Ff), self._buffer(n, "hebb", F.shape)
-        np.divide(Ff, (Nf * 2.0**-s)[:, :, None], out=Fn)   # x = F 2**s / N
-        Fn += 0.5
+        np.einsum("bhk,bh->bhk", Ff, 2.0**s / Nf, out=Fn)   # fl(F r)
+        Fn += c
         np.floor(Fn, out=Fn)                                 # q = round_div(F << s, N)
         np.multiply(Fn, pp["lam_f"], out=Fn)
         np.trunc(Fn, out=Fn)                                 # mul_q12(q, L)
-        np.multiply(hf[:, :, None], zf[:, None, :], out=hebb)
+        np.einsum("bh,bk->bhk", hf, zf, out=hebb)           # h z^T
         np.multiply(hebb, pp["gamma_f"], out=hebb)           # gamma h z 2**-k
         hebb += 0.5
         np.floor(hebb, out=hebb)                             # rshift_round(gamma h z, k)
         Fn += hebb
+        bound = (xmax + 1) * pp["lam_max"] * 2.0**-fx.DECAY_BITS + pp["gamma_max"] * hz_max * 2.0**-k + 1
         if int(fp["f_max"]) >= 0:
             np.clip(Fn, -int(fp["f_max"]), int(fp["f_max"]), out=Fn)
+            bound = min(bound, float(fp["f_max"]))
         Fi = self._spare(n, "F", F)
         np.copyto(Fi, Fn, casting="unsafe")
-        new_max = float(max(Fn.max(initial=0), -Fn.min(initial=0)))
         self._retire(n, "F_f", Ff)
         self._retire(n, "F", F)
-        if new_max > fx.STATE_MAX:                          # saturate and record, as the int64 form
-            Fi = m.check(n, "F", Fi, fx.STATE_MAX, self.t)
-            self._mirror.pop(n, None)
-            return Fi
-        self._mirror[n] = (Fi, Fn, new_max)
+        exact = bound > fx.STATE_MAX
+        if exact:                                            # the bound allows saturation: the true max
+            bound = float(max(Fn.max(initial=0), -Fn.min(initial=0)))
+            if bound > fx.STATE_MAX:                         # saturate and record, as the int64 form
+                Fi = m.check(n, "F", Fi, fx.STATE_MAX, self.t)
+                self._mirror.pop(n, None)
+                return Fi
+        self._mirror[n] = (Fi, Fn, bound, exact)
         return Fi
 
+    def _mirror_exact(self, n) -> bool:
+        """Whether the float mirror's max |F| of ``n`` is the true maximum (not a bound)."""
+        mir = self._mirror.get(n)
+        return mir is None or len(mir) < 4 or mir[3]
+
+    def _tighten_mirror(self, n) -> float:
+        """Replace the mirror's bound of max |F| by the true maximum; returns it."""
+        F, Ff = self._mirror[n][:2]
+        fm = float(np.max(np.abs(Ff), initial=0))
+        self._mirror[n] = (F, Ff, fm, True)
+        return fm
+
     def _device_plasticity(self, n, h, z):
-        """The plasticity phase on device pairs (conversion.device_layer); counts pulses and energy."""
+        """The plasticity phase on device pairs (conversion.device_layer; fixed point: its integer
+        specification conversion.device_layer_fixed); counts pulses and energy."""
         st, devs, node = self.state[n], self.devices[n], self.net.nodes[n]
         m, arrays, c = devs.mapping, self._dev_arrays[n], self.device_stats[n]
         state = {side: {v: st[f"{v}_{side}"] for v in dl.DEVICE_STATE} for side in dl.SIDES}
-        c["bias_energy_J"] += float(dl.bias_energy(m, arrays, state))
-        new, F, pulses = dl.plasticity(NUMPY, m, arrays, state, st["N"][:, :, None], h[:, :, None], z[:, None, :],
-                                       node.gamma, dl.c2c_noise(m, self.t, st["F"].shape))
-        tally = dl.pulse_tally(m, pulses)
+        if self.fixed:
+            fd = self._dev_fixed[n]
+            c["bias_energy_J"] += dlf.bias_energy_int(fd, state)
+            new, F, pulses = dlf.plasticity_int(fd, state, st["N"][:, :, None], h[:, :, None], z[:, None, :],
+                                                self.fp[n]["gamma_mant"], dlf.c2c_noise_int(m, self.t, st["F"].shape),
+                                                self.monitor, n, self.t)
+            tally = dlf.pulse_tally_int(fd, pulses)
+        else:
+            c["bias_energy_J"] += float(dl.bias_energy(m, arrays, state))
+            new, F, pulses = dl.plasticity(NUMPY, m, arrays, state, st["N"][:, :, None], h[:, :, None], z[:, None, :],
+                                           node.gamma, dl.c2c_noise(m, self.t, st["F"].shape))
+            tally = dl.pulse_tally(m, pulses)
         for key in ("potentiating", "depressing"):
             c[key] += int(tally[key])
         c["pulses"] += int(tally["potentiating"]) + int(tally["depressing"])

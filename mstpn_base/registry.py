@@ -74,7 +74,7 @@ BUILTIN = (
                 default=True, install="numpy", synapses=("ideal", "device")),
     BackendSpec("numpy-fixed", "NumPy reference in Loihi-style fixed point (the bit-exact oracle)",
                 runner="conversion.numpy_backend:make_fixed_runner", precision="fixed", default=True,
-                install="numpy"),
+                install="numpy", synapses=("ideal", "device")),
     BackendSpec("snntorch", "rate-coded integrate-and-fire form in snnTorch",
                 runner="snn_agent.snntorch_backend:make_runner", default=True, install="snntorch"),
     BackendSpec("brian2", "Brian2 runtime, numpy code-generation target",
