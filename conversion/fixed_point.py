@@ -101,6 +101,43 @@ def to_int(x, exp: int) -> np.ndarray:
     return np.rint(np.asarray(x, np.float64) / 2.0**exp).astype(INT)
 
 
+# -- sigma-delta rules ------------------------------------------------------------------------
+#: sigma-delta rules of the fixed-point specification, by the integer code stored in ``net.fixed``
+#: (a SigmaDelta entry's ``rule`` key; absent: "round", the rule of version-1 files)
+SD_RULES = ("round", "lava")
+SD_RULE_CODE = {"round": 0, "lava": 1}
+#: state_exp of the "lava" rule after the first hidden layer (= lava-dl netx's fixed state_exp)
+LAVA_STATE_EXP = 6
+#: lava's SigmaDelta declares a 16-bit bias (the constructor's argument, scaled there by 2**state_exp)
+LAVA_BIAS_MAX = (1 << 15) - 1
+
+
+def sd_rule(entry: dict) -> str:
+    """The sigma-delta rule of a SigmaDelta node's fixed-point entry ("round" when it has none)."""
+    code = int(entry.get("rule", 0))
+    for name, c in SD_RULE_CODE.items():
+        if c == code:
+            return name
+    raise ParameterError(f"unknown sigma-delta rule code {code} (known: {SD_RULE_CODE})")
+
+
+def sigma_delta_lava(act, believed, vth: int, state_exp: int):
+    """Lava's fixed-point SigmaDelta/Delta step (lava.proc.sdn, fixed_pt), in the input's u units.
+
+    ``act`` = act(u) (identity or relu of the integrated input u, bias included); ``believed`` =
+    the sum of the deltas it has sent (Lava: act_prev - residue)::
+
+        delta = act - believed;  fire = |delta| >= vth;  s = fire ? delta : 0
+        believed <- believed + s  (Lava: residue = delta - s, act_prev = act)
+        payload = s >> state_exp  (floor: the receivers sum the payloads, not the deltas)
+
+    Returns (payload, new believed, fire)."""
+    delta = np.asarray(act, INT) - np.asarray(believed, INT)
+    fire = np.abs(delta) >= int(vth)
+    s = np.where(fire, delta, 0)
+    return s >> int(state_exp), believed + s, fire
+
+
 # -- tanh -------------------------------------------------------------------------------------
 def tanh_table(a_exp: int, h_exp: int) -> tuple[np.ndarray, int]:
     """(table, shift): table[i] = round(tanh(i * 2**s_exp) / 2**h_exp), i = 0..ceil(8 / 2**s_exp),

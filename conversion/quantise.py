@@ -17,6 +17,26 @@ Rules (``hr`` = headroom factor over the calibrated maxima, default 4 = 2 bits):
   K (127 * 2**(w_exp - f_exp) + 2**23)**2 <= 2**62 (row sum of G**2 in a 64-bit register);
   gamma 8-bit mantissa + exponent; lambda Q12 (= 12-bit decay for lambda in [0, 1]); f_max rounded down to the F LSB.
 * thresholds: floor(threshold / 2**e) per unit (an event needs |y - y_sent| > that integer).
+
+Sigma-delta rule (``sd_rule``; stored per SigmaDelta entry as ``rule`` and in ``_spec`` as
+``sd_rule``, codes :data:`conversion.fixed_point.SD_RULE_CODE`; version 2):
+
+* ``"round"`` (version-1 files, no ``rule`` key): y = act(rshift_round(u, out_exp - in_exp)),
+  e = y - sent, fire where |e| > threshold (per unit, Y units), payload e.
+* ``"lava"`` (default) for every identity/relu SigmaDelta (the input encoder and the conv layers;
+  the tanh node stays "round", it belongs to the plastic layer's own process): Lava's SigmaDelta
+  (:func:`conversion.fixed_point.sigma_delta_lava`) in u units, with the integer keys
+  ``state_exp`` S = out_exp - in_exp, ``vth`` (one per layer, u units) and ``step_exp``.
+  Exponents: the input encoder S = 0; the first hidden layer S1 = the calibrated out_exp - in_exp,
+  clipped to 0..6; every later one S = 6 (:data:`~conversion.fixed_point.LAVA_STATE_EXP`), or more
+  where the calibration needs it.  ``_spec["spike_exp"]`` = 6 - S1.  These are the exponents with
+  which lava-dl netx (state_exp 6, one spike_exp) reproduces the integers exactly
+  (:mod:`conversion.netx_export`): a layer's netx accumulator is 2**c times u (c = spike_exp for the
+  first, 0 after), so its bias and threshold are multiples of 2**step_exp u-LSBs, step_exp =
+  spike_exp + 6 - c.  vth = the smallest calibrated threshold of the layer as the strict test of
+  the float rule, ceil-free: floor(min(threshold) / 2**in_exp) + 1, then the nearest multiple of
+  2**step_exp (at least one step).  The synapse bias is rounded to a multiple of 2**step_exp; its
+  Lava constructor value bias / 2**S must fit 16 bits (:data:`~conversion.fixed_point.LAVA_BIAS_MAX`).
 """
 from __future__ import annotations
 
@@ -46,8 +66,10 @@ def _check_fit(name: str, x: np.ndarray, budget: int = fx.STATE_MAX):
         raise ParameterError(f"{name} does not fit its 24-bit budget after quantisation (|{m}| > {budget})")
 
 
-def quantise(net: g.Network, cal: Calibration, headroom: float = DEFAULT_HEADROOM) -> dict:
-    """Fill ``net.fixed`` for a sigma-delta network; returns it."""
+def quantise(net: g.Network, cal: Calibration, headroom: float = DEFAULT_HEADROOM, sd_rule: str = "lava") -> dict:
+    """Fill ``net.fixed`` for a sigma-delta network; returns it.  ``sd_rule``: "lava" or "round"."""
+    if sd_rule not in fx.SD_RULES:
+        raise ParameterError(f"sd_rule must be one of {fx.SD_RULES}, got {sd_rule!r}")
     if net.mode != "sigma_delta":
         raise ParameterError("only the sigma-delta form has a fixed-point version")
     if not (math.isfinite(headroom) and headroom >= 1):
@@ -101,6 +123,10 @@ def quantise(net: g.Network, cal: Calibration, headroom: float = DEFAULT_HEADROO
             out_exp[n] = e
     x_src = _neuron_of(net, net.source(st_name))
     a_min = _exp_for(cal.maxabs.get(st_name, 0.0), hr)
+    if sd_rule == "lava":
+        lava = _lava_exponents(net, weights, out_exp, {x_src: a_min, st.post: a_min})
+    else:
+        lava = {}
     for n in (x_src, st.post):
         out_exp[n] = max(out_exp[n], a_min)
     x_exp, h_exp = out_exp[x_src], out_exp[st.post]
@@ -128,6 +154,13 @@ def quantise(net: g.Network, cal: Calibration, headroom: float = DEFAULT_HEADROO
             mant, e_w = weights[n]
             u_exp = e_w + in_exp_of[src]
             bias = fx.to_int(node.bias, u_exp)
+            nrn = _lava_neuron(net, n, lava)
+            if nrn is not None:       # a multiple of the layer's netx step, 16-bit Lava mantissa
+                k, S = lava[nrn]["step_exp"], lava[nrn]["state_exp"]
+                bias = fx.to_int(node.bias, u_exp + k) << k
+                if np.max(np.abs(bias >> S), initial=0) > fx.LAVA_BIAS_MAX:
+                    raise ParameterError(f"{n}.bias / 2**state_exp ({int(np.max(np.abs(bias >> S)))}) does not fit "
+                                         f"Lava's 16-bit SigmaDelta bias")
             _check_fit(f"{n}.bias", bias)
             fixed[n] = {"weight_mant": mant, "weight_exp": e_w, "in_exp": in_exp_of[src], "u_exp": u_exp, "bias": bias}
             this_out = u_exp
@@ -137,6 +170,10 @@ def quantise(net: g.Network, cal: Calibration, headroom: float = DEFAULT_HEADROO
             if node.activation == "tanh":
                 lut, shift = fx.tanh_table(in_exp_of[src], out_exp[n])
                 ent.update(lut=lut, lut_shift=shift)
+            if n in lava:
+                ent.update(_lava_entry(node, in_exp_of[src], out_exp[n], lava[n]))
+            elif sd_rule == "lava":
+                ent["rule"] = fx.SD_RULE_CODE["round"]
             fixed[n] = ent
         elif isinstance(node, g.PlasticSTPN):
             bias = fx.to_int(st.b, z_exp)
@@ -150,6 +187,9 @@ def quantise(net: g.Network, cal: Calibration, headroom: float = DEFAULT_HEADROO
             fixed[n] = {"folded": 1}
         in_exp_of[n] = this_out
     fixed["_spec"] = {"headroom_x1000": int(round(hr * 1000)), "finest_exp": FINEST_EXP, "version": 1}
+    if sd_rule == "lava":
+        se = [v["spike_exp"] for v in lava.values() if "spike_exp" in v]
+        fixed["_spec"].update(version=2, sd_rule=fx.SD_RULE_CODE["lava"], spike_exp=se[0] if se else 0)
     net.fixed = fixed
     return fixed
 
@@ -161,3 +201,65 @@ def _neuron_of(net: g.Network, n: str) -> str:
             raise ParameterError(f"the plastic layer's input must come from a SigmaDelta node, found {n!r}")
         n = net.source(n)
     return n
+
+
+def _lava_exponents(net: g.Network, weights: dict, out_exp: dict, floor_exp: dict) -> dict:
+    """The "lava" rule's exponents (module docstring), in order: sets ``out_exp`` of every
+    identity/relu SigmaDelta to in_exp + S and returns {node: {state_exp, step_exp[, spike_exp]}}.
+    ``floor_exp``: lower bounds of out_exp (the plastic layer's input)."""
+    nodes, lava, in_exp, c, se = net.nodes, {}, {}, None, None
+    for n in net.order:
+        node = nodes[n]
+        if isinstance(node, g.Input):
+            in_exp[n] = 0
+            continue
+        src_exp = in_exp[net.source(n)]
+        if isinstance(node, (g.Conv2d, g.Affine)):
+            in_exp[n] = weights[n][1] + src_exp
+        elif isinstance(node, g.PlasticSTPN):
+            in_exp[n] = min(out_exp[_neuron_of(net, net.source(n))],
+                            max(out_exp[node.post], floor_exp.get(node.post, out_exp[node.post])))
+        elif isinstance(node, g.SigmaDelta):
+            if node.activation == "tanh":
+                in_exp[n] = out_exp[n]
+                continue
+            first_input = isinstance(nodes[net.source(n)], g.Input)
+            want = max(out_exp[n], floor_exp.get(n, out_exp[n])) - src_exp
+            if first_input:
+                S, ent = 0, {"step_exp": 0}
+            elif se is None:                         # first hidden layer: its netx accumulator is 2**se u
+                S = min(fx.LAVA_STATE_EXP, max(0, want))
+                se = fx.LAVA_STATE_EXP - S
+                ent = {"step_exp": fx.LAVA_STATE_EXP, "spike_exp": se}
+                c = se - fx.LAVA_STATE_EXP + S
+            else:
+                S = max(fx.LAVA_STATE_EXP, want)
+                ent = {"step_exp": se + fx.LAVA_STATE_EXP - c}
+                c = c - fx.LAVA_STATE_EXP + S
+            ent["state_exp"] = S
+            lava[n] = ent
+            out_exp[n] = src_exp + S
+            in_exp[n] = out_exp[n]
+        else:
+            in_exp[n] = src_exp
+    return lava
+
+
+def _lava_neuron(net: g.Network, n: str, lava: dict):
+    """The "lava" SigmaDelta node fed by synapse ``n`` (None if none)."""
+    for a, b in net.edges:
+        if a == n and b in lava:
+            return b
+    return None
+
+
+def _lava_entry(node: g.SigmaDelta, in_exp: int, out_exp: int, lv: dict) -> dict:
+    """rule, state_exp, step_exp and vth (u units) of a "lava" SigmaDelta node."""
+    k = int(lv["step_exp"])
+    thr = float(np.min(node.threshold)) if node.threshold.size else 0.0
+    vth = int(math.floor(thr / 2.0**in_exp)) + 1      # |delta| > thr  <=>  |delta| >= vth, delta integer
+    vth = max(1, int(np.rint(vth / 2.0**k))) << k
+    if vth > fx.STATE_MAX:
+        raise ParameterError(f"threshold {thr:.4g} does not fit the 24-bit vth of its Lava SigmaDelta")
+    assert out_exp - in_exp == lv["state_exp"]
+    return {"rule": fx.SD_RULE_CODE["lava"], "state_exp": int(lv["state_exp"]), "step_exp": k, "vth": vth}

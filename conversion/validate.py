@@ -181,8 +181,8 @@ def _check_fixed(net: g.Network, fixed) -> dict:
         raise DataFormatError("only a sigma-delta network may carry fixed-point parameters")
     out: dict = {}
     spec = fixed.get("_spec")
-    if not isinstance(spec, dict) or _as_int("_spec", "version", spec.get("version", -1), False) != 1:
-        raise DataFormatError("fixed-point block lacks its _spec entry (version 1)")
+    if not isinstance(spec, dict) or _as_int("_spec", "version", spec.get("version", -1), False) not in (1, 2):
+        raise DataFormatError("fixed-point block lacks its _spec entry (version 1 or 2)")
     out["_spec"] = {k: _as_int("_spec", k, v, False) for k, v in spec.items()}
     unknown = sorted(set(fixed) - set(net.nodes) - {"_spec"})
     if unknown:
@@ -194,6 +194,8 @@ def _check_fixed(net: g.Network, fixed) -> dict:
         keys = _FIXED_KEYS.get(kind, ())
         if isinstance(node, g.SigmaDelta) and node.activation == "tanh":
             keys = keys + ("lut", "lut_shift")
+        if isinstance(node, g.SigmaDelta) and isinstance(fixed.get(name), dict) and "rule" in fixed[name]:
+            keys = keys + (("rule", "state_exp", "step_exp", "vth") if int(fixed[name]["rule"]) else ("rule",))
         if not keys:
             if name in fixed:
                 raise DataFormatError(f"fixed-point entry for {kind} node {name!r}, which has none")
@@ -227,6 +229,11 @@ def _check_fixed(net: g.Network, fixed) -> dict:
             _shape(name, "threshold", e["threshold"], node.threshold.shape)
             _in_range(name, "threshold", e["threshold"], 0, fx.STATE_MAX)
             _equal(name, "in_exp", e["in_exp"], exp_out[src], f"the output exponent of {src!r}")
+            if "rule" in e:
+                _in_range(name, "rule", e["rule"], 0, len(fx.SD_RULES) - 1)
+            if e.get("rule", 0):
+                _equal(name, "state_exp", e["state_exp"], e["out_exp"] - e["in_exp"], "out_exp - in_exp")
+                _in_range(name, "vth", e["vth"], 1, fx.STATE_MAX)
             if "lut" in e:
                 table, shift = fx.tanh_table(e["in_exp"], e["out_exp"])
                 _equal(name, "lut_shift", e["lut_shift"], shift, "the tanh table rule")

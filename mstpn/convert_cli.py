@@ -5,14 +5,14 @@ Steps: load the policy (a checkpoint file, or ``random`` / ``random:SEED`` for a
 initialised STPN policy); convert (threshold 0); record ``--calib-frames`` Pong frames played by the
 policy; calibrate value ranges; choose the thresholds (``--rel`` or, by default, the largest
 relative threshold keeping ``--target`` action agreement on the calibration frames); quantise to
-fixed point (sigma-delta form); write the file (NIR layout + mstpn extension, atomically).
+fixed point (sigma-delta form, ``--sd-rule``: "lava" by default, see :mod:`conversion.quantise`); write the file (NIR layout + mstpn extension, atomically).
 """
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from conversion.calibrate import DEFAULT_TARGET
+from conversion.fixed_point import SD_RULES
 from conversion.graph import DEFAULT_RATE_STEPS
 from mstpn_base.checks import check_output_file, check_seed
 from mstpn_base.cliargs import add_out
@@ -39,6 +39,9 @@ def register(subparsers) -> None:
                    help="action agreement on the calibration frames that the tuned thresholds must keep")
     p.add_argument("--input-threshold", type=float, default=0.0, help="input event threshold [pixel units]")
     p.add_argument("--headroom", type=float, default=4.0, help="fixed-point headroom over calibrated maxima")
+    p.add_argument("--sd-rule", choices=SD_RULES, default="lava",
+                   help="fixed-point sigma-delta rule: 'lava' (Lava's SigmaDelta: fire at |delta| >= vth, floored "
+                        "payloads) or 'round' (the rounded-activation rule of version-1 files)")
     p.add_argument("--no-fixed-point", action="store_true",
                    help="do not add the fixed-point parameters (default: added, when calibrated)")
     p.set_defaults(func=cmd_convert)
@@ -59,7 +62,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     print(f"converting {desc} ({args.mode})")
     net = convert_with_calibration(policy, env_cfg, args.mode, args.rate_steps, args.calib_frames, args.seed,
                                    args.rel, args.target, args.input_threshold, args.headroom,
-                                   not args.no_fixed_point, source=desc)
+                                   not args.no_fixed_point, source=desc, sd_rule=args.sd_rule)
     write_network(args.out, net)
     print(f"wrote {args.out}: {len(net.nodes)} nodes, {len(net.edges)} edges"
           + (", fixed point" if net.fixed else ""))

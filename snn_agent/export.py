@@ -38,7 +38,7 @@ def load_source(spec: str):
 
 def convert_with_calibration(policy, env_cfg, mode="sigma_delta", rate_steps=DEFAULT_RATE_STEPS, calib_frames=300,
                              seed=0, rel=None, target=DEFAULT_TARGET, input_threshold=0.0, headroom=4.0,
-                             fixed_point=True, source="", log=print):
+                             fixed_point=True, source="", log=print, sd_rule="lava"):
     """The whole pipeline of ``mstpn convert`` on an in-memory policy; returns the Network."""
     meta = {"source": source, "env": dataclasses.asdict(env_cfg)}
     net = convert_policy(policy, mode=mode, rate_steps=rate_steps, metadata=meta)
@@ -62,6 +62,6 @@ def convert_with_calibration(policy, env_cfg, mode="sigma_delta", rate_steps=DEF
         rel, agree = cal_mod.tune_thresholds(net, cal, rec.frames, rec.starts, rec.actions, target, input_threshold)
         log(f"thresholds: rel = {rel} (calibration action agreement {agree:.4f}, target {target})")
     if fixed_point:
-        quantise(net, cal, headroom)
+        quantise(net, cal, headroom, sd_rule=sd_rule)
         log("fixed point: " + ", ".join(f"{n}: 2^{e['out_exp']}" for n, e in net.fixed.items() if "out_exp" in e))
     return net
