@@ -64,6 +64,7 @@ counterpart.
 from __future__ import annotations
 
 import signal
+import time
 
 import numpy as np
 
@@ -99,8 +100,9 @@ def _payload(pre) -> str:
 
 
 def _gate(phase: int) -> str:
-    """Subexpression that is 1 in sub-step ``phase`` of every frame (``period`` steps), else 0."""
-    return f"gate = int((int(t / dt + 0.5) % period) == {int(phase)}) : integer"
+    """Subexpression that is 1 in sub-step ``phase`` of every frame (``period`` steps from step
+    ``frame_offset``), else 0."""
+    return f"gate = int(((int(t / dt + 0.5) - frame_offset) % period) == {int(phase)}) : integer"
 
 
 def conv_connectivity(node):
@@ -127,7 +129,9 @@ class Brian2Runner:
     ``device`` (a conversion.device_layer.Mapping or block; None: the node's device block).
     ``target`` cpp_standalone: recorded sequences only (``run_frames``): the frames become a
     ``TimedArray`` that drives the input group, and the whole sequence is one compiled C++ run
-    (``directory``: where Brian2 writes the project; default a fresh temporary folder).
+    (``directory``: where Brian2 writes the project; default a fresh temporary folder).  After a
+    standalone ``run_frames`` the seconds of its parts: ``build_s`` (Brian2 objects and C++ code
+    generation), ``compile_s`` (make), ``run_s`` (the compiled binary), ``read_s`` (results read back).
     """
 
     def __init__(self, net, target: str = "numpy", directory=None, synapses: str = "ideal", device=None):
@@ -138,6 +142,7 @@ class Brian2Runner:
         self.name = "brian2" if target == "numpy" else f"brian2-{target.replace('cpp_', '')}"
         self.standalone = target == "cpp_standalone"
         self.synapses = synapses
+        self.build_s = self.compile_s = self.run_s = self.read_s = None   # standalone run_frames (s)
         #: device model: per plastic node its Devices, Mapping and Brian2 objects
         self.devices, self.mappings, self.plastic = {}, {}, {}
         if synapses not in ("ideal", "device"):
@@ -183,7 +188,14 @@ class Brian2Runner:
         self.period = max(depth.values())
         self.depth = depth
         self.clock = b2.Clock(dt=1 * b2.ms)
-        objs, groups, ns = [], {}, {"period": self.period}
+        # numpy/cython: the plastic layer (its h group, both Synapses, their summed variables and
+        # plasticity) runs on a frame clock (dt = period steps) that ticks in its sub-step only: the
+        # frames start at step 1 (frame_offset), so that sub-step period - 1 falls on multiples of
+        # period.  cpp_standalone: one clock, frames from step 0.
+        self.offset = 0 if self.standalone else 1
+        self.frame_clock = self.clock if self.standalone else b2.Clock(dt=self.period * self.clock.dt,
+                                                                       name="frame_clock")
+        objs, groups, ns = [], {}, {"period": self.period, "frame_offset": self.offset}
         fan = {}
         for name, nodes, src in layers:
             kinds = [type(net.nodes[n]).__name__ for n in nodes]
@@ -249,7 +261,14 @@ class Brian2Runner:
             groups[src].fan = f
         self.groups = groups
         self.fan = fan
+        if not self.standalone:   # run_loop's frame boundary, active only during run_loop
+            self._loop = None
+            self._boundary = b2.NetworkOperation(self._frame_boundary, clock=self.clock, when="end", order=10_000,
+                                                 name="frame_boundary")
+            self._boundary.active = False
+            objs.append(self._boundary)
         self.network = b2.Network(*objs)
+        self.network.t_ = self.offset * float(self.clock.dt)   # frame 0 starts at step offset
         self.namespace = ns
         self._frames = 0
         if not self.standalone:
@@ -269,7 +288,10 @@ class Brian2Runner:
         if len(pre_x) != I:
             raise UnsupportedNetworkError(f"brian2: plastic layer expects {I} inputs, its source has {len(pre_x)}")
         ns.update(stpn_eps=st.norm_eps, f_max=st.f_max)  # period is in ns already
-        gate = _gate(self.depth[nodes[-1]] - 1)
+        phase = self.depth[nodes[-1]] - 1
+        clock = self.frame_clock if phase == self.period - 1 else self.clock
+        # on the frame clock, every tick is the layer's sub-step (gate = 1: the same code, exact masks)
+        gate = "gate = 1 : integer" if clock is not self.clock else _gate(phase)
         eqs = "\n".join([
             "a : 1", "y : 1", "sent : 1", "zprev : 1", "rownorm : 1", "b : 1 (constant)", "thr : 1 (constant)",
             "nev : 1", "nsyn : 1", "fan : 1 (constant)",
@@ -277,7 +299,7 @@ class Brian2Runner:
         # device model: the "plastic" event of every h unit, once per frame in the layer's sub-step,
         # triggers the synapses' plasticity pathway
         events = {"events": {"plastic": "gate == 1"}} if self.devices else {}
-        h = b2.NeuronGroup(H, eqs, **_sender("y"), clock=self.clock, name=f"g_{nodes[-1]}", namespace=ns, **events)
+        h = b2.NeuronGroup(H, eqs, **_sender("y"), clock=clock, name=f"g_{nodes[-1]}", namespace=ns, **events)
         h.b = st.b
         h.thr = np.broadcast_to(post.threshold.reshape(-1), (H,))
         # neuron-side operations, once per frame, before the threshold of that step (the masks
@@ -314,10 +336,10 @@ class Brian2Runner:
         # (once per frame, in its last sub-step, after the neurons computed y and N)
         path = (lambda tag: dict(on_post={"plasticity": pairs[tag].code}, on_event={"plasticity": "plastic"})
                 ) if pairs else (lambda tag: {})
-        sx = b2.Synapses(pre_x, h, model("x"), clock=self.clock, name="s_stpn_x", namespace=ns, **path("x"))
+        sx = b2.Synapses(pre_x, h, model("x"), clock=clock, name="s_stpn_x", namespace=ns, **path("x"))
         jx, ix = np.meshgrid(np.arange(H), np.arange(I), indexing="ij")
         sx.connect(i=ix.ravel(), j=jx.ravel())
-        sh = b2.Synapses(h, h, model("h"), clock=self.clock, name="s_stpn_h", namespace=ns, **path("h"))
+        sh = b2.Synapses(h, h, model("h"), clock=clock, name="s_stpn_h", namespace=ns, **path("h"))
         jh, ih = np.meshgrid(np.arange(H), np.arange(H), indexing="ij")
         sh.connect(i=ih.ravel(), j=jh.ravel())
         W = st.W if dev is None else dev.W           # device: the read-back long-term weights
@@ -410,16 +432,25 @@ class Brian2Runner:
 
     def run_frames(self, frames) -> list:
         """Run a recorded sequence (T, 84, 84) from the episode start; one :class:`StepOut` per
-        frame.  numpy/cython: frame by frame; cpp_standalone: one compiled run."""
+        frame.  numpy/cython: one Brian2 run (:meth:`run_loop`); cpp_standalone: one compiled run."""
         if not self.standalone:
             self.reset()
-            return [self.step(f) for f in frames]
+            outs = []
+
+            def collect(out):
+                outs.append(out)
+                return frames[len(outs)] if len(outs) < len(frames) else None
+
+            if len(frames):
+                self.run_loop(frames[0], collect, max_frames=len(frames))
+            return outs
         import shutil
         import tempfile
 
         b2 = self.b2
         frames = np.asarray(frames, np.float64).reshape(len(frames), -1)
         directory = self.directory or tempfile.mkdtemp(prefix="mstpn_brian2_standalone_")
+        t0 = time.perf_counter()
         b2.set_device("cpp_standalone", directory=directory, build_on_run=False)
         try:
             self._build(input_frames=frames)
@@ -434,10 +465,15 @@ class Brian2Runner:
             n_steps = len(frames) * self.period
             self.network.run(n_steps * self.clock.dt, namespace=self.namespace)
             try:
-                b2.device.build(directory=directory, compile=True, run=True, debug=False)
+                b2.device.build(directory=directory, compile=True, run=True, debug=False, with_output=False)
             except Exception as exc:  # noqa: BLE001 - compiler missing or failing: say so
                 raise BackendUnavailableError(f"brian2 cpp_standalone could not build or run the C++ project in "
                                               f"{directory}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+            timers = b2.device.timers
+            self.compile_s = sum(v or 0.0 for v in timers["compile"].values())
+            self.run_s = float(timers["run_binary"] or 0.0)
+            self.build_s = time.perf_counter() - t0 - self.compile_s - self.run_s
+            t0 = time.perf_counter()
             ends = np.arange(len(frames)) * self.period + self.period - 1   # last step of each frame
             values = {n: np.asarray(getattr(m, self._value_name(self.groups[n]))[:, ends]).T for n, m in mons.items()}
             outs = [StepOut(None) for _ in frames]
@@ -460,6 +496,7 @@ class Brian2Runner:
         for k, out in enumerate(outs):
             out.acts = {n: v[k].copy() for n, v in values.items()}
             out.logits = out.acts[head].copy()
+        self.read_s = time.perf_counter() - t0
         return outs
 
     def _run(self, duration) -> None:
@@ -471,34 +508,86 @@ class Brian2Runner:
             raise signals.Interrupted(signal.SIGINT)
 
     def step(self, obs) -> StepOut:
+        """One frame: ``period`` Brian2 steps in one ``run()`` (closed loops: :meth:`run_loop`)."""
         if self.standalone:
             raise UnsupportedNetworkError("brian2-standalone compiles a whole recorded sequence into one C++ run; "
                                           "frame-by-frame and closed-loop play need brian2 or brian2-cython")
-        first = self.layers[0][0]
-        grp = self.groups[first]
-        grp.x = np.asarray(obs, np.float64).reshape(-1)
-        before = {n: (float(np.sum(g.nev[:])), float(np.sum(g.nsyn[:]))) for n, g in self.groups.items()
-                  if "nev" in g.variables}
+        before = self._begin_frame(obs)
+        self._run(self.period * self.clock.dt)
+        return self._end_frame(before)
+
+    def _counts(self) -> dict:
+        """Per sending group the totals (events, synaptic operations) counted so far."""
+        return {n: (float(np.sum(g.nev[:])), float(np.sum(g.nsyn[:]))) for n, g in self.groups.items()
+                if "nev" in g.variables}
+
+    def _begin_frame(self, obs) -> dict:
+        """Write frame ``obs`` into the input group (and the step's c2c draws); the counts before it."""
+        self.groups[self.layers[0][0]].x = np.asarray(obs, np.float64).reshape(-1)
         if self.devices:
             self._write_noise()
-        self._run(self.period * self.clock.dt)
+        return self._counts()
+
+    def _end_frame(self, before: dict) -> StepOut:
+        """After a frame's last Brian2 step: count it and read its :class:`StepOut`."""
+        from conversion.backend import logits_node
+
         self._frames += 1
         if self.devices:
             self._count_step()
             self._dev_t += 1
         out = StepOut(None)
+        after = self._counts()
         for name, _, _ in self.layers:
             g = self.groups[name]
-            v = getattr(g, self._value_name(g))[:]
-            out.acts[name] = np.asarray(v, np.float64).copy()
+            out.acts[name] = np.asarray(getattr(g, self._value_name(g))[:], np.float64).copy()
             if name in before:
-                ev, syn = before[name]
-                out.events[name] = int(round(float(np.sum(g.nev[:])) - ev))
-                out.synops[name] = int(round(float(np.sum(g.nsyn[:])) - syn))
-        from conversion.backend import logits_node
-
+                out.events[name] = int(round(after[name][0] - before[name][0]))
+                out.synops[name] = int(round(after[name][1] - before[name][1]))
         out.logits = out.acts[logits_node(self.net)].copy()
         return out
+
+    def run_loop(self, obs, on_frame, max_frames: int) -> int:
+        """Closed loop in one Brian2 ``run()``: frame ``obs`` (84, 84) first; at the end of every
+        frame's last step a network operation calls ``on_frame(StepOut)``, which returns the next
+        frame or None (the run stops there, at a frame boundary; also after ``max_frames``).
+        Continues from the runner's state (call :meth:`reset` first for a new episode).  Returns
+        the frames run.  One run pays Brian2's per-run() code-object set-up once, not per frame."""
+        if self.standalone:
+            raise UnsupportedNetworkError("brian2-standalone compiles a whole recorded sequence into one C++ run; "
+                                          "frame-by-frame and closed-loop play need brian2 or brian2-cython")
+        if int(max_frames) < 1:
+            raise MstpnError(f"max_frames must be >= 1, got {max_frames}")
+        start = self._frames
+        self._loop = dict(on_frame=on_frame, last=start + int(max_frames), sub=0, error=None,
+                          before=self._begin_frame(obs))
+        self._boundary.active = True
+        try:
+            self._run(int(max_frames) * self.period * self.clock.dt)
+        finally:
+            self._boundary.active = False
+            loop, self._loop = self._loop, None
+        if loop["error"] is not None:
+            raise loop["error"]
+        return self._frames - start
+
+    def _frame_boundary(self) -> None:
+        """The network operation of :meth:`run_loop`, in every step's ``end`` slot after all
+        other objects; acts in a frame's last step only."""
+        loop = self._loop
+        loop["sub"] += 1
+        if loop["sub"] % self.period:
+            return
+        try:
+            out = self._end_frame(loop["before"])
+            nxt = loop["on_frame"](out)
+            if nxt is None or self._frames >= loop["last"]:
+                self.network.stop()
+                return
+            loop["before"] = self._begin_frame(nxt)
+        except BaseException as exc:   # noqa: BLE001 - re-raised by run_loop after the run
+            loop["error"] = exc
+            self.network.stop()
 
     def close(self):
         pass

@@ -81,18 +81,21 @@ def record(policy, env_cfg, n_frames: int | None = None, seed: int = 0, random_a
                      np.stack(logits) if logits else None, score, finished)
 
 
-def play_loop(act, env_cfg, seed: int = 0, max_steps: int | None = None, keep_observations: bool = False,
-              on_step=None) -> dict:
-    """Closed loop, batch 1: ``act(obs) -> action`` plays one game of Pong (obs: (1, 1, 84, 84)
-    uint8).  Stops when the game ends or after ``max_steps`` agent steps (default: the env's
-    episode limit).  ``on_step(steps, score)`` is called after every step (progress display).
-    Returns score (raw points won - lost), steps, frames, finished, actions, seconds and, with
-    ``keep_observations``, the observations the agent saw."""
-    import time
-
+def game_limit(env_cfg, max_steps: int | None) -> int:
+    """Agent steps of one game: ``max_steps``, default the env's episode limit."""
     limit = int(max_steps) if max_steps else env_cfg.max_episode_frames // env_cfg.frameskip
     if limit < 1:
         raise ParameterError(f"max_steps must be >= 1, got {max_steps}")
+    return limit
+
+
+def game(env_cfg, seed: int = 0, max_steps: int | None = None, keep_observations: bool = False, on_step=None):
+    """One game of Pong, batch 1, as a generator: yields each observation (1, 1, 84, 84) uint8,
+    receives the action (``send``) and returns the result of :func:`play_loop` when the game ends
+    or after :func:`game_limit` steps.  Closing it early closes the env."""
+    import time
+
+    limit = game_limit(env_cfg, max_steps)
     env = _env(env_cfg, seed)
     score, actions, seen, finished = 0.0, [], [], False
     t0 = time.perf_counter()
@@ -101,7 +104,7 @@ def play_loop(act, env_cfg, seed: int = 0, max_steps: int | None = None, keep_ob
         for _ in range(limit):
             if keep_observations:
                 seen.append(obs[0, 0].copy())
-            a = int(act(obs))
+            a = int((yield obs))
             actions.append(a)
             obs, reward, done, _ = env.step(np.array([a]))
             score += float(reward[0])
@@ -117,6 +120,45 @@ def play_loop(act, env_cfg, seed: int = 0, max_steps: int | None = None, keep_ob
     if keep_observations:
         out["observations"] = seen
     return out
+
+
+def play_loop(act, env_cfg, seed: int = 0, max_steps: int | None = None, keep_observations: bool = False,
+              on_step=None) -> dict:
+    """Closed loop, batch 1: ``act(obs) -> action`` plays one game of Pong (obs: (1, 1, 84, 84)
+    uint8).  Stops when the game ends or after ``max_steps`` agent steps (default: the env's
+    episode limit).  ``on_step(steps, score)`` is called after every step (progress display).
+    Returns score (raw points won - lost), steps, frames, finished, actions, seconds and, with
+    ``keep_observations``, the observations the agent saw."""
+    g = game(env_cfg, seed, max_steps, keep_observations, on_step)
+    try:
+        obs = next(g)
+        while True:
+            obs = g.send(act(obs))
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        g.close()
+
+
+def _play_in_one_run(runner, env_cfg, seed, max_steps, **kw) -> dict:
+    """:func:`play_runner` on a runner that runs a whole closed loop itself
+    (``runner.run_loop(obs, on_frame, max_frames)``, e.g. Brian2 in one ``run()``): ``on_frame``
+    takes the greedy action, steps the game and returns its next frame (None: game over)."""
+    g = game(env_cfg, seed, max_steps, **kw)
+    result = {}
+
+    def on_frame(out):
+        try:
+            return g.send(int(np.argmax(out.logits)))[0, 0]
+        except StopIteration as stop:
+            result.update(stop.value)
+            return None
+
+    try:
+        runner.run_loop(next(g)[0, 0], on_frame, max_frames=game_limit(env_cfg, max_steps))
+    finally:
+        g.close()
+    return result
 
 
 def env_config(net) -> EnvConfig:
@@ -140,23 +182,24 @@ def record_frames(net, n_frames: int, seed: int = 0, policy=None) -> np.ndarray:
 
 
 def play_game(runner, net, seed: int = 0, max_steps: int | None = None, progress=None) -> dict:
-    """One full Pong game on a backend ``runner`` of ``net``, frame by frame.  Returns score
+    """One full Pong game on a backend ``runner`` of ``net`` (:func:`play_runner`).  Returns score
     (points won - lost), agent steps, seconds, truncated."""
     def report(steps, score):
         if progress and steps % 500 == 0:
             progress(f"  {getattr(runner, 'name', '?')}: {steps} steps, score {score:+.0f}")
 
-    runner.reset()
-    g = play_loop(lambda obs: np.argmax(runner.step(obs[0, 0]).logits), env_config(net), seed, max_steps,
-                  on_step=report)
+    g = play_runner(runner, env_config(net), seed, max_steps, on_step=report)
     return dict(score=g["score"], steps=g["steps"], seconds=g["seconds"], truncated=not g["finished"])
 
 
 def play_runner(runner, env_cfg, seed: int = 0, max_steps: int | None = None, **kw) -> dict:
     """Closed loop on a backend runner (conversion.backend's contract): ``runner.reset()``, then one
     greedy game, the action the argmax of the logits (first index on ties, as Simulator's actions).
-    ``kw`` go to :func:`play_loop`."""
+    A runner with ``run_loop`` (Brian2: the game in one ``run()``) plays it in its own loop, the same
+    game.  ``kw`` go to :func:`play_loop`."""
     runner.reset()
+    if callable(getattr(runner, "run_loop", None)):      # the whole game in the backend's own loop
+        return _play_in_one_run(runner, env_cfg, seed, max_steps, **kw)
     return play_loop(lambda obs: int(np.argmax(runner.step(obs[0, 0]).logits)), env_cfg, seed, max_steps=max_steps,
                      **kw)
 
