@@ -528,8 +528,11 @@ class Simulator:
         """The fixed-point plasticity of :meth:`_plasticity_int`, bit for bit, in float64 on exact
         integers (None where the bounds below do not hold; the caller then runs the int64 form).
 
-        With s = -f_exp, x = F 2**s / N, r = fl(2**s / N) and u = 2**-53:
-        round_div(F << s, N) = floor(x + 1/2) = floor(fl(fl(F r) + c)) with c = 1/2 + eps,
+        With s = -f_exp, x = F 2**s / N and every magnitude below 2**52: round_div(F << s, N) =
+        floor(fl(x) + 1/2) (the rounding error of fl(x) and of the addition, below (|x| + 1) 2**-52,
+        is smaller than the distance 1/(2N) of x + 1/2 to the next integer when it is not one, and
+        an integer x + 1/2 is computed exactly).  Faster, with r = fl(2**s / N) where the bounds
+        allow: floor(x + 1/2) = floor(fl(fl(F r) + c)) with c = 1/2 + eps,
         0 < eps: the computed value is within (|x| + 1) 2**-51 < eps of x + c, and x + 1/2 is an
         integer or at least 1/(2N) from one, so with eps + (|x| + 1) 2**-51 < 1/(2N) the floor
         is the same.  mul_q12(q, L) = trunc(q (L 2**-12)) and rshift_round(p, k) =
@@ -548,22 +551,27 @@ class Simulator:
         eps = c - 0.5                                        # exact (Sterbenz)
 
         def bounds(fm):
+            """(exact at all, by the reciprocal r, bound of |x|)"""
             xmax = fm * 2.0**s / nmin * (1 + 2.0**-40)
             err = (xmax + 1) * 2.0**-50
-            ok = (s >= 0 and nmin >= 1 and k <= 52 and err < eps and eps + err < 0.5 / nmax * (1 - 2.0**-40)
-                  and exact_in_float(fm * 2.0**s + nmax)                                       # F r, x + c
+            ok = (s >= 0 and nmin >= 1 and k <= 52
+                  and exact_in_float(fm * 2.0 ** (s + 1) + 3 * nmax)                           # round_div
                   and exact_in_float((xmax + 1) * pp["lam_max"])                                # q L
                   and exact_in_float(pp["gamma_max"] * hz_max * 2.0 ** max(0, -k) + 1))        # gamma h z
-            return ok, xmax
-        ok, xmax = bounds(fmax)
-        if not ok and not self._mirror_exact(n):
+            return ok, ok and err < eps and eps + err < 0.5 / nmax * (1 - 2.0**-40), xmax
+        ok, recip, xmax = bounds(fmax)
+        if not recip and not self._mirror_exact(n):
             fmax = self._tighten_mirror(n)
-            ok, xmax = bounds(fmax)
+            ok, recip, xmax = bounds(fmax)
         if not ok:
             return None
         Fn, hebb = self._spare(n, "F_f", Ff), self._buffer(n, "hebb", F.shape)
-        np.einsum("bhk,bh->bhk", Ff, 2.0**s / Nf, out=Fn)   # fl(F r)
-        Fn += c
+        if recip:
+            np.einsum("bhk,bh->bhk", Ff, 2.0**s / Nf, out=Fn)   # fl(F r)
+            Fn += c
+        else:                                                # fl(x) + 1/2 (correctly rounded division)
+            np.divide(Ff, (Nf * 2.0**-s)[:, :, None], out=Fn)
+            Fn += 0.5
         np.floor(Fn, out=Fn)                                 # q = round_div(F << s, N)
         np.multiply(Fn, pp["lam_f"], out=Fn)
         np.trunc(Fn, out=Fn)                                 # mul_q12(q, L)
