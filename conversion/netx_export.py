@@ -39,7 +39,15 @@ bits), message (16 bits, netx's default for SDNN) and bias (16 bits) fits within
 (default 1) times the calibrated maxima.  Graph 2 has se = 0 (messages = the h events, exactly);
 its accumulator has no bias (netx's Sigma has none): the host adds the head biases (JSON).
 
-Known differences from the project's integer specification (measured by tests/test_netx_export.py
+A network quantised with the sigma-delta rule "lava" (the default, :mod:`conversion.quantise`)
+is exported exactly: its ``_spec`` names the spike_exp, its first conv layer has
+s = 6 - spike_exp and the later ones s = 6, so c = spike_exp, then 0, and d = 0 (messages = the
+project's payloads); its biases and vth (u units) are multiples of 2**(se + 6 - c), so
+``bias = B >> (se + 6 - c)`` and ``vThMant = vth >> (se + 6 - c)`` are exact, and netx's pre-input
+firing is the project's pre-phase reset state (:mod:`conversion.sd_reset`).  The graph then
+reproduces the reference integers of conv1, conv2 and the heads bit for bit (tests/test_netx_export.py).
+
+Known differences of a network of the older rule "round" from the project's integer specification (measured by tests/test_netx_export.py
 and stated in docs/deploy.md): a SigmaDelta layer fires relu(bias) once before any input
 arrives; it thresholds the unrounded accumulator difference (with >=), not the rounded activation;
 it sends the floored delta ``s >> 6`` yet resets the residue as if all of ``s`` had been sent, so
@@ -87,6 +95,8 @@ DIFFERENCES = (
     "16-bit bias with resolution 2**(se + 6 - c) accumulator LSBs (JSON: bias_step)",
     "the Dense heads have no bias (netx's Sigma output): the host adds it",
 )
+#: what still differs for a network of the "lava" sigma-delta rule
+DIFFERENCES_LAVA = DIFFERENCES[-1:]
 
 
 @dataclass
@@ -128,6 +138,7 @@ class Plan:
     head_bias: np.ndarray  # in that LSB, added by the host
     head_shifts: dict
     notes: list = field(default_factory=list)
+    exact: bool = False  # the graph reproduces the reference integers ("lava" rule, exact steps)
 
 
 def _scalar_threshold(name: str, thr: np.ndarray, notes: list) -> int:
@@ -210,8 +221,11 @@ def plan(net: g.Network, spike_exp: int | None = None, headroom: float | None = 
     if int(fixed[sd_in]["out_exp"]) != 0:
         raise ParameterError("the input layer must send raw pixel integers (exponent 0)")
     notes: list = []
+    lava = fx.sd_rule(fixed[sd_in]) == "lava" and all(fx.sd_rule(fixed[sd]) == "lava" for _, sd in convs)
     t_in = _scalar_threshold(sd_in, fixed[sd_in]["threshold"], notes)
     thresholds = {sd: _scalar_threshold(sd, fixed[sd]["threshold"], notes) for _, sd in convs}
+    if lava:
+        t_in = int(fixed[sd_in]["vth"]) - 1
 
     def layers_for(se: int) -> tuple[list, list]:
         out, problems, c = [], [], se
@@ -224,6 +238,12 @@ def plan(net: g.Network, spike_exp: int | None = None, headroom: float | None = 
             bias = np.rint(fc["bias"].astype(np.float64) * 2.0 ** (c - se - STATE_EXP)).astype(np.int64)
             t = thresholds[sd]
             v_th = max(int(math.floor((t + 0.5) / 2.0**q + 0.5)), 0)
+            if lava:                 # exact: bias and vth are multiples of the step 2**(se + 6 - c)
+                k = se + STATE_EXP - c
+                if k < 0 or np.any(fc["bias"] % (1 << k)) or int(fs["vth"]) % (1 << k) or d != 0:
+                    problems.append(f"{sd}: not exact at spike_exp {se} (step 2**{k}, message shift {d})")
+                else:
+                    bias, v_th = fc["bias"] >> k, int(fs["vth"]) >> k
             node = nodes[conv]
             act_max = _maxabs(net, conv, u_exp, hr) * 2.0**c
             msg_max = _maxabs(net, sd, out_exp, hr) * 2.0**d
@@ -240,7 +260,12 @@ def plan(net: g.Network, spike_exp: int | None = None, headroom: float | None = 
             problems.append("input: pixel state / message out of range")
         return out, problems
 
-    if spike_exp is not None:
+    if lava and spike_exp is None:          # the network's own spike_exp: the exact one
+        se = int(fixed["_spec"].get("spike_exp", 0))
+        layers, problems = layers_for(se)
+        if problems:
+            notes.append(f"spike_exp {se}: " + "; ".join(problems))
+    elif spike_exp is not None:
         se = int(spike_exp)
         if not 0 <= se <= 7:
             raise ParameterError(f"spike_exp must lie in 0..7 (3 bits), got {spike_exp}")
@@ -278,8 +303,9 @@ def plan(net: g.Network, spike_exp: int | None = None, headroom: float | None = 
         start += r.shape[0]
     if 2 ** (-int(fh["out_exp"])) * 2.0**STATE_EXP > STATE_MAX:
         notes.append("heads input: |h| << 6 exceeds 24 bits")
+    exact = lava and not any("not exact" in pr for pr in problems)
     return Plan(se, hr, inp, tuple(nodes[inp].shape), t_in + 1, t_in, layers, post, t_h + 1, head_list, weight,
-                head_exp, np.concatenate(bias), shifts, notes)
+                head_exp, np.concatenate(bias), shifts, notes, exact)
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -349,8 +375,9 @@ def describe(net: g.Network, p: Plan, files: dict) -> dict:
                        "bias_step": p.spike_exp + STATE_EXP - cl.c,
                        "accumulator_exp": cl.u_exp - cl.c, "message_exp": cl.out_exp - cl.d,
                        "project_exp": cl.out_exp, "message_shift": cl.d,
-                       "to_project": f"Y = sum of messages * 2**{-cl.d} (approximately; exact only where netx "
-                                     "reproduces the project's rounding)"})
+                       "exact": p.exact,
+                       "to_project": (f"Y = sum of messages * 2**{-cl.d}" + (" (exact)" if p.exact else
+                                      " (approximately; exact only where netx reproduces the project's rounding)"))})
     last = p.convs[-1]
     heads = {h: {"output": o, "rows": list(r), "bias": p.head_bias[r[0]:r[1]].tolist(),
                  "weight_shift": p.head_shifts[h]} for h, o, r in p.heads}
@@ -377,7 +404,7 @@ def describe(net: g.Network, p: Plan, files: dict) -> dict:
         "spike_exp_rule": f"largest in 0..{SPIKE_EXP_MAX} with accumulators in 24 bits, messages and biases "
                           f"in 16 bits at headroom {p.headroom:g} over the calibrated ranges",
         "headroom": p.headroom,
-        "differences": list(DIFFERENCES),
+        "differences": list(DIFFERENCES_LAVA if p.exact else DIFFERENCES),
         "notes": p.notes,
     }
 
