@@ -321,14 +321,15 @@ class Simulator:
         self.values[n] = self.values[self.src[n]]
         self.deltas[n] = None
 
-    def _synapse_op(self, n, x, events: bool = False):
-        """W x of a synapse node; Conv2d: event-driven (only the active inputs) where that is the
-        smaller work (``events``), else im2col (:class:`conversion.ops.EventConv2d`)."""
+    def _synapse_op(self, n, x, events: bool = False, active=None):
+        """W x of a synapse node; Conv2d: event-driven (only the active inputs, ``active``: their
+        flat indices if known) where that is the smaller work (``events``), else im2col
+        (:class:`conversion.ops.EventConv2d`)."""
         node = self.net.nodes[n]
         if isinstance(node, g.Conv2d):
             kern, B = self.conv[n], x.shape[0]
             flat = x.reshape(B, -1)
-            return (kern(flat) if events else kern.dense(flat)).reshape(B, *node.out_shape)
+            return (kern(flat, active) if events else kern.dense(flat)).reshape(B, *node.out_shape)
         w = self.fp[n]["weight_mant"] if self.fixed else node.weight
         return x @ w.T
 
@@ -343,10 +344,11 @@ class Simulator:
             st["u"] = bias + self._synapse_op(n, self.values[s])
             self._count(n, "synops", self.dense_macs[n] * self.B)
         else:
-            du = self._synapse_op(n, d, events=True)
+            active = np.flatnonzero(d)
+            du = self._synapse_op(n, d, events=True, active=active)
             st["u"] = st["u"] + du
             fan = self.fan[n]
-            self._count(n, "synops", fan[np.flatnonzero(d) % fan.size].sum())   # events x fan-out
+            self._count(n, "synops", fan[active % fan.size].sum())   # events x fan-out
             if self.fixed:
                 st["u"] = self.monitor.check(n, "u", st["u"], fx.STATE_MAX, self.t)
         self.values[n], self.deltas[n] = st["u"], du
