@@ -40,8 +40,8 @@ One step (B, H, K arrays; N (B, H) the integer row norm, h, z the integer activa
                            dD < 0: the mirror image               (one pulse per device at most)
     invert     room = G_max - G (c > 0) or G (c < 0)
                k = min(round_div(|c| << 24, room), 2**24)      (room = 0, c != 0: k = 2**24)
-               |s| = max(1, min(ceil(k 2**10 / A), S_max))      (c != 0; else 0; rounded up, so
-                                                               that k = 2**24 empties or fills the device)
+               |s| = max(1, min(round_div(k << 10, A), S_max))  (c != 0; else 0; for k = 2**24 rounded
+                                                               up, so that a full pulse empties or fills it)
     devices    memristor.fixed_point.pulse_int(s * live, noise)    (own a_st, f(r), mu(q), n)
     read-back  F = rshift_round(G_p - G_m, g_frac)
 
@@ -224,7 +224,8 @@ def plasticity_int(fd: FixedDevices, state: dict, N, h, z, gamma, noise=None, mo
         k = np.where(room > 0, np.minimum(round_div(np.abs(d) << SPEC.k_frac, np.maximum(room, 1)), one_k),
                      np.where(d != 0, one_k, 0))
         num_s = k << (SPEC.drive_frac + SPEC.eff_frac - SPEC.k_frac)
-        mag = np.minimum((num_s + (fd.a_nom - 1)) // fd.a_nom, fd.s_max)    # rounded up: a k = 1 pulse reaches the bound
+        mag = np.where(k == one_k, (num_s + (fd.a_nom - 1)) // fd.a_nom, round_div(num_s, fd.a_nom))
+        mag = np.minimum(mag, fd.s_max)      # k = 1 rounded up: a full pulse reaches the bound
         s = np.sign(d) * np.where(d != 0, np.maximum(mag, 1), 0)
         applied = s if fd.live[side] is None else np.where(fd.live[side], s, 0)
         pulsed = applied != 0

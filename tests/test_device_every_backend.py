@@ -47,7 +47,9 @@ def _game(name, net, mapping):
         runner.close()
 
 
-@pytest.mark.parametrize("backend", [b for b in registry.synapse_backends("device") if b != "numpy"])
+# the fixed-point backends play the quantised network (tests/test_device_layer_fixed.py, tests/test_lava_device_fixed.py)
+@pytest.mark.parametrize("backend", [b for b in registry.synapse_backends("device")
+                                     if b != "numpy" and not registry.backends()[b].fixed])
 def test_same_seed_same_game_on_every_device_backend(net, backend):
     mapping = dl.Mapping.from_block(net.nodes["stpn"].device).replace(seed=11)
     want_actions, want = _game("numpy", net, mapping)
