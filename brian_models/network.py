@@ -101,8 +101,9 @@ def _payload(pre) -> str:
 
 def _gate(phase: int) -> str:
     """Subexpression that is 1 in sub-step ``phase`` of every frame (``period`` steps from step
-    ``frame_offset``), else 0."""
-    return f"gate = int(((int(t / dt + 0.5) - frame_offset) % period) == {int(phase)}) : integer"
+    ``frame_offset``; 0 in the steps before), else 0."""
+    step = "int(t / dt + 0.5)"
+    return f"gate = int((({step} - frame_offset) % period) == {int(phase)}) * int({step} >= frame_offset) : integer"
 
 
 def conv_connectivity(node):
@@ -188,13 +189,13 @@ class Brian2Runner:
         self.period = max(depth.values())
         self.depth = depth
         self.clock = b2.Clock(dt=1 * b2.ms)
-        # numpy/cython: the plastic layer (its h group, both Synapses, their summed variables and
-        # plasticity) runs on a frame clock (dt = period steps) that ticks in its sub-step only: the
-        # frames start at step 1 (frame_offset), so that sub-step period - 1 falls on multiples of
-        # period.  cpp_standalone: one clock, frames from step 0.
-        self.offset = 0 if self.standalone else 1
-        self.frame_clock = self.clock if self.standalone else b2.Clock(dt=self.period * self.clock.dt,
-                                                                       name="frame_clock")
+        # the plastic layer (its h group, both Synapses, their summed variables and plasticity) runs
+        # on a frame clock (dt = period steps) that ticks in its sub-step only: frame k is the steps
+        # frame_offset + k period + [0, period), frame_offset = 1, so that sub-step period - 1 falls on
+        # multiples of period.  numpy/cython start at step 1; cpp_standalone runs an idle step 0
+        # (every gate is 0 in it).
+        self.offset = 1
+        self.frame_clock = b2.Clock(dt=self.period * self.clock.dt, name="frame_clock")
         objs, groups, ns = [], {}, {"period": self.period, "frame_offset": self.offset}
         fan = {}
         for name, nodes, src in layers:
@@ -210,7 +211,7 @@ class Brian2Runner:
                 else:
                     ns["frames_in"] = b2.TimedArray(np.asarray(input_frames, np.float64),
                                                     dt=self.period * self.clock.dt)
-                    x_eq = "x = frames_in(t, i) : 1"
+                    x_eq = "x = frames_in(t - frame_offset * dt, i) : 1"
                 grp = b2.NeuronGroup(n_out, x_eq + "\nsent : 1\nthr : 1 (constant)\nnev : 1\nnsyn : 1\nfan : 1 (constant)\n"
                                      + _gate(0), **_sender("x"), clock=self.clock, name=f"g_{name}", namespace=ns)
                 grp.thr = last.threshold.reshape(-1)
@@ -268,7 +269,8 @@ class Brian2Runner:
             self._boundary.active = False
             objs.append(self._boundary)
         self.network = b2.Network(*objs)
-        self.network.t_ = self.offset * float(self.clock.dt)   # frame 0 starts at step offset
+        if not self.standalone:
+            self.network.t_ = self.offset * float(self.clock.dt)   # frame 0 starts at step offset
         self.namespace = ns
         self._frames = 0
         if not self.standalone:
@@ -290,8 +292,8 @@ class Brian2Runner:
         ns.update(stpn_eps=st.norm_eps, f_max=st.f_max)  # period is in ns already
         phase = self.depth[nodes[-1]] - 1
         clock = self.frame_clock if phase == self.period - 1 else self.clock
-        # on the frame clock, every tick is the layer's sub-step (gate = 1: the same code, exact masks)
-        gate = "gate = 1 : integer" if clock is not self.clock else _gate(phase)
+        # on the frame clock, every tick but tick 0 (before frame 0) is the layer's sub-step
+        gate = "gate = int(int(t / dt + 0.5) >= 1) : integer" if clock is not self.clock else _gate(phase)
         eqs = "\n".join([
             "a : 1", "y : 1", "sent : 1", "zprev : 1", "rownorm : 1", "b : 1 (constant)", "thr : 1 (constant)",
             "nev : 1", "nsyn : 1", "fan : 1 (constant)",
@@ -457,12 +459,12 @@ class Brian2Runner:
             mons, spikes = {}, {}
             for name, _, _ in self.layers:
                 grp = self.groups[name]
-                mons[name] = b2.StateMonitor(grp, self._value_name(grp), record=True, when="end",
-                                             clock=self.clock, name=f"m_{name}")
+                mons[name] = b2.StateMonitor(grp, self._value_name(grp), record=True, when="end",   # frame ends
+                                             clock=self.frame_clock, name=f"m_{name}")
                 if "nev" in grp.variables:
                     spikes[name] = b2.SpikeMonitor(grp, name=f"spk_{name}")
             self.network.add(*mons.values(), *spikes.values())
-            n_steps = len(frames) * self.period
+            n_steps = self.offset + len(frames) * self.period
             self.network.run(n_steps * self.clock.dt, namespace=self.namespace)
             try:
                 b2.device.build(directory=directory, compile=True, run=True, debug=False, with_output=False)
@@ -474,11 +476,12 @@ class Brian2Runner:
             self.run_s = float(timers["run_binary"] or 0.0)
             self.build_s = time.perf_counter() - t0 - self.compile_s - self.run_s
             t0 = time.perf_counter()
-            ends = np.arange(len(frames)) * self.period + self.period - 1   # last step of each frame
-            values = {n: np.asarray(getattr(m, self._value_name(self.groups[n]))[:, ends]).T for n, m in mons.items()}
+            # frame k ends at step offset + k period + period - 1 = (k + 1) period: frame-clock record k + 1
+            values = {n: np.asarray(getattr(m, self._value_name(self.groups[n]))[:, 1:len(frames) + 1]).T
+                      for n, m in mons.items()}
             outs = [StepOut(None) for _ in frames]
             for name, mon in spikes.items():
-                frame_of = np.asarray(np.round(np.asarray(mon.t / self.clock.dt)), int) // self.period
+                frame_of = (np.asarray(np.round(np.asarray(mon.t / self.clock.dt)), int) - self.offset) // self.period
                 idx = np.asarray(mon.i[:])
                 fan = self.fan.get(name, np.zeros(len(self.groups[name])))
                 ev = np.bincount(frame_of, minlength=len(frames))
