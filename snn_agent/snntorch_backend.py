@@ -94,6 +94,33 @@ def _affine_module(node, kind: str):
     return mod, "torch.nn"
 
 
+def _leaky_steps(neuron, cur, th, v_init: float, T: int, per_step: bool = False):
+    """The T spike maps of an snnTorch ``Leaky`` neuron (beta 1, reset by subtraction) with the
+    membrane starting at ``v_init * th``; ``cur`` constant (B, ...) or (``per_step``) one per
+    step (T, B, ...)."""
+    mem = (v_init * th).expand_as(cur[0] if per_step else cur).clone()
+    out = []
+    for t in range(T):
+        s, mem = neuron(cur[t] if per_step else cur, mem)
+        out.append(s)
+    return out
+
+
+def if_steps(cur, th, v_init: float, T: int, per_step: bool = False):
+    """:func:`_leaky_steps` as plain tensor operations, value for value: snnTorch's step
+    mem <- (1 * mem + I) - reset * th with reset = [mem > th] of the previous membrane, spike =
+    [mem > th]; returns the spikes (T, B, ...) as float32 (snnTorch's spike dtype)."""
+    mem = (v_init * th).expand_as(cur[0] if per_step else cur).clone()
+    spk = torch.empty((T, *mem.shape), dtype=torch.float32, device=mem.device)
+    reset = mem > th
+    for t in range(T):
+        mem.add_(cur[t] if per_step else cur)
+        mem.sub_(reset * th)
+        torch.gt(mem, th, out=reset)
+        spk[t] = reset
+    return spk
+
+
 class RateSTPNPolicy(nn.Module):
     """``logits, value, state, extras = module(obs, state)``; ``state=None`` starts an episode."""
 
@@ -150,18 +177,16 @@ class RateSTPNPolicy(nn.Module):
         th1, th2 = self.if1.threshold, self.if2.threshold
         # if1 over all T sub-steps first (its input is constant), then conv2 on all T spike maps in one
         # batched call (no feedback inside the conv segment, so the order is the same as step by step)
-        mem1 = (self.v_init * th1).expand_as(cur1).clone()
-        spk1 = []
-        for _ in range(T):
-            s1, mem1 = self.if1(cur1, mem1)
-            spk1.append(s1)
-        spk1 = torch.stack(spk1)                             # (T, B, C1, H1, W1)
+        fast = not torch.is_grad_enabled()                   # inference: the same steps as plain tensor ops
+        spk1 = (if_steps(cur1, th1, self.v_init, T) if fast
+                else torch.stack(_leaky_steps(self.if1, cur1, th1, self.v_init, T)))   # (T, B, C1, H1, W1)
         cur2 = self.conv2((spk1 * th1).flatten(0, 1)).unflatten(0, (T, B))
-        mem2 = (self.v_init * th2).expand_as(cur2[0]).clone()
-        cnt2 = torch.zeros_like(mem2)
-        for t in range(T):
-            s2, mem2 = self.if2(cur2[t], mem2)
-            cnt2 = cnt2 + s2
+        if fast:
+            cnt2 = if_steps(cur2, th2, self.v_init, T, per_step=True).sum(0)
+        else:
+            cnt2 = torch.zeros_like(cur2[0])
+            for s2 in _leaky_steps(self.if2, cur2, th2, self.v_init, T, per_step=True):
+                cnt2 = cnt2 + s2
         cnt1 = spk1.sum(0)
         r1 = cnt1 * th1 / T
         r2 = cnt2 * th2 / T
