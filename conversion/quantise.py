@@ -19,7 +19,7 @@ Rules (``hr`` = headroom factor over the calibrated maxima, default 4 = 2 bits):
 * thresholds: floor(threshold / 2**e) per unit (an event needs |y - y_sent| > that integer).
 
 Sigma-delta rule (``sd_rule``; stored per SigmaDelta entry as ``rule`` and in ``_spec`` as
-``sd_rule``, codes :data:`conversion.fixed_point.SD_RULE_CODE`; version 2):
+``sd_rule``, codes ``conversion.fixed_point.SD_RULE_CODE``; version 2):
 
 * ``"round"`` (version-1 files, no ``rule`` key): y = act(rshift_round(u, out_exp - in_exp)),
   e = y - sent, fire where |e| > threshold (per unit, Y units), payload e.
@@ -28,15 +28,15 @@ Sigma-delta rule (``sd_rule``; stored per SigmaDelta entry as ``rule`` and in ``
   (:func:`conversion.fixed_point.sigma_delta_lava`) in u units, with the integer keys
   ``state_exp`` S = out_exp - in_exp, ``vth`` (one per layer, u units) and ``step_exp``.
   Exponents: the input encoder S = 0; the first hidden layer S1 = the calibrated out_exp - in_exp,
-  clipped to 0..6; every later one S = 6 (:data:`~conversion.fixed_point.LAVA_STATE_EXP`), or more
+  clipped to 0..6; every later one S = 6 (``LAVA_STATE_EXP``), or more
   where the calibration needs it.  ``_spec["spike_exp"]`` = 6 - S1.  These are the exponents with
   which lava-dl netx (state_exp 6, one spike_exp) reproduces the integers exactly
   (:mod:`conversion.netx_export`): a layer's netx accumulator is 2**c times u (c = spike_exp for the
   first, 0 after), so its bias and threshold are multiples of 2**step_exp u-LSBs, step_exp =
   spike_exp + 6 - c.  vth = the smallest calibrated threshold of the layer as the strict test of
-  the float rule, ceil-free: floor(min(threshold) / 2**in_exp) + 1, then the nearest multiple of
+  the float rule, floor(min(threshold) / 2**in_exp) + 1, then the nearest multiple of
   2**step_exp (at least one step).  The synapse bias is rounded to a multiple of 2**step_exp; its
-  Lava constructor value bias / 2**S must fit 16 bits (:data:`~conversion.fixed_point.LAVA_BIAS_MAX`).
+  Lava constructor value bias / 2**S must fit 16 bits (``LAVA_BIAS_MAX``).
 """
 from __future__ import annotations
 
