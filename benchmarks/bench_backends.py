@@ -2,7 +2,14 @@
 and (``--games``) one full Pong game on every backend, frame by frame.
 
     python benchmarks/bench_backends.py [NET.nir | --checkpoint CKPT] [--frames 100] [--games]
-                                        [--backends B ...] [--quick] [--out DIR]
+                                        [--backends B ...] [--quick] [--profile] [--out DIR]
+
+The default run covers every backend but brian2-cython: torch, numpy, numpy-fixed, snntorch,
+brian2 (runtime mode, its first 30 frames), brian2-standalone (one C++ compilation; its compile
+time is reported apart from its run time, and ``run frames/s`` counts the compiled run alone),
+lava, lava-fixed and loihi2; a backend that cannot run here is listed as unavailable, with why.
+``--profile``: DIR/profile_<backend>.txt, the top functions by cumulative time of each backend's
+run (cProfile).
 
 ``--quick``: the fast backends only (torch, numpy, numpy-fixed, snntorch, lava, lava-fixed) on 200
 recorded frames (unless --frames / --backends say otherwise).  Pin it to one core for stable numbers
@@ -55,13 +62,14 @@ def main(argv=None) -> int:
     ap.add_argument("--backends", nargs="+", default=None)
     ap.add_argument("--quick", action="store_true", help="fast backends only, 200 frames")
     ap.add_argument("--games", action="store_true", help="play one full game on every backend")
+    ap.add_argument("--profile", action="store_true", help="write DIR/profile_<backend>.txt (cProfile, top functions)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("bench_out"))
     args = ap.parse_args(argv)
     if args.frames is None:
         args.frames = 200 if args.quick else 100
     if args.backends is None:
-        args.backends = list(QUICK) if args.quick else [b for b in ALL if b not in ("brian2-cython", "brian2-standalone")]
+        args.backends = list(QUICK) if args.quick else [b for b in ALL if b != "brian2-cython"]
     print(machine_header(argv))
 
     from snn_agent.export import convert_with_calibration
@@ -89,7 +97,13 @@ def main(argv=None) -> int:
             runner = registry.make_runner(name, net, **({"policy": policy} if name == "torch" else {}))
             row["build_s"] = time.perf_counter() - t0
             try:
-                res = C.run_sequence(runner, frames[:n], name)
+                res = profiled(lambda: C.run_sequence(runner, frames[:n], name),
+                               args.out / f"profile_{name}.txt" if args.profile else None)
+                for key in ("compile_s", "run_s"):                # brian2-standalone: compilation apart
+                    if getattr(runner, key, None) is not None:
+                        row[key] = float(getattr(runner, key))
+                if row.get("run_s"):
+                    row["run_fps"] = n / row["run_s"]
                 if args.games and not getattr(runner, "standalone", False):   # standalone: sequences only
                     g = play_game(runner, net, seed=args.seed, progress=print)
                     row.update(score=g["score"], game_steps=g["steps"], game_s=g["seconds"],
@@ -117,8 +131,31 @@ def main(argv=None) -> int:
         print(f"| {r['backend']} | {r['frames']} | {r['fps']:.1f} | {ratio:.3f} | {r['agreement']:.1%} | "
               f"{'-' if r['bit_exact'] is None else r['bit_exact']} | {r.get('score', '-')} | "
               f"{r.get('game_steps', '-')} | {r.get('game_fps', float('nan')):.1f} |")
+    for r in rows:
+        if "compile_s" in r:
+            print(f"{r['backend']}: compile {r['compile_s']:.1f} s, compiled run {r.get('run_s', 0):.2f} s "
+                  f"({r.get('run_fps', float('nan')):.1f} frames/s without the compilation)")
+    missing = [r for r in rows if "error" in r]
+    if missing:
+        print("unavailable: " + "; ".join(f"{r['backend']} ({r['error']})" for r in missing))
     save(args.out / "bench_backends.json", info, rows)
     return 0
+
+
+def profiled(fn, path: Path | None, top: int = 25):
+    """``fn()``; with ``path``, under cProfile, writing the ``top`` functions by cumulative time."""
+    if path is None:
+        return fn()
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    out = prof.runcall(fn)
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).strip_dirs().sort_stats("cumulative").print_stats(top)
+    path.write_text(buf.getvalue())
+    return out
 
 
 def machine_header(argv=None) -> str:
