@@ -30,5 +30,8 @@ def run_config(fixed_point: bool):
     from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
     from lava.proc.io.injector import Injector, PyLoihiInjectorModel
 
+    from lava_procs.io_models import PyLoihiInjectorModelInt
+
+    injector = PyLoihiInjectorModelInt if fixed_point else PyLoihiInjectorModel   # integers into int32 ports
     return Loihi2SimCfg(select_tag="fixed_pt" if fixed_point else "floating_pt",
-                        exception_proc_model_map={Extractor: PyLoihiExtractorModel, Injector: PyLoihiInjectorModel})
+                        exception_proc_model_map={Extractor: PyLoihiExtractorModel, Injector: injector})

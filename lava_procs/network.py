@@ -1,43 +1,40 @@
-"""The converted Pong policy as a Lava process graph, run frame by frame.
+"""The converted Pong policy as a graph of Lava's own processes, run frame by frame.
 
 Backends: ``lava`` (floating_pt models, float64), ``lava-fixed`` (fixed_pt models, bit-accurate
-against conversion's NumPy fixed-point simulator) and ``loihi2`` (the same graph for Loihi 2
-hardware through lava-loihi; it raises BackendUnavailableError where lava-loihi or a board is
-missing).
+against conversion's NumPy fixed-point simulator with the "lava" sigma-delta rule) and ``loihi2``
+(the same graph on Loihi 2 through lava-loihi; it raises BackendUnavailableError where lava-loihi
+or a board is missing).
 
-The converted :class:`conversion.graph.Network` is cut into *layers* (:func:`conversion.backend.layers_of`): each
-ends at a node that emits events (SigmaDelta) or at an Output; pass-through nodes (Scale, Flatten)
-join the layer after them.  For the Pong network::
+The converted :class:`conversion.graph.Network` is cut into layers (:func:`conversion.backend.layers_of`),
+each built from lava-nc's processes where Lava has them::
 
-    [input, sd_in] -> [scale, conv1, sd1] -> [conv2, sd2] -> [flatten, stpn, h] -> [pi, logits]
-                                                                                -> [v, value]
+    input, sd_in          -> lava.proc.sdn Delta (vth; the frame held over the frame's steps)
+    scale, conv1, sd1     -> lava.proc.conv Conv -> lava.proc.sdn SigmaDelta (RELU, bias, vth, state_exp)
+    conv2, sd2            -> Conv -> SigmaDelta
+    flatten, stpn, h      -> lava_procs.stpn_layer.PlasticLayer (its state in Vars)
+    pi, logits / v, value -> lava.proc.dense Dense -> lava.proc.sdn Sigma  (logits = bias + sigma)
 
-Each layer is one :class:`lava_procs.stpn_layer.SDLayer` process; the events of its last node
-travel to the next layer's ``a_in`` port.  A lava Injector carries each frame from the host into
-the first layer, a lava Extractor per layer brings its values, event counts and synaptic
-operations back.  One frame = ``period`` Lava time steps, because every layer delivers its events
-one step later (the lava Dense convention, see :mod:`lava_procs.stpn_layer`).  Each frame is one
-blocking ``run(RunSteps(period))``: the host sends the frame, runs, reads the logits, and in closed
-loop steps Pong before it sends the next frame.
+Lava's layout is (X, Y, C): a (C, H, W) array of the project is ``a.transpose(2, 1, 0)`` there; conv
+kernels are flipped (Lava's Conv convolves, PyTorch's correlates).  fixed_pt: the weights are the
+8-bit mantissas of ``net.fixed`` (Dense: doubled with weight_exp -1, as Lava keeps 8-bit mixed-sign
+weights even), SigmaDelta vth and bias are the "lava" rule's u-unit integers divided by
+2**state_exp (Lava's constructor multiplies them back).  floating_pt: Lava's float SigmaDelta fires
+at |delta| >= vth, so vth = the next float above the layer's threshold (the project's strict
+rule); it also fires relu(bias) once before the first frame reaches it (the pre-phase,
+:mod:`conversion.sd_reset`), which the float reference does not do: see docs/backends.md.
 
-The arithmetic of the nodes inside a layer is that of :class:`conversion.simulator.Simulator`
-(floating point, or its integer specification for fixed_pt), applied to that layer's nodes only
-(:class:`lava_procs.stpn_layer.LayerKernel`); specification and oracle share one implementation, as for the memristor
-process, so what the Lava graph adds (and what is tested) is the process structure, the event
-messages between processes and the timing.
+One frame = ``period`` Lava time steps (a synapse delivers one step later; the layer at depth d
+computes the frame at sub-step d - 1).  Closed loop: one blocking ``run(RunSteps(period))`` per
+frame.  A recorded sequence (:meth:`LavaRunner.run_frames`): one ``run(RunSteps(period * n))``,
+the host streaming frames into the Injector and payloads out of the Extractors meanwhile.
 
-Synapse models of the plastic layer: ``lava`` runs ``synapses="ideal"`` (the rule inside the layer's
-kernel) and ``synapses="device"``: the synapses are memristor device pairs whose state lives in
-the Vars of a :class:`lava_procs.memristor.layer.DeviceLayer` process beside the layer (an
-:class:`lava_procs.stpn_layer.SDPlasticLayer`).  The layer's neurons compute N, the pre-activation
-and tanh with the pairs' read-back W and the current F, send h, z and N to the devices, which
-step (:func:`conversion.device_layer.plasticity`, the reference simulator's devices and
-cycle-to-cycle draws) and send the read-back F back in the same time step::
+Synapse models of the plastic layer: ``synapses="ideal"`` (the rule inside the layer) and, in
+floating point, ``synapses="device"``: the synapses are memristor device pairs in a
+:class:`lava_procs.memristor.layer.DeviceLayer` beside the layer, which sends h, z and N and
+receives the read-back F in the same time step::
 
-    [flatten, stpn, h] --h, z, N--> DeviceLayer(stpn)
-                       <----F------
-
-``lava-fixed`` runs the ideal rule only (the device layer has no integer specification).
+    PlasticLayer --h, z, N--> DeviceLayer(stpn)
+                 <----F------
 """
 from __future__ import annotations
 
@@ -47,23 +44,40 @@ import numpy as np
 
 import lava_procs
 from lava_procs import run_config  # noqa: F401  (re-exported for users of lava_processes)
+from conversion import fixed_point as fx
+from conversion import graph as g
 from conversion.backend import (StepOut, UnsupportedNetworkError, layer_depths, layers_of, logits_node,
                                 value_exponent)
+from conversion.ops import conv_fanout
 from conversion.simulator import DEVICE_COUNTERS
 from lava_procs.lifecycle import LavaRuntime
 from mstpn_base.errors import BackendUnavailableError
+
+#: graded payloads between Lava processes (Conv/Dense num_message_bits)
+MESSAGE_BITS = 24
+
+
+def lava_shape(shape) -> tuple:
+    """Lava's (X, Y, C) order of a project (C, H, W) shape (1-D shapes unchanged)."""
+    return tuple(reversed(tuple(int(s) for s in shape)))
+
+
+def to_lava(a) -> np.ndarray:
+    """A project (C, H, W) array in Lava's (X, Y, C) layout."""
+    a = np.asarray(a)
+    return a.transpose(*reversed(range(a.ndim)))
 
 
 @dataclass
 class LavaGraph:
     """The converted network as Lava processes, to wire into one's own Lava graph.
 
-    ``input_port``: the first layer's ``a_in`` (InPort, the frame's pixels, flat); ``outputs``:
-    each layer's graded events ``s_out`` (OutPort) by layer name, e.g. ``outputs["logits"]``;
-    ``records``: each layer's ``rec_out`` (its value, event count and synaptic operations);
-    ``period``: Lava time steps per frame (one per layer depth: a synapse delivers one step
-    later); a frame sent at step k is complete at step k + period - 1.  Run with
-    ``run_config(fixed_point)``.
+    ``input_port``: the Delta encoder's ``a_in`` (the frame's pixels in Lava's (X, Y, C) layout,
+    held for the ``period`` steps of the frame); ``outputs``: each layer's OutPort by layer name:
+    the Delta/SigmaDelta payloads, the plastic layer's h events, the heads' Sigma (its
+    accumulated W h; value = ``bias[name]`` + it); ``records``: the plastic layer's ``rec_out``;
+    ``procs``: every process by node name; ``period``: Lava time steps per frame, a frame
+    sent at step k is complete at step k + period - 1.  Run with ``run_config(fixed_point)``.
     """
 
     layers: dict
@@ -73,6 +87,9 @@ class LavaGraph:
     records: dict
     period: int
     fixed_point: bool
+    procs: dict = field(default_factory=dict)
+    bias: dict = field(default_factory=dict)
+    kinds: dict = field(default_factory=dict)   # layer -> "delta", "sigma_delta", "plastic", "head"
     #: synapses="device": the :class:`lava_procs.memristor.layer.DeviceLayer` of each plastic node
     synapses: dict = field(default_factory=dict)
 
@@ -90,21 +107,116 @@ def build_devices(net, device=None) -> dict:
     return dl.network_devices(net, device, error=UnsupportedNetworkError)
 
 
+def _float_vth(net, n) -> float:
+    """Lava fires at |delta| >= vth: the next float above the (uniform) threshold is the strict rule."""
+    thr = np.asarray(net.nodes[n].threshold, np.float64)
+    if thr.size and np.any(thr != thr.flat[0]):
+        raise UnsupportedNetworkError(f"node {n!r}: Lava's SigmaDelta has one threshold per layer; "
+                                      "this one varies per unit")
+    return float(np.nextafter(thr.flat[0] if thr.size else 0.0, np.inf))
+
+
+def _fixed_neuron(net, n) -> dict:
+    fp = net.fixed.get(n, {})
+    if fx.sd_rule(fp) != "lava":
+        raise UnsupportedNetworkError(f"node {n!r} follows the {fx.sd_rule(fp)!r} sigma-delta rule; the Lava graph "
+                                      "needs the 'lava' rule (mstpn convert --sd-rule lava, the default)")
+    return fp
+
+
+def _exact_shift(x, s: int, what: str) -> np.ndarray:
+    """x / 2**s for a multiple of 2**s (the constructor of Lava's SigmaDelta multiplies it back)."""
+    x = np.asarray(x, np.int64)
+    if np.any((x >> s) << s != x):
+        raise UnsupportedNetworkError(f"{what} is not a multiple of 2**state_exp = {2 ** s}")
+    return x >> s
+
+
+def _input_layer(net, nodes, fixed):
+    from lava.proc.sdn.process import Delta
+
+    sd = nodes[-1]
+    if not isinstance(net.nodes[sd], g.SigmaDelta) or net.nodes[sd].activation != "identity":
+        raise UnsupportedNetworkError(f"the input layer must end in an identity SigmaDelta, got {sd!r}")
+    shape = lava_shape(net.nodes[sd].out_shape)
+    if fixed:
+        fp = _fixed_neuron(net, sd)
+        if int(fp["state_exp"]) != 0:
+            raise UnsupportedNetworkError(f"the input encoder {sd!r} must have state_exp 0")
+        proc = Delta(shape=shape, vth=int(fp["vth"]))
+    else:
+        proc = Delta(shape=shape, vth=_float_vth(net, sd))
+    return {sd: proc}, proc.a_in, proc.s_out
+
+
+def _conv_layer(net, nodes, fixed):
+    from lava.proc.conv.process import Conv
+    from lava.proc.sdn.process import ActivationMode, SigmaDelta
+
+    conv = [n for n in nodes if isinstance(net.nodes[n], g.Conv2d)]
+    sd = nodes[-1]
+    node = net.nodes[sd]
+    if len(conv) != 1 or node.activation not in ("relu", "identity"):
+        raise UnsupportedNetworkError(f"layer {nodes}: the Lava graph runs Conv2d -> relu/identity SigmaDelta layers")
+    c = net.nodes[conv[0]]
+    scale = [n for n in nodes if isinstance(net.nodes[n], g.Scale)]
+    if fixed:
+        w, bias = net.fixed[conv[0]]["weight_mant"], net.fixed[conv[0]]["bias"]
+        fp = _fixed_neuron(net, sd)
+        S = int(fp["state_exp"])
+        vth, bias = int(_exact_shift([fp["vth"]], S, f"{sd}.vth")[0]), _exact_shift(bias, S, f"{conv[0]}.bias")
+    else:
+        w, bias, S, vth = c.weight, c.bias, 0, _float_vth(net, sd)
+        for n in scale:
+            sc = net.nodes[n].scale
+            if np.any(sc != sc.flat[0]):
+                raise UnsupportedNetworkError(f"Scale node {n!r} must be uniform to be folded into {conv[0]!r}")
+            w = w * float(sc.flat[0])
+    kern = np.ascontiguousarray(np.asarray(w).transpose(0, 3, 2, 1)[:, ::-1, ::-1, :])   # (O, kw, kh, C_in), flipped
+    syn = Conv(weight=kern.astype(np.int64 if fixed else np.float64), input_shape=lava_shape(c.in_shape),
+               stride=tuple(reversed(c.stride)), padding=tuple(reversed(c.padding)), num_message_bits=MESSAGE_BITS)
+    shape = lava_shape(node.out_shape)
+    b = np.broadcast_to(np.asarray(bias).reshape(1, 1, -1), shape).copy()
+    act = ActivationMode.RELU if node.activation == "relu" else ActivationMode.UNIT
+    neuron = SigmaDelta(shape=shape, vth=vth, bias=b, act_mode=act, state_exp=S)
+    syn.a_out.connect(neuron.a_in)
+    return {conv[0]: syn, sd: neuron}, syn.s_in, neuron.s_out
+
+
+def _head_layer(net, nodes, fixed):
+    from lava.proc.dense.process import Dense
+    from lava.proc.sdn.process import Sigma
+
+    aff = [n for n in nodes if isinstance(net.nodes[n], g.Affine)]
+    if len(aff) != 1 or not isinstance(net.nodes[nodes[-1]], g.Output):
+        raise UnsupportedNetworkError(f"layer {nodes}: the Lava graph runs Affine -> Output heads")
+    a = net.nodes[aff[0]]
+    if fixed:   # Lava's Dense keeps mixed-sign 8-bit weights even: 2 w with weight_exp -1 is exact
+        syn = Dense(weights=2 * np.asarray(net.fixed[aff[0]]["weight_mant"], np.int64), weight_exp=-1,
+                    num_message_bits=MESSAGE_BITS)
+        bias = np.asarray(net.fixed[aff[0]]["bias"], np.int64)
+    else:
+        syn, bias = Dense(weights=a.weight, num_message_bits=MESSAGE_BITS), a.bias
+    acc = Sigma(shape=(a.weight.shape[0],))
+    syn.a_out.connect(acc.a_in)
+    return {aff[0]: syn, nodes[-1]: acc}, syn.s_in, acc.s_out, bias
+
+
 def lava_processes(net, fixed_point: bool = False, synapses: str = "ideal", device=None, devices: dict | None = None,
                    step0: int = 0, counts0: dict | None = None) -> LavaGraph:
-    """Build the converted sigma-delta network ``net`` as connected Lava processes (one
-    :class:`lava_procs.stpn_layer.SDLayer` per layer of :func:`conversion.backend.layers_of`);
-    nothing is attached to its input or outputs.  ``fixed_point`` selects, at run time through
-    :func:`run_config`, the bit-accurate models (the network must carry fixed-point parameters).
+    """Build the converted sigma-delta network ``net`` from Lava's processes (module docstring):
+    Delta, Conv + SigmaDelta, the plastic :class:`lava_procs.stpn_layer.PlasticLayer`, Dense +
+    Sigma heads; nothing is attached to its input or outputs.  ``fixed_point`` builds the
+    fixed_pt arguments (the network must carry "lava"-rule fixed-point parameters); run it with
+    :func:`run_config`.
 
     ``synapses="device"`` (floating point only) puts each plastic node's synapses on memristor
-    device pairs in a :class:`lava_procs.memristor.layer.DeviceLayer` (``graph.synapses[node]``),
-    wired to its layer (an :class:`lava_procs.stpn_layer.SDPlasticLayer`): ``devices`` are the
-    frozen pairs per node (:func:`build_devices` with ``device`` when None), ``step0`` the agent
-    step of the first frame (it indexes the cycle-to-cycle draws), ``counts0`` per node the device
-    counters to continue from."""
+    device pairs in a :class:`lava_procs.memristor.layer.DeviceLayer` (``graph.synapses[node]``):
+    ``devices`` are the frozen pairs per node (:func:`build_devices` with ``device`` when None),
+    ``step0`` the agent step of the first frame (it indexes the cycle-to-cycle draws), ``counts0``
+    per node the device counters to continue from."""
     lava_procs.require_lava()
-    from lava_procs.stpn_layer import SDLayer, SDPlasticLayer
+    from lava_procs.stpn_layer import DevicePlasticLayer, PlasticLayer
 
     if fixed_point and net.fixed is None:
         raise UnsupportedNetworkError("the fixed-point Lava models need a network with fixed-point parameters "
@@ -116,32 +228,43 @@ def lava_processes(net, fixed_point: bool = False, synapses: str = "ideal", devi
     layers = layers_of(net)
     depth = layer_depths(layers)
     period = max(depth.values())
-    procs, sizes, syn = {}, {}, {}
+    main, ins, outs, procs, sizes, kinds, biases, records, syn = {}, {}, {}, {}, {}, {}, {}, {}, {}
     for name, nodes, src in layers:
-        n = int(np.prod(net.nodes[name].out_shape))
-        n_in = int(np.prod(net.nodes[nodes[0]].shape)) if src is None else int(np.prod(net.nodes[src].out_shape))
-        kw = dict(net=net, nodes=nodes, src=src, n=n, n_in=n_in, phase=depth[name] - 1, period=period, name=name)
-        plastic = [k for k in nodes if k in devices]
-        if len(plastic) > 1:
-            raise UnsupportedNetworkError(f"layer {name!r} has more than one plastic node ({plastic})")
-        if plastic:
-            proc = _device_layer(SDPlasticLayer, kw, plastic[0], devices[plastic[0]], net.nodes[plastic[0]].gamma,
-                                 step0, (counts0 or {}).get(plastic[0]), syn)
+        sizes[name] = int(np.prod(net.nodes[name].out_shape))
+        kinds_here = {type(net.nodes[n]).__name__ for n in nodes}
+        if src is None:
+            p, ins[name], outs[name] = _input_layer(net, nodes, fixed_point)
+            kinds[name] = "delta"
+        elif "PlasticSTPN" in kinds_here:
+            plastic = next(n for n in nodes if isinstance(net.nodes[n], g.PlasticSTPN))
+            kw = dict(net=net, nodes=nodes, src=src, in_shape=lava_shape(net.nodes[src].out_shape),
+                      phase=depth[name] - 1, period=period, name=name)
+            if plastic in devices:
+                proc = DevicePlasticLayer(weights=devices[plastic].W, **kw)
+                _wire_devices(proc, plastic, devices[plastic], net.nodes[plastic].gamma, kw, step0,
+                              (counts0 or {}).get(plastic), syn)
+            else:
+                proc = PlasticLayer(**kw)
+            p, ins[name], outs[name] = {plastic: proc}, proc.a_in, proc.s_out
+            records[name] = proc.rec_out
+            kinds[name] = "plastic"
+        elif "Conv2d" in kinds_here:
+            p, ins[name], outs[name] = _conv_layer(net, nodes, fixed_point)
+            kinds[name] = "sigma_delta"
         else:
-            proc = SDLayer(**kw)
+            p, ins[name], outs[name], biases[name] = _head_layer(net, nodes, fixed_point)
+            kinds[name] = "head"
+        procs.update(p)
+        main[name] = p[name] if name in p else next(iter(p.values()))
         if src is not None:
-            procs[src].s_out.connect(proc.a_in)
-        procs[name], sizes[name] = proc, n
-    return LavaGraph(procs, sizes, procs[layers[0][0]].a_in, {n: p.s_out for n, p in procs.items()},
-                     {n: p.rec_out for n, p in procs.items()}, period, fixed_point, syn)
+            outs[src].connect(ins[name])
+    return LavaGraph(main, sizes, ins[layers[0][0]], outs, records, period, fixed_point, procs, biases, kinds, syn)
 
 
-def _device_layer(cls, kw, node, devs, gamma, step0, counts0, syn):
-    """The layer of plastic node ``node`` (``cls``: SDPlasticLayer) and its DeviceLayer, connected
-    both ways (h, z, N to the devices; F back)."""
+def _wire_devices(proc, node, devs, gamma, kw, step0, counts0, syn) -> None:
+    """The DeviceLayer of plastic node ``node``, connected both ways (h, z, N to it; F back)."""
     from lava_procs.memristor.layer import DeviceLayer
 
-    proc = cls(plastic=node, weights=devs.W, **kw)
     dev = DeviceLayer(devices=devs, gamma=gamma, phase=kw["phase"], period=kw["period"], step0=step0,
                       counts0=counts0, name=f"{node}_devices")
     proc.h_out.connect(dev.h_in)
@@ -149,7 +272,6 @@ def _device_layer(cls, kw, node, devs, gamma, step0, counts0, syn):
     proc.norm_out.connect(dev.norm_in)
     dev.f_out.connect(proc.f_in)
     syn[node] = dev
-    return proc
 
 
 def check_synapses(synapses: str, fixed_point: bool) -> None:
@@ -165,6 +287,12 @@ def check_synapses(synapses: str, fixed_point: bool) -> None:
 
 class LavaRunner:
     """Frame-by-frame Lava run of ``net``; ``fixed_point`` selects the fixed_pt models.
+
+    Each layer's OutPort is read by a lava Extractor every time step; the host decodes a frame's
+    ``period`` vectors: a Delta/SigmaDelta layer's value is the running sum of its payloads (what
+    its receivers hold), its events the nonzero payloads, its synaptic operations the source's
+    events times their fan-out; a head's value is bias + its Sigma at the head's sub-step; the
+    plastic layer reports its own (``rec_out``).
 
     ``synapses="device"`` (floating point) runs each plastic layer's synapses on memristor device
     pairs in a :class:`lava_procs.memristor.layer.DeviceLayer` (``runner.device_layers[node]``, its
@@ -186,28 +314,42 @@ class LavaRunner:
         self.depth = layer_depths(self.layers)
         self.period = max(self.depth.values())
         self.devices = build_devices(net, device) if synapses == "device" else {}
+        self._fan = self._fan_outs()
         self._steps = 0            # agent steps run (the index of the next step's cycle-to-cycle draws)
         self._counts = {n: None for n in self.devices}   # device counters of the graphs closed so far
         self._ok = False           # the last frame ran to completion (its Vars can be read)
         self._build()
 
-    def _build(self):
+    def _fan_outs(self) -> dict:
+        """Per layer with a static synapse: the fan-out of each of its source's units."""
+        fan = {}
+        for name, nodes, src in self.layers:
+            for n in nodes:
+                node = self.net.nodes[n]
+                if isinstance(node, g.Conv2d):
+                    fan[name] = conv_fanout(node.in_shape, node.weight.shape, node.stride, node.padding).reshape(-1)
+                elif isinstance(node, g.Affine):
+                    fan[name] = np.full(node.weight.shape[1], node.weight.shape[0], np.int64)
+        return fan
+
+    def _build(self, buffer_frames: int = 2):
         from lava.proc.io.extractor import Extractor
         from lava.proc.io.injector import Injector
 
-        g = lava_processes(self.net, synapses=self.synapses, devices=self.devices, step0=self._steps,
-                           counts0=self._counts)
-        self.device_layers = g.synapses
-        self.procs, self.ext, self.sizes = g.layers, {}, g.sizes
-        for name, proc in g.layers.items():
-            ext = Extractor(shape=(g.sizes[name] + 2,), buffer_size=4 * self.period)  # a whole frame: no deadlock
-            proc.rec_out.connect(ext.in_port)
-            self.ext[name] = ext
-        self.n_obs = g.input_port.shape[0]
-        self.inj = Injector(shape=(self.n_obs,), buffer_size=2 * self.period)
-        self.inj.out_port.connect(g.input_port)
-        self._zeros = np.zeros(self.n_obs)
-        self._root = g.layers[self.layers[0][0]]
+        g_ = lava_processes(self.net, fixed_point=self.fixed_point, synapses=self.synapses, devices=self.devices,
+                            step0=self._steps, counts0=self._counts)
+        self.graph, self.device_layers = g_, g_.synapses
+        size = (buffer_frames + 1) * self.period
+        self.ext = {}
+        for name, _, _ in self.layers:
+            port = g_.records.get(name, g_.outputs[name])
+            self.ext[name] = Extractor(shape=port.shape, buffer_size=size)
+            port.connect(self.ext[name].in_port)
+        self.in_shape = g_.input_port.shape
+        self.inj = Injector(shape=self.in_shape, buffer_size=size)
+        self.inj.out_port.connect(g_.input_port)
+        self._root = next(iter(g_.procs.values()))
+        self._sent = {n: 0 for n, k in g_.kinds.items() if k in ("delta", "sigma_delta")}
         self._cfg = self.run_config()
         self._runtime = LavaRuntime(self._root)
 
@@ -215,39 +357,91 @@ class LavaRunner:
         return loihi2_run_config() if self.loihi2 else run_config(self.fixed_point)
 
     def reset(self):
-        """A new episode: the Lava graph is rebuilt (its state lives in the ProcessModels)."""
+        """A new episode: the Lava graph is rebuilt (its state lives in the processes' Vars)."""
         if self._runtime.active:
             self.close()
             self._build()
+
+    def _send(self, obs) -> None:
+        x = to_lava(np.asarray(obs, np.float64).reshape(self.net.nodes[self.layers[0][1][0]].shape))
+        for _ in range(self.period):   # the Delta encoder sees the frame in each of its steps
+            self.inj.send(x)
 
     def step(self, obs):
         from lava.magma.core.run_conditions import RunSteps
 
         if not self._runtime.active:   # the Injector's channel exists once the runtime is created
             self._runtime.start(self._cfg)
-        # the frame in the frame's first time step, zeros in the others (the Injector's buffer
-        # holds them until the run consumes them, one per step)
-        self.inj.send(np.asarray(obs, np.float64).reshape(-1))
-        for _ in range(self.period - 1):
-            self.inj.send(self._zeros)
+        self._send(obs)
         self._ok = False
         self._root.run(condition=RunSteps(num_steps=self.period, blocking=True), run_cfg=self._cfg)
         self._ok = True
         self._steps += 1
+        return self._receive()
+
+    def run_frames(self, frames):
+        """A recorded sequence in one ``run(RunSteps(period * len(frames)))``: frames stream into the
+        Injector and outputs out of the Extractors while it runs (a fresh graph: a new episode)."""
+        from lava.magma.core.run_conditions import RunSteps
+
+        frames = np.asarray(frames)
+        if self._runtime.active:
+            self.close()
+            self._build()
+        self._runtime.start(self._cfg)
+        out, T = [], len(frames)
+        self._ok = False
+        try:
+            self._send(frames[0]) if T else None
+            self._root.run(condition=RunSteps(num_steps=self.period * T, blocking=False), run_cfg=self._cfg)
+            for k in range(T):
+                if k + 1 < T:
+                    self._send(frames[k + 1])
+                out.append(self._receive())
+            self._root.wait()
+        except BaseException:
+            self.close()
+            raise
+        self._ok = True
+        self._steps += T
+        return out
+
+    def _receive(self) -> StepOut:
+        """Decode one frame's ``period`` Extractor vectors of every layer."""
         out = StepOut(None)
-        for name, _, _ in self.layers:
-            recs = [self.ext[name].receive() for _ in range(self.period)]
-            rec = np.asarray(recs[self.depth[name] - 1])
-            n = self.sizes[name]
-            val = rec[:n].copy()
+        P, kinds = self.period, self.graph.kinds
+        recs = {name: np.stack([np.asarray(self.ext[name].receive(), np.float64) for _ in range(P)])
+                for name, _, _ in self.layers}
+        for name, nodes, src in self.layers:
+            rec, kind, n = recs[name], kinds[name], self.graph.sizes[name]
+            if kind == "plastic":
+                row = rec[self.depth[name] - 1]
+                val, events, synops = row[:n], int(row[n]), int(row[n + 1])
+            elif kind == "head":
+                val = rec[self.depth[name] - 1] + self.graph.bias[name]
+                events, synops = 0, self._synops(name, recs[src], kinds[src])
+            else:
+                pay = rec.reshape(P, *lava_shape(self.net.nodes[name].out_shape))
+                pay = np.stack([to_lava(p) for p in pay]).reshape(P, -1)    # back to the (C, H, W) order
+                self._sent[name] = self._sent[name] + pay.sum(axis=0)
+                val, events = np.array(self._sent[name], np.float64), int(np.count_nonzero(pay))
+                synops = 0 if src is None else self._synops(name, recs[src], kinds[src])
             if self.fixed_point:
                 out.raw[name] = np.rint(val).astype(np.int64)
                 val = val * 2.0 ** value_exponent(self.net, name)
-            out.acts[name] = val
-            out.events[name] = int(rec[n])
-            out.synops[name] = int(rec[n + 1])
+            out.acts[name], out.events[name], out.synops[name] = val, events, synops
         out.logits = out.acts[logits_node(self.net)].copy()
         return out
+
+    def _synops(self, name, src_rec, src_kind) -> int:
+        """Events of the source in this frame's steps times their fan-out into layer ``name``."""
+        fan = self._fan[name]
+        if src_kind == "plastic":     # its h events are not on rec_out: the count times the fan-out
+            return int(src_rec[:, -2].sum() * fan[0])
+        src = next(s for n, _, s in self.layers if n == name)
+        pay = src_rec.reshape(len(src_rec), *lava_shape(self.net.nodes[src].out_shape))
+        active = np.stack([to_lava(p) for p in pay]).reshape(len(src_rec), -1) != 0
+        return int((active * fan).sum())
 
     @property
     def device_stats(self) -> dict:
@@ -269,6 +463,11 @@ class LavaRunner:
         dev = self.device_layers[node]
         return {var_name(v, side): np.asarray(getattr(dev, var_name(v, side)).get(), np.float64)
                 for side in dl.SIDES for v in dl.DEVICE_STATE}
+
+    def plastic_state(self, var: str = "F") -> np.ndarray:
+        """A Var of the plastic layer (``F``, ``z``, ``uW``, ``N``, ...), read with Var.get()."""
+        proc = self.graph.layers[next(n for n, k in self.graph.kinds.items() if k == "plastic")]
+        return np.asarray(getattr(proc, var).get())
 
     def close(self):
         """Stop the runtime and its worker processes (also after an error or an interrupt)."""
@@ -329,7 +528,7 @@ def make_loihi2_runner(spec, **options):
     ok, why = loihi2_available()
     if not ok:
         raise BackendUnavailableError(f"backend 'loihi2' needs Loihi 2 hardware and lava-loihi: {why}")
-    raise UnsupportedNetworkError("backend 'loihi2': SDLayer has Python (CPU) ProcessModels only; a "
+    raise UnsupportedNetworkError("backend 'loihi2': the plastic layer (PlasticLayer) has Python (CPU) ProcessModels only; a "
                                   "Loihi 2 NcProcessModel (microcode neurons) for it is not written yet")
 
 

@@ -1,31 +1,29 @@
-"""Lava Process of one layer of the converted network (synapses + sigma-delta neurons) and its
-floating_pt / fixed_pt ProcessModels.
+"""Lava Process of the plastic STPN layer (flatten -> PlasticSTPN -> its tanh sigma-delta node h)
+and its floating_pt / fixed_pt ProcessModels: the one layer of the converted network that Lava has
+no process for (the static layers are Lava's own Conv, Dense, Delta, SigmaDelta and Sigma, see
+:mod:`lava_procs.network`).
 
-One :class:`SDLayer` = one layer of :func:`conversion.backend.layers_of` (input encoder, conv,
-dense head or the plastic STPN layer with its tanh neurons), ending in the node that sends events:
+Ports: ``a_in`` (the source SigmaDelta's payloads, in Lava's (X, Y, C) layout), ``s_out`` (H,) the
+events of h, ``rec_out`` (H + 2,) h's sent value, its event count and the layer's synaptic
+operations (every step; meaningful at the layer's sub-step).
 
-* ``a_in``  (n_in,)  graded events from the layer below (the input layer: the frame's pixels)
-* ``s_out`` (n,)     graded events of this layer (0 where nothing is sent)
-* ``rec_out`` (n + 2,) the layer's activation, its event count and its synaptic operations, for
-  recording (sent every step, as an Extractor receives every step; meaningful in the step the
-  layer computes, zeros otherwise)
+State, all in Lava Vars (batch 1): ``F`` (H, K) short-term weights, ``z`` (K,) = [x ; h_sent],
+``uW`` (H,) = W z (event-driven), ``N`` (H,) row norms, ``a`` (H,) pre-activation, ``dh`` (H,) h's
+events of the previous frame, ``h_y``/``h_sent`` (H,) the tanh node's activation and sent value,
+``x`` (I,) the integrated input (sum of the received payloads) and ``x_new`` (I,) the payloads
+received since the layer last computed.
 
-Timing (the Loihi convention of lava.proc.dense: a synapse delivers one step later): in every time
-step the model first sends the events it computed in the previous step, then receives.  A layer at
-depth d (input layer d = 1) therefore sees a frame's events at sub-step d - 1 of that frame, and
-computes only then (``phase``); a frame takes ``period`` = (depth of the deepest layer) time steps.
-Between its phases a layer sends zeros and changes nothing, so the result equals the
-NumPy reference step for step.
+Timing (Lava's synapse convention: a synapse delivers one step later): in every time step the
+model accumulates what arrives; at sub-step ``phase`` of every ``period`` steps (one step after
+its input's layer) it steps the layer once, on everything received since the last time (a
+pre-phase transient of the layers below arrives before the frame and is part of it), and sends
+h's events in that step, as Lava's SigmaDelta does (zeros in the other steps).
 
-The layer state (u, y, y_sent, z, F, N) lives in a :class:`LayerKernel` inside
-the model, which applies conversion's simulator arithmetic (float64, or the integer specification)
-to the layer's nodes: specification and oracle share one implementation.
-
-:class:`SDPlasticLayer` is the plastic layer whose synapses are memristor device pairs in a
-separate process (:class:`lava_procs.memristor.layer.DeviceLayer`, floating_pt): its kernel
-(:class:`NeuronSide`) keeps the neuron side (N, pre-activation, tanh, with the pairs' read-back W),
-and at the layer's sub-step sends h, z and N through ``h_out``, ``z_out``, ``norm_out`` and
-receives the new F on ``f_in`` in the same time step.
+Arithmetic: the node kernels of :class:`conversion.simulator.Simulator` (float, or its integer
+specification for fixed_pt) applied to arrays read from the Vars and written back to them, so the
+equations have one definition.  With ``weights`` (synapses="device", floating_pt) the plastic
+synapses live in a :class:`lava_procs.memristor.layer.DeviceLayer`: the layer sends h, z and N on
+``h_out``/``z_out``/``norm_out`` and receives the read-back F on ``f_in`` in the same time step.
 """
 from __future__ import annotations
 
@@ -44,18 +42,22 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from conversion.simulator import Simulator
 
+#: Var name -> (node role, Simulator state key): "stpn" = the PlasticSTPN node, "h" = its post node
+STATE_VARS = {"F": ("stpn", "F"), "z": ("stpn", "z"), "uW": ("stpn", "uW"), "N": ("stpn", "N"),
+              "a": ("stpn", "a"), "dh": ("stpn", "dh"), "h_y": ("h", "y"), "h_sent": ("h", "sent")}
 
-class NeuronSide(Simulator):
-    """The reference simulator (float64, batch 1) for a layer whose plastic nodes' synapses are
-    device pairs held by another process (``weights``: node -> the pairs' read-back long-term
-    weights W).  The forward pass of such a node uses that W and its current F; its plasticity
-    phase only records what the synapses need, ``pending[node] = (N, h, z)`` (each (1, n)), and
-    forwards the post neurons' events; the caller then sets the new F (:meth:`set_F`)."""
 
-    def __init__(self, net, weights: dict):
-        self._read_back = {n: np.asarray(W, np.float64) for n, W in weights.items()}
+class LayerSim(Simulator):
+    """The reference simulator (batch 1) started from the zero state (the pre-phase events of
+    the layers below arrive as events); ``weights`` (node -> read-back W of device pairs held by
+    another process): that node's plasticity only records ``pending[node] = (N, h, z)``."""
+
+    prephase = False
+
+    def __init__(self, net, fixed: bool, weights: dict | None = None):
+        self._read_back = {n: np.asarray(W, np.float64) for n, W in (weights or {}).items()}
         self.pending: dict = {}
-        super().__init__(net, batch=1)
+        super().__init__(net, batch=1, fixed=fixed)
 
     def _plastic_params(self, n) -> dict:
         p = super()._plastic_params(n)
@@ -71,171 +73,170 @@ class NeuronSide(Simulator):
         self.pending[n] = (st["N"], self.state[node.post]["y"], st["z"])
         st["dh"] = self.deltas[node.post]
 
-    def set_F(self, n, F) -> None:
-        """The read-back short-term weights F (H, K) of node ``n`` after its synapses' step."""
-        st = self.state[n]
-        st["F"] = np.array(F, np.float64).reshape(st["F"].shape)
+
+class PlasticLayer(AbstractProcess):
+    """``net``: the converted Network; ``nodes``: [flatten?, stpn, h]; ``src``: the SigmaDelta
+    node whose payloads arrive on ``a_in`` (``in_shape``: its Lava (X, Y, C) shape);
+    ``phase``/``period``: the sub-step of each frame at which the layer computes; ``weights``:
+    the read-back W of device pairs in a DeviceLayer (None: the ideal rule inside)."""
+
+    def __init__(self, *, net, nodes, src, in_shape, phase: int, period: int, weights=None, name=None):
+        plastic = next(n for n in nodes if type(net.nodes[n]).__name__ == "PlasticSTPN")
+        H, K = net.nodes[plastic].W.shape
+        I = K - H
+        super().__init__(net=net, nodes=list(nodes), src=src, plastic=plastic, post=net.nodes[plastic].post,
+                         phase=int(phase), period=int(period), name=name,
+                         weights=None if weights is None else {plastic: np.asarray(weights, np.float64)})
+        self.a_in = InPort(shape=tuple(in_shape))
+        self.s_out = OutPort(shape=(H,))
+        self.rec_out = OutPort(shape=(H + 2,))
+        shapes = {"F": (H, K), "z": (K,), "uW": (H,), "N": (H,), "a": (H,), "dh": (H,), "h_y": (H,), "h_sent": (H,)}
+        for v, shape in shapes.items():
+            setattr(self, v, Var(shape=shape, init=np.zeros(shape)))
+        self.x = Var(shape=(I,), init=np.zeros(I))
+        self.x_new = Var(shape=(I,), init=np.zeros(I))
+        self.frames = Var(shape=(1,), init=0)
 
 
-class LayerKernel:
-    """The nodes ``nodes`` of ``net``, stepped with conversion's simulator arithmetic.
+class DevicePlasticLayer(PlasticLayer):
+    """A :class:`PlasticLayer` whose synapses are device pairs in a DeviceLayer (``weights``: their
+    read-back W): ``h_out`` (H,), ``z_out`` (K,), ``norm_out`` (H,) out, ``f_in`` (H, K) in."""
 
-    ``step(payload)``: payload = the frame (first layer) or the events of the source layer's last
-    node (flat); returns (values of the last node, its events (None for an Output), events, synops).
-    """
-
-    def __init__(self, net, nodes, src, fixed: bool, weights: dict | None = None):
-        self.weights = dict(weights or {})
-        self.sim = NeuronSide(net, self.weights) if self.weights else Simulator(net, batch=1, fixed=fixed)
-        self.nodes, self.src, self.fixed = list(nodes), src, fixed
-        if src is not None:
-            self.src_shape = (1, *net.nodes[src].out_shape)
-            self.sent = np.zeros(self.src_shape, np.int64 if fixed else np.float64)
-        self.reset()
-
-    def reset(self):
-        self.sim.reset()
-        if self.src is not None:
-            self.sent[:] = 0
-
-    def _counters(self):
-        st = self.sim.stats
-        return sum(st[n]["events"] for n in self.nodes), sum(st[n]["synops"] for n in self.nodes)
-
-    def step(self, payload):
-        sim = self.sim
-        ev0, syn0 = self._counters()
-        if self.src is None:   # the Input node: the frame
-            inp = self.nodes[0]
-            given = {inp: (np.asarray(payload).reshape((1, *sim.net.nodes[inp].shape)), None)}
-            todo = self.nodes[1:]
-        else:                  # events of the source layer; its y_sent is their running sum
-            e = np.asarray(payload).reshape(self.src_shape)
-            e = np.rint(e).astype(np.int64) if self.fixed else e.astype(np.float64)
-            self.sent = self.sent + e
-            given = {self.src: (self.sent, e)}
-            todo = self.nodes
-        sim.step_nodes(todo, given)
-        last = self.nodes[-1]
-        ev1, syn1 = self._counters()
-        delta = sim.deltas.get(last)
-        return (np.asarray(sim.values[last]).reshape(-1), None if delta is None else np.asarray(delta).reshape(-1),
-                ev1 - ev0, syn1 - syn0)
-
-
-class SDLayer(AbstractProcess):
-    """``net``: the converted Network; ``nodes``: this layer's nodes; ``src``: the node whose events
-    arrive on ``a_in`` (None: the frame); ``n``/``n_in``: output / input sizes;
-    ``phase``/``period``: the sub-step (0-based) of each frame at which the layer computes."""
-
-    def __init__(self, *, net, nodes, src, n: int, n_in: int, phase: int, period: int, name=None, **params):
-        super().__init__(net=net, nodes=list(nodes), src=src, phase=phase, period=period, n=n, name=name, **params)
-        self.a_in = InPort(shape=(n_in,))
-        self.s_out = OutPort(shape=(n,))
-        self.rec_out = OutPort(shape=(n + 2,))
-        self.frames = Var(shape=(1,), init=0)   # frames computed so far
-
-
-class SDPlasticLayer(SDLayer):
-    """An :class:`SDLayer` whose plastic node ``plastic`` (H, K) has its synapses in a separate
-    process (:class:`lava_procs.memristor.layer.DeviceLayer`): ``weights`` is their read-back
-    long-term weight W.  Extra ports, used at the layer's sub-step only: ``h_out`` (H,), ``z_out``
-    (K,), ``norm_out`` (H,) send the step's post activation, presynaptic vector and row norm to
-    the synapses, ``f_in`` (H, K) receives the read-back F after their step, in the same time
-    step; the neurons' next forward pass uses it."""
-
-    def __init__(self, *, plastic: str, weights, **kwargs):
+    def __init__(self, *, weights, **kwargs):
+        super().__init__(weights=weights, **kwargs)
         H, K = np.shape(weights)
-        super().__init__(plastic=plastic, weights={plastic: np.asarray(weights, np.float64)}, **kwargs)
         self.h_out = OutPort(shape=(H,))
         self.z_out = OutPort(shape=(K,))
         self.norm_out = OutPort(shape=(H,))
         self.f_in = InPort(shape=(H, K))
 
 
-class _SDModelBase(PyLoihiProcessModel):
-    def __init__(self, proc_params):
-        super().__init__(proc_params)
-        self.n = int(proc_params["n"])
-        self.my_phase, self.my_period = int(proc_params["phase"]), int(proc_params["period"])  # "phase" is taken by PyLoihiProcessModel
-        self.kernel = LayerKernel(proc_params["net"], proc_params["nodes"], proc_params["src"], self.FIXED,
-                                  proc_params.get("weights"))
-        self._buf = np.zeros(self.n)
-        self._zeros = np.zeros(self.n)
-        self._rec_idle = np.zeros(self.n + 2)
-
-    def run_spk(self) -> None:
-        self.s_out.send(self._buf)             # events computed in the previous step (one-step delay)
-        inp = self.a_in.recv()
-        if (self.time_step - 1) % self.my_period != self.my_phase:
-            self._buf = self._zeros
-            self.rec_out.send(self._rec_idle)   # an Extractor receives every step
-            return
-        val, delta, events, synops = self.kernel.step(inp)
-        self._synapses()
-        self._buf = self._zeros if delta is None else delta.astype(np.float64)
-        self.frames[0] += 1
-        self.rec_out.send(np.concatenate([np.asarray(val, np.float64), [events, synops]]))
-
-    def _synapses(self) -> None:
-        """The plasticity phase outside the layer (SDPlasticLayer); none here."""
-
-
-@implements(proc=SDLayer, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
-class PySDLayerFloat(_SDModelBase):
-    """float64 layer (conversion's float simulator arithmetic)."""
-
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    rec_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    frames: np.ndarray = LavaPyType(np.ndarray, int)
-
+class _PlasticModel(PyLoihiProcessModel):
     FIXED = False
 
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = proc_params
+        self.nodes, self.src, self.plastic, self.post = p["nodes"], p["src"], p["plastic"], p["post"]
+        self.my_phase, self.my_period = int(p["phase"]), int(p["period"])   # "phase" is PyLoihiProcessModel's
+        self.sim = LayerSim(p["net"], self.FIXED, p["weights"])
+        self.src_shape = (1, *p["net"].nodes[self.src].out_shape)         # (1, C, H, W) of the source
+        self.dtype = np.int64 if self.FIXED else np.float64
+        H = p["net"].nodes[self.plastic].W.shape[0]
+        self._zeros = np.zeros(H)
+        self._rec_idle = np.zeros(H + 2)
 
-@implements(proc=SDLayer, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
-class PySDLayerFixed(_SDModelBase):
-    """Bit-accurate integer layer: the integer specification of conversion's fixed-point simulator.
-    Events travel as integers in a float64 channel (exact: payloads fit 24 bits)."""
+    def _load(self) -> None:
+        """The simulator's state of the layer's nodes = the Vars (batch 1)."""
+        st = self.sim.state
+        for v, (role, key) in STATE_VARS.items():
+            node = self.plastic if role == "stpn" else self.post
+            st[node][key] = np.asarray(getattr(self, v), self.dtype)[None].copy()
+
+    def _store(self) -> None:
+        st = self.sim.state
+        for v, (role, key) in STATE_VARS.items():
+            node = self.plastic if role == "stpn" else self.post
+            getattr(self, v)[:] = np.asarray(st[node][key]).reshape(getattr(self, v).shape)
+
+    def run_spk(self) -> None:
+        got = np.asarray(self.a_in.recv())
+        if np.any(got):                         # Lava (X, Y, C) -> the project's flat (C, H, W)
+            self.x_new[:] = self.x_new + got.transpose(*reversed(range(got.ndim))).reshape(-1)
+        if (self.time_step - 1) % self.my_period != self.my_phase:
+            self.s_out.send(self._zeros)
+            self.rec_out.send(self._rec_idle)
+            return
+        sim = self.sim
+        e = np.array(self.x_new, self.dtype).reshape(self.src_shape)   # a copy: x_new is cleared below
+        self.x[:] = self.x + self.x_new
+        self.x_new[:] = 0
+        self._load()
+        ev0, syn0 = sim.stats[self.post]["events"], sum(sim.stats[n]["synops"] for n in self.nodes)
+        sim.step_nodes(self.nodes, {self.src: (np.asarray(self.x, self.dtype).reshape(self.src_shape), e)})
+        self._synapses()
+        self._store()
+        events = sim.stats[self.post]["events"] - ev0
+        synops = sum(sim.stats[n]["synops"] for n in self.nodes) - syn0
+        self.s_out.send(np.asarray(sim.deltas[self.post], np.float64).reshape(-1))   # h's events, this step
+        self.frames[0] += 1
+        self.rec_out.send(np.concatenate([np.asarray(self.h_sent, np.float64), [events, synops]]))
+
+    def _synapses(self) -> None:
+        """The plasticity phase in a DeviceLayer (device synapses); none here."""
+
+
+_FV = LavaPyType(np.ndarray, float)
+_IV = LavaPyType(np.ndarray, np.int64, precision=64)
+
+
+class _PlasticFloat(_PlasticModel):
+    """float64 Var and port types."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     rec_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    F: np.ndarray = _FV
+    z: np.ndarray = _FV
+    uW: np.ndarray = _FV
+    N: np.ndarray = _FV
+    a: np.ndarray = _FV
+    dh: np.ndarray = _FV
+    h_y: np.ndarray = _FV
+    h_sent: np.ndarray = _FV
+    x: np.ndarray = _FV
+    x_new: np.ndarray = _FV
     frames: np.ndarray = LavaPyType(np.ndarray, int)
 
-    FIXED = True
 
-
-@implements(proc=SDPlasticLayer, protocol=LoihiProtocol)
+@implements(proc=PlasticLayer, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
-class PySDPlasticLayerFloat(_SDModelBase):
-    """float64 layer whose plastic synapses step in a DeviceLayer: after the neuron phase it sends
-    h, z and N and receives the new F (same time step)."""
+class PyPlasticLayerFloat(_PlasticFloat):
+    """float64: conversion's float simulator kernels on the Vars."""
 
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    rec_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+
+@implements(proc=DevicePlasticLayer, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyDevicePlasticLayerFloat(_PlasticFloat):
+    """float64 with device synapses: the plasticity phase is the DeviceLayer's (h, z, N out; F in,
+    same time step)."""
+
     h_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     z_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     norm_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     f_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    frames: np.ndarray = LavaPyType(np.ndarray, int)
-
-    FIXED = False
-
-    def __init__(self, proc_params):
-        super().__init__(proc_params)
-        self.plastic = proc_params["plastic"]
 
     def _synapses(self) -> None:
-        sim = self.kernel.sim
-        norm, h, z = sim.pending.pop(self.plastic)
+        norm, h, z = self.sim.pending.pop(self.plastic)
         self.h_out.send(np.asarray(h, np.float64).reshape(-1))
         self.z_out.send(np.asarray(z, np.float64).reshape(-1))
         self.norm_out.send(np.asarray(norm, np.float64).reshape(-1))
-        sim.set_F(self.plastic, self.f_in.recv())
+        st = self.sim.state[self.plastic]
+        st["F"] = np.array(self.f_in.recv(), np.float64).reshape(st["F"].shape)
+
+
+@implements(proc=PlasticLayer, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyPlasticLayerFixed(_PlasticModel):
+    """Bit-accurate: the integer specification of conversion's fixed-point simulator on int64
+    Vars; payloads in and events out are integers (int32 ports, 24-bit payloads)."""
+
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    rec_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    F: np.ndarray = _IV
+    z: np.ndarray = _IV
+    uW: np.ndarray = _IV
+    N: np.ndarray = _IV
+    a: np.ndarray = _IV
+    dh: np.ndarray = _IV
+    h_y: np.ndarray = _IV
+    h_sent: np.ndarray = _IV
+    x: np.ndarray = _IV
+    x_new: np.ndarray = _IV
+    frames: np.ndarray = LavaPyType(np.ndarray, int)
+
+    FIXED = True
