@@ -7,7 +7,8 @@ receives the first frame at sub-step d - 1 and runs the *pre-phase* sub-steps j 
 before it: at sub-step j its input is the synapse of the upstream layer's payloads of sub-step
 j - 1 (none at j = 0), so at j = 0 it fires where act(bias) >= vth (relu(bias) for relu layers),
 and its receivers integrate what it sent.  None of this depends on the frame, so it is one
-constant state, :func:`prephase_state`, that the reference simulator takes as its reset state and
+constant state, :func:`conversion.simulator.prephase_state` (computed by
+:func:`run_prephase`), that the reference simulator takes as its reset state and
 that a backend can load into its processes.
 
 Which nodes: every "lava" SigmaDelta layer runs its pre-phase; a layer of another rule (the
@@ -16,7 +17,7 @@ pre-phase (its synapse state: Conv2d/Affine u, the plastic layer's z and W z), i
 After the pre-phase the layers are idle until their input arrives (an unchanged act with
 |residue| < vth sends nothing), so the pre-phase state is also what a Lava graph holds at the
 sub-step a layer's first frame arrives.  The float network and "round" networks have no
-pre-phase (:func:`prephase_state` returns {}).  Counters (events, synops) exclude it.
+pre-phase (``prephase_state`` returns {}).  Counters (events, synops) exclude it.
 """
 from __future__ import annotations
 
@@ -35,18 +36,17 @@ def lava_nodes(net: g.Network) -> list:
             and fx.sd_rule(net.fixed.get(n, {})) == "lava"]
 
 
-def prephase_state(net: g.Network, fixed: bool = True) -> dict:
+def run_prephase(sim) -> dict:
     """{node: {state key: array of batch 1}}: the states that differ from the zero/bias reset
-    after the pre-phase sub-steps (module docstring); {} where nothing runs before the input."""
-    lava = set(lava_nodes(net)) if fixed else set()
+    after the pre-phase sub-steps (module docstring), computed on ``sim``, a fixed-point
+    :class:`conversion.simulator.Simulator` of batch 1 in its zero/bias reset state (not laid over
+    with a pre-phase).  The simulator's own node kernels do the arithmetic; this module only
+    orders the sub-steps, so it imports nothing of the simulator
+    (:func:`conversion.simulator.prephase_state` is the entry point)."""
+    net = sim.net
+    lava = set(lava_nodes(net))
     if not lava:
         return {}
-    from conversion.simulator import Simulator  # the node kernels: one definition of the arithmetic
-
-    class _Bare(Simulator):
-        prephase = False
-
-    sim = _Bare(net, 1, fixed=True)
     fresh = {n: {k: v.copy() for k, v in st.items()} for n, st in sim.state.items()}
     layers = layers_of(net)
     depth = layer_depths(layers)

@@ -32,6 +32,7 @@ from conversion import device_layer as dl
 from conversion import device_layer_fixed as dlf
 from conversion import fixed_point as fx
 from conversion import graph as g
+from conversion import sd_reset
 from conversion import semantics as sem
 from conversion.ops import EventConv2d, conv2d, conv_fanout, exact_in_float, matvec, row_dots
 from mstpn_base.errors import DataFormatError, ParameterError
@@ -215,7 +216,7 @@ class Simulator:
             return st
         return {}
 
-    #: start from :func:`conversion.sd_reset.prephase_state` (False: the zero/bias state only)
+    #: start from :func:`prephase_state` (False: the zero/bias state only)
     prephase = True
 
     def _fresh(self, n):
@@ -224,8 +225,6 @@ class Simulator:
         st = self._init_node(n)
         if self.prephase:
             if not hasattr(self, "_pre"):
-                from conversion.sd_reset import prephase_state
-
                 self._pre = prephase_state(self.net, self.fixed)
             for k, v in self._pre.get(n, {}).items():
                 st[k] = np.broadcast_to(v, st[k].shape).astype(st[k].dtype)
@@ -717,3 +716,16 @@ def run_sequence(sim: Simulator, frames, starts=None, record: tuple = ()) -> dic
     res = {k: np.stack(v) for k, v in out.items()}
     res.update({n: np.stack(v) for n, v in rec.items()})
     return res
+
+
+def prephase_state(net: g.Network, fixed: bool = True) -> dict:
+    """{node: {state key: array of batch 1}}: the reset state of ``net``'s fixed-point layers of
+    Lava's rule after their pre-phase sub-steps (:mod:`conversion.sd_reset`), computed with this
+    simulator's node kernels; {} where nothing runs before the input (float, "round" networks)."""
+    if not (fixed and sd_reset.lava_nodes(net)):
+        return {}
+
+    class _Bare(Simulator):
+        prephase = False
+
+    return sd_reset.run_prephase(_Bare(net, 1, fixed=True))

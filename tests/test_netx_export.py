@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from conversion import netx_export as nx
-from conversion.sd_reset import prephase_state
+from conversion.simulator import prephase_state
 from conversion.synthetic import pong_like_frames
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,8 @@ import pytest
 
 from conversion import fixed_point as fx
 from conversion import graph as g
-from conversion.sd_reset import lava_nodes, prephase_state
+from conversion.sd_reset import lava_nodes
+from conversion.simulator import prephase_state
 from conversion.simulator import Simulator
 from lava_available import needs_lava
 
