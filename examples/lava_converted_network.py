@@ -2,11 +2,12 @@
 
     python examples/lava_converted_network.py [--checkpoint random:0] [--frames 8] [--fixed-point]
 
-Builds the converted event-driven network as Lava processes (lava_procs.network.lava_processes),
-feeds it recorded Pong frames from a lava RingBuffer source of your own, reads the logits layer's
-record port with a lava RingBuffer sink, and checks the greedy actions against the NumPy reference
-simulator on the same frames.  One frame occupies ``graph.period`` Lava time steps (a synapse
-delivers one step later); the frame is sent in its first step, zeros in the others.
+Builds the converted event-driven network from Lava's own processes (Delta, Conv, SigmaDelta,
+Dense, Sigma and the project's plastic STPN layer; lava_procs.network.lava_processes), feeds it
+recorded Pong frames from a lava RingBuffer source of your own, reads the logits head's Sigma with
+a lava RingBuffer sink, and checks the greedy actions against the NumPy reference simulator on the
+same frames.  One frame occupies ``graph.period`` Lava time steps (a synapse delivers one step
+later); the Delta encoder sees the frame, in Lava's (X, Y, C) layout, in each of them.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 
 import lava_procs  # noqa: F401  (Python 3.11 compatibility hook before lava is imported)
 from conversion.numpy_backend import SimRunner
-from lava_procs.network import lava_processes, run_config
+from lava_procs.network import lava_processes, run_config, to_lava
 from snn_agent.export import convert_with_calibration, load_source
 from snn_agent.play import record_frames
 
@@ -36,21 +37,21 @@ def main(argv=None) -> int:
     frames = record_frames(net, args.frames, seed=0, policy=policy)
 
     graph = lava_processes(net, fixed_point=args.fixed_point)
-    n_obs, T, P = graph.input_port.shape[0], len(frames), graph.period
-    data = np.zeros((n_obs, T * P))
-    data[:, ::P] = frames.reshape(T, -1).T          # frame k at time step k * P (0-based), zeros between
+    T, P = len(frames), graph.period
+    held = np.stack([to_lava(f.reshape(net.nodes["input"].shape)) for f in frames])   # (T, X, Y, C)
+    data = np.repeat(held, P, axis=0).transpose(1, 2, 3, 0)                         # frame k at steps kP..kP+P-1
     source = Source(data=data)
     source.s_out.connect(graph.input_port)
     n_logits = graph.sizes["logits"]
-    sink = Sink(shape=(n_logits + 2,), buffer=T * P)  # value, event count, synaptic operations
-    graph.records["logits"].connect(sink.a_in)
+    sink = Sink(shape=(n_logits,), buffer=T * P)      # the logits head's Sigma: sum of W h
+    graph.outputs["logits"].connect(sink.a_in)
     try:
         source.run(condition=RunSteps(num_steps=T * P), run_cfg=run_config(args.fixed_point))
-        rec = sink.data.get()                          # (n_logits + 2, T * P)
+        rec = sink.data.get()                          # (n_logits, T * P)
     finally:
         source.stop()
     # the logits layer computes in its own sub-step (its depth - 1) of every frame
-    logits = rec[:n_logits, P - 1::P].T
+    logits = rec[:, P - 1::P].T + graph.bias["logits"]   # logits = bias + the accumulated W h
     if args.fixed_point:
         from conversion.backend import value_exponent
         logits = logits * 2.0 ** value_exponent(net, "logits")
