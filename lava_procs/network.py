@@ -124,14 +124,6 @@ def _fixed_neuron(net, n) -> dict:
     return fp
 
 
-def _exact_shift(x, s: int, what: str) -> np.ndarray:
-    """x / 2**s for a multiple of 2**s (the constructor of Lava's SigmaDelta multiplies it back)."""
-    x = np.asarray(x, np.int64)
-    if np.any((x >> s) << s != x):
-        raise UnsupportedNetworkError(f"{what} is not a multiple of 2**state_exp = {2 ** s}")
-    return x >> s
-
-
 def _input_layer(net, nodes, fixed):
     from lava.proc.sdn.process import Delta
 
@@ -164,7 +156,7 @@ def _conv_layer(net, nodes, fixed):
         w, bias = net.fixed[conv[0]]["weight_mant"], net.fixed[conv[0]]["bias"]
         fp = _fixed_neuron(net, sd)
         S = int(fp["state_exp"])
-        vth, bias = int(_exact_shift([fp["vth"]], S, f"{sd}.vth")[0]), _exact_shift(bias, S, f"{conv[0]}.bias")
+        vth, bias = int(fp["vth"]), np.asarray(bias, np.int64)   # u units: Lava's Vars, set below
     else:
         w, bias, S, vth = c.weight, c.bias, 0, _float_vth(net, sd)
         for n in scale:
@@ -178,7 +170,8 @@ def _conv_layer(net, nodes, fixed):
     shape = lava_shape(node.out_shape)
     b = np.broadcast_to(np.asarray(bias).reshape(1, 1, -1), shape).copy()
     act = ActivationMode.RELU if node.activation == "relu" else ActivationMode.UNIT
-    neuron = SigmaDelta(shape=shape, vth=vth, bias=b, act_mode=act, state_exp=S)
+    neuron = SigmaDelta(shape=shape, vth=0, bias=0, act_mode=act, state_exp=S)
+    neuron.vth.init, neuron.bias.init = np.array([vth]), b   # the Vars in u units (the constructor's x 2**state_exp)
     syn.a_out.connect(neuron.a_in)
     return {conv[0]: syn, sd: neuron}, syn.s_in, neuron.s_out
 
