@@ -20,12 +20,24 @@ kernels are flipped (Lava's Conv convolves, PyTorch's correlates).  fixed_pt: th
 weights even), SigmaDelta vth and bias are the "lava" rule's u-unit integers divided by
 2**state_exp (Lava's constructor multiplies them back).  floating_pt: Lava's float SigmaDelta fires
 at |delta| >= vth, so vth = the next float above the layer's threshold (the project's strict
-rule); it also fires relu(bias) once before the first frame reaches it (the pre-phase,
-:mod:`conversion.sd_reset`), which the float reference does not do: see docs/backends.md.
+rule).
 
 One frame = ``period`` Lava time steps (a synapse delivers one step later; the layer at depth d
-computes the frame at sub-step d - 1).  Closed loop: one blocking ``run(RunSteps(period))`` per
-frame.  A recorded sequence (:meth:`LavaRunner.run_frames`): one ``run(RunSteps(period * n))``,
+computes the frame at sub-step d - 1).  A Lava SigmaDelta computes in every time step, so with its
+bias on it fires act(bias) in the sub-steps before its first frame reaches it (the pre-phase,
+:mod:`conversion.sd_reset`):
+
+* fixed_pt keeps Lava's native behaviour: the biases are on from the start, the layers fire in the
+  pre-phase, and the fixed-point reference starts from the same pre-phase reset state
+  (:func:`conversion.simulator.prephase_state`), so the two agree bit for bit;
+* floating_pt follows the *float schedule*, as the float reference has no pre-phase (sent starts
+  at 0): every SigmaDelta bias Var starts at 0, and the first frame of a fresh graph runs one
+  ``run(RunSteps(1))`` per sub-step; before sub-step j the host sets (Var.set, the runtime paused)
+  the bias of each layer whose first frame arrives at sub-step j (:meth:`LavaGraph.switch_on_biases`).
+  Later frames run as below, the biases on.
+
+Closed loop: one blocking ``run(RunSteps(period))`` per frame.  A recorded sequence
+(:meth:`LavaRunner.run_frames`): the first frame as above, then one ``run(RunSteps(period * (n - 1)))``,
 the host streaming frames into the Injector and payloads out of the Extractors meanwhile.
 
 Synapse models of the plastic layer: ``synapses="ideal"`` (the rule inside the layer) and, in
@@ -92,6 +104,16 @@ class LavaGraph:
     kinds: dict = field(default_factory=dict)   # layer -> "delta", "sigma_delta", "plastic", "head"
     #: synapses="device": the :class:`lava_procs.memristor.layer.DeviceLayer` of each plastic node
     synapses: dict = field(default_factory=dict)
+    #: floating_pt: per SigmaDelta layer (its bias Var starts at 0) the sub-step of its first
+    #: frame and the bias to switch on then (:meth:`switch_on_biases`; module docstring)
+    pending_bias: dict = field(default_factory=dict)
+
+    def switch_on_biases(self, sub_step: int) -> None:
+        """The float schedule: set the bias Var of every SigmaDelta layer whose first frame
+        arrives at ``sub_step`` (Var.set, the runtime paused before that time step)."""
+        for name, (j, bias) in self.pending_bias.items():
+            if j == sub_step:
+                self.procs[name].bias.set(bias)
 
 
 #: the synapse models the Lava graph runs: floating_pt both, fixed_pt the ideal rule only
@@ -171,9 +193,10 @@ def _conv_layer(net, nodes, fixed):
     b = np.broadcast_to(np.asarray(bias).reshape(1, 1, -1), shape).copy()
     act = ActivationMode.RELU if node.activation == "relu" else ActivationMode.UNIT
     neuron = SigmaDelta(shape=shape, vth=0, bias=0, act_mode=act, state_exp=S)
-    neuron.vth.init, neuron.bias.init = np.array([vth]), b   # the Vars in u units (the constructor's x 2**state_exp)
+    neuron.vth.init = np.array([vth])              # the Vars in u units (the constructor's x 2**state_exp)
+    neuron.bias.init = b if fixed else np.zeros(shape)   # float: switched on at the layer's first frame
     syn.a_out.connect(neuron.a_in)
-    return {conv[0]: syn, sd: neuron}, syn.s_in, neuron.s_out
+    return {conv[0]: syn, sd: neuron}, syn.s_in, neuron.s_out, (None if fixed else b)
 
 
 def _head_layer(net, nodes, fixed):
@@ -222,6 +245,7 @@ def lava_processes(net, fixed_point: bool = False, synapses: str = "ideal", devi
     depth = layer_depths(layers)
     period = max(depth.values())
     main, ins, outs, procs, sizes, kinds, biases, records, syn = {}, {}, {}, {}, {}, {}, {}, {}, {}
+    pending = {}
     for name, nodes, src in layers:
         sizes[name] = int(np.prod(net.nodes[name].out_shape))
         kinds_here = {type(net.nodes[n]).__name__ for n in nodes}
@@ -242,8 +266,10 @@ def lava_processes(net, fixed_point: bool = False, synapses: str = "ideal", devi
             records[name] = proc.rec_out
             kinds[name] = "plastic"
         elif "Conv2d" in kinds_here:
-            p, ins[name], outs[name] = _conv_layer(net, nodes, fixed_point)
+            p, ins[name], outs[name], b = _conv_layer(net, nodes, fixed_point)
             kinds[name] = "sigma_delta"
+            if b is not None:
+                pending[name] = (depth[name] - 1, b)
         else:
             p, ins[name], outs[name], biases[name] = _head_layer(net, nodes, fixed_point)
             kinds[name] = "head"
@@ -251,7 +277,8 @@ def lava_processes(net, fixed_point: bool = False, synapses: str = "ideal", devi
         main[name] = p[name] if name in p else next(iter(p.values()))
         if src is not None:
             outs[src].connect(ins[name])
-    return LavaGraph(main, sizes, ins[layers[0][0]], outs, records, period, fixed_point, procs, biases, kinds, syn)
+    return LavaGraph(main, sizes, ins[layers[0][0]], outs, records, period, fixed_point, procs, biases, kinds, syn,
+                     pending)
 
 
 def _wire_devices(proc, node, devs, gamma, kw, step0, counts0, syn) -> None:
@@ -343,6 +370,7 @@ class LavaRunner:
         self.inj.out_port.connect(g_.input_port)
         self._root = next(iter(g_.procs.values()))
         self._sent = {n: 0 for n, k in g_.kinds.items() if k in ("delta", "sigma_delta")}
+        self._fresh = True         # no frame has run on this graph yet (the float schedule's first frame)
         self._cfg = self.run_config()
         self._runtime = LavaRuntime(self._root)
 
@@ -367,7 +395,10 @@ class LavaRunner:
             self._runtime.start(self._cfg)
         self._send(obs)
         self._ok = False
-        self._root.run(condition=RunSteps(num_steps=self.period, blocking=True), run_cfg=self._cfg)
+        if self._fresh:
+            self._first_frame()
+        else:
+            self._root.run(condition=RunSteps(num_steps=self.period, blocking=True), run_cfg=self._cfg)
         self._ok = True
         self._steps += 1
         return self._receive()
@@ -385,19 +416,40 @@ class LavaRunner:
         out, T = [], len(frames)
         self._ok = False
         try:
-            self._send(frames[0]) if T else None
-            self._root.run(condition=RunSteps(num_steps=self.period * T, blocking=False), run_cfg=self._cfg)
-            for k in range(T):
-                if k + 1 < T:
-                    self._send(frames[k + 1])
+            if T:
+                self._send(frames[0])
+                self._first_frame()
                 out.append(self._receive())
-            self._root.wait()
+            if T > 1:
+                self._send(frames[1])
+                self._root.run(condition=RunSteps(num_steps=self.period * (T - 1), blocking=False),
+                               run_cfg=self._cfg)
+                for k in range(1, T):
+                    if k + 1 < T:
+                        self._send(frames[k + 1])
+                    out.append(self._receive())
+                self._root.wait()
         except BaseException:
             self.close()
             raise
         self._ok = True
         self._steps += T
         return out
+
+    def _first_frame(self) -> None:
+        """The first frame of a fresh graph.  Fixed point: one ``run(RunSteps(period))`` (Lava's
+        native pre-phase).  Floating point: one ``run(RunSteps(1))`` per sub-step, switching on
+        the biases of the layers whose first frame arrives in it before it (the float schedule)."""
+        from lava.magma.core.run_conditions import RunSteps
+
+        self._fresh = False
+        if not self.graph.pending_bias:
+            self._root.run(condition=RunSteps(num_steps=self.period, blocking=True), run_cfg=self._cfg)
+            return
+        for j in range(self.period):
+            if j:   # Var.set needs a runtime that has run; no layer of sub-step 0 has a bias (the Delta input)
+                self.graph.switch_on_biases(j)
+            self._root.run(condition=RunSteps(num_steps=1, blocking=True), run_cfg=self._cfg)
 
     def _receive(self) -> StepOut:
         """Decode one frame's ``period`` Extractor vectors of every layer."""
