@@ -102,23 +102,41 @@ def to_int(x, exp: int) -> np.ndarray:
 
 
 # -- sigma-delta rules ------------------------------------------------------------------------
-#: sigma-delta rules of the fixed-point specification, by the integer code stored in ``net.fixed``
-#: (a SigmaDelta entry's ``rule`` key; absent: "round", the rule of version-1 files)
-SD_RULES = ("round", "lava")
+#: sigma-delta rules of the fixed-point specification (``quantise(..., sd_rule=...)``): "round"
+#: (version 1), "lava" (Lava's SigmaDelta with the smallest state_exp the budgets allow) and
+#: "lava-netx" (the same arithmetic with the exponents lava-dl netx loads: exact netx export)
+SD_RULES = ("round", "lava", "lava-netx")
+#: the arithmetic of a SigmaDelta node, by the integer code stored in its ``net.fixed`` entry
+#: (``rule`` key; absent: "round", the rule of version-1 files).  "lava" and "lava-netx" share
+#: code 1: they differ only in the stored exponents.
 SD_RULE_CODE = {"round": 0, "lava": 1}
-#: state_exp of the "lava" rule after the first hidden layer (= lava-dl netx's fixed state_exp)
+#: the rule a network was quantised with, by the code stored in ``_spec["sd_rule"]`` (absent:
+#: "round").  Code 1 is what the first version-2 files carry: the netx exponents.
+SD_SPEC_CODE = {"round": 0, "lava-netx": 1, "lava": 2}
+#: state_exp of the "lava-netx" rule after the first hidden layer (= lava-dl netx's fixed state_exp)
 LAVA_STATE_EXP = 6
+#: Lava's SigmaDelta state_exp is a 3-bit Var
+LAVA_STATE_EXP_MAX = 7
 #: lava's SigmaDelta declares a 16-bit bias (the constructor's argument, scaled there by 2**state_exp)
 LAVA_BIAS_MAX = (1 << 15) - 1
 
 
 def sd_rule(entry: dict) -> str:
-    """The sigma-delta rule of a SigmaDelta node's fixed-point entry ("round" when it has none)."""
+    """The sigma-delta arithmetic of a SigmaDelta node's fixed-point entry ("round" when it has none)."""
     code = int(entry.get("rule", 0))
     for name, c in SD_RULE_CODE.items():
         if c == code:
             return name
     raise ParameterError(f"unknown sigma-delta rule code {code} (known: {SD_RULE_CODE})")
+
+
+def spec_sd_rule(spec: dict) -> str:
+    """The rule (one of :data:`SD_RULES`) a fixed-point block's ``_spec`` names ("round" when none)."""
+    code = int(spec.get("sd_rule", 0))
+    for name, c in SD_SPEC_CODE.items():
+        if c == code:
+            return name
+    raise ParameterError(f"unknown sigma-delta rule code {code} in _spec (known: {SD_SPEC_CODE})")
 
 
 def sigma_delta_lava(act, believed, vth: int, state_exp: int):

@@ -39,15 +39,19 @@ bits), message (16 bits, netx's default for SDNN) and bias (16 bits) fits within
 (default 1) times the calibrated maxima.  Graph 2 has se = 0 (messages = the h events, exactly);
 its accumulator has no bias (netx's Sigma has none): the host adds the head biases (JSON).
 
-A network quantised with the sigma-delta rule "lava" (the default, :mod:`conversion.quantise`)
-is exported exactly: its ``_spec`` names the spike_exp, its first conv layer has
+A network quantised with the sigma-delta rule "lava-netx" (:mod:`conversion.quantise`; the
+version-2 files whose ``_spec["sd_rule"]`` is 1) is exported exactly: its ``_spec`` names the spike_exp, its first conv layer has
 s = 6 - spike_exp and the later ones s = 6, so c = spike_exp, then 0, and d = 0 (messages = the
 project's payloads); its biases and vth (u units) are multiples of 2**(se + 6 - c), so
 ``bias = B >> (se + 6 - c)`` and ``vThMant = vth >> (se + 6 - c)`` are exact, and netx's pre-input
 firing is the project's pre-phase reset state (:mod:`conversion.sd_reset`).  The graph then
 reproduces the reference integers of conv1, conv2 and the heads bit for bit (tests/test_netx_export.py).
 
-Known differences of a network of the older rule "round" from the project's integer specification (measured by tests/test_netx_export.py
+A network of the rule "lava" (the default: the smallest state_exp per layer, 2 and 0 for the
+shipped STPN's conv layers, not netx's fixed 6) or "round" cannot be made exact without
+requantising it, which needs its calibration data: it is exported approximately (as "round",
+spike_exp chosen by the budgets), and the exporter says so (:data:`NOT_EXACT`, :data:`EXACT_HOW`).
+Known differences of such a network (measured for "round") from the project's integer specification (measured by tests/test_netx_export.py
 and stated in docs/deploy.md): a SigmaDelta layer fires relu(bias) once before any input
 arrives; it thresholds the unrounded accumulator difference (with >=), not the rounded activation;
 it sends the floored delta ``s >> 6`` yet resets the residue as if all of ``s`` had been sent, so
@@ -95,8 +99,12 @@ DIFFERENCES = (
     "16-bit bias with resolution 2**(se + 6 - c) accumulator LSBs (JSON: bias_step)",
     "the Dense heads have no bias (netx's Sigma output): the host adds it",
 )
-#: what still differs for a network of the "lava" sigma-delta rule
+#: what still differs for a network of the "lava-netx" sigma-delta rule
 DIFFERENCES_LAVA = DIFFERENCES[-1:]
+#: what the exporter says for a network whose conv layers netx cannot reproduce, and the remedy
+NOT_EXACT = "the conv layers will not reproduce the reference integers exactly"
+EXACT_HOW = ("for an exact netx file convert with `mstpn convert --sd-rule lava-netx` "
+             "(netx's state_exp 6 after the first layer)")
 
 
 @dataclass
@@ -221,11 +229,15 @@ def plan(net: g.Network, spike_exp: int | None = None, headroom: float | None = 
     if int(fixed[sd_in]["out_exp"]) != 0:
         raise ParameterError("the input layer must send raw pixel integers (exponent 0)")
     notes: list = []
-    lava = fx.sd_rule(fixed[sd_in]) == "lava" and all(fx.sd_rule(fixed[sd]) == "lava" for _, sd in convs)
+    rule = fx.spec_sd_rule(fixed.get("_spec", {}))
+    arith = fx.sd_rule(fixed[sd_in]) == "lava" and all(fx.sd_rule(fixed[sd]) == "lava" for _, sd in convs)
+    lava = arith and rule == "lava-netx"    # netx's exponents: the exact export
     t_in = _scalar_threshold(sd_in, fixed[sd_in]["threshold"], notes)
     thresholds = {sd: _scalar_threshold(sd, fixed[sd]["threshold"], notes) for _, sd in convs}
-    if lava:
+    if fx.sd_rule(fixed[sd_in]) == "lava":
         t_in = int(fixed[sd_in]["vth"]) - 1
+    if not lava:
+        notes.append(f"{NOT_EXACT} (sigma-delta rule {rule!r}); {EXACT_HOW}")
 
     def layers_for(se: int) -> tuple[list, list]:
         out, problems, c = [], [], se

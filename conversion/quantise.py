@@ -106,8 +106,8 @@ def quantise(net: g.Network, cal: Calibration, headroom: float = DEFAULT_HEADROO
     w_mant, w_exp = fx.quantise_weights(st.W)
     g_mant, g_exp = fx.quantise_weights(st.gamma)
 
-    # activation exponents
-    out_exp = {}
+    # activation exponents (why_exp: the budget that sets each)
+    out_exp, why_exp, budget_exp, why_budget = {}, {}, {}, {}
     for n in order:
         node = nodes[n]
         if isinstance(node, g.Input):
@@ -116,17 +116,24 @@ def quantise(net: g.Network, cal: Calibration, headroom: float = DEFAULT_HEADROO
             if isinstance(nodes[net.source(n)], g.Input):
                 out_exp[n] = 0  # raw pixels
                 continue
-            e = max(FINEST_EXP, _exp_for(cal.maxabs.get(n, 0.0), hr))
-            for r in synapse_receivers(n):
-                if r in weights:
-                    e = max(e, _exp_for(cal.maxabs.get(r, 0.0), hr, weights[r][1]))
-            out_exp[n] = e
+            bounds = [(FINEST_EXP, f"the finest exponent 2**{FINEST_EXP}"),
+                      (_exp_for(cal.maxabs.get(n, 0.0), hr), f"{n}'s own 24-bit range")]
+            bounds += [(_exp_for(cal.maxabs.get(r, 0.0), hr, weights[r][1]), f"the 24-bit accumulator of {r}")
+                       for r in synapse_receivers(n) if r in weights]
+            out_exp[n], why_exp[n] = max(bounds, key=lambda b: b[0])
+            budget_exp[n], why_budget[n] = max(bounds[1:], key=lambda b: b[0])     # the 24-bit budgets alone
     x_src = _neuron_of(net, net.source(st_name))
     a_min = _exp_for(cal.maxabs.get(st_name, 0.0), hr)
-    if sd_rule == "lava":
-        lava = _lava_exponents(net, weights, out_exp, {x_src: a_min, st.post: a_min})
-    else:
-        lava = {}
+    for n in (x_src, st.post):
+        if a_min > out_exp[n]:
+            why_exp[n] = f"the 24-bit pre-activation of {st_name}"
+        if a_min > budget_exp.get(n, a_min):
+            budget_exp[n], why_budget[n] = a_min, f"the 24-bit pre-activation of {st_name}"
+    lava = {}
+    if sd_rule == "lava-netx":
+        lava = _lava_exponents(net, weights, out_exp, {x_src: a_min, st.post: a_min}, why_exp, netx=True)
+    elif sd_rule == "lava":
+        lava = _lava_exponents(net, weights, out_exp, budget_exp, why_budget, netx=False)
     for n in (x_src, st.post):
         out_exp[n] = max(out_exp[n], a_min)
     x_exp, h_exp = out_exp[x_src], out_exp[st.post]
@@ -157,7 +164,7 @@ def quantise(net: g.Network, cal: Calibration, headroom: float = DEFAULT_HEADROO
             nrn = _lava_neuron(net, n, lava)
             if nrn is not None:       # a multiple of the layer's netx step, 16-bit Lava mantissa
                 k, S = lava[nrn]["step_exp"], lava[nrn]["state_exp"]
-                bias = fx.to_int(node.bias, u_exp + k) << k
+                bias = fx.to_int(node.bias, u_exp + k) << k if k else bias
                 if np.max(np.abs(bias >> S), initial=0) > fx.LAVA_BIAS_MAX:
                     raise ParameterError(f"{n}.bias / 2**state_exp ({int(np.max(np.abs(bias >> S)))}) does not fit "
                                          f"Lava's 16-bit SigmaDelta bias")
@@ -172,7 +179,7 @@ def quantise(net: g.Network, cal: Calibration, headroom: float = DEFAULT_HEADROO
                 ent.update(lut=lut, lut_shift=shift)
             if n in lava:
                 ent.update(_lava_entry(node, in_exp_of[src], out_exp[n], lava[n]))
-            elif sd_rule == "lava":
+            elif sd_rule != "round":
                 ent["rule"] = fx.SD_RULE_CODE["round"]
             fixed[n] = ent
         elif isinstance(node, g.PlasticSTPN):
@@ -187,10 +194,16 @@ def quantise(net: g.Network, cal: Calibration, headroom: float = DEFAULT_HEADROO
             fixed[n] = {"folded": 1}
         in_exp_of[n] = this_out
     fixed["_spec"] = {"headroom_x1000": int(round(hr * 1000)), "finest_exp": FINEST_EXP, "version": 1}
-    if sd_rule == "lava":
+    if sd_rule == "lava-netx":
         se = [v["spike_exp"] for v in lava.values() if "spike_exp" in v]
-        fixed["_spec"].update(version=2, sd_rule=fx.SD_RULE_CODE["lava"], spike_exp=se[0] if se else 0)
+        fixed["_spec"].update(version=2, sd_rule=fx.SD_SPEC_CODE[sd_rule], spike_exp=se[0] if se else 0)
+    elif sd_rule == "lava":
+        fixed["_spec"].update(version=2, sd_rule=fx.SD_SPEC_CODE[sd_rule])
     net.fixed = fixed
+    if lava:
+        net.metadata["sd_state_exp"] = {n: {"state_exp": int(v["state_exp"]), "why": v["why"]} for n, v in lava.items()}
+    else:
+        net.metadata.pop("sd_state_exp", None)
     return fixed
 
 
@@ -203,10 +216,14 @@ def _neuron_of(net: g.Network, n: str) -> str:
     return n
 
 
-def _lava_exponents(net: g.Network, weights: dict, out_exp: dict, floor_exp: dict) -> dict:
-    """The "lava" rule's exponents (module docstring), in order: sets ``out_exp`` of every
-    identity/relu SigmaDelta to in_exp + S and returns {node: {state_exp, step_exp[, spike_exp]}}.
-    ``floor_exp``: lower bounds of out_exp (the plastic layer's input)."""
+def _lava_exponents(net: g.Network, weights: dict, out_exp: dict, floor_exp: dict, why_exp: dict,
+                    netx: bool) -> dict:
+    """The exponents of the Lava-rule SigmaDelta nodes (module docstring), in order: sets
+    ``out_exp`` of every identity/relu SigmaDelta to in_exp + S and returns {node: {state_exp,
+    step_exp[, spike_exp], why}}.  ``netx``: the "lava-netx" exponents (``floor_exp``: lower bounds
+    of out_exp, the plastic layer's input); else ("lava") the smallest S with out_exp >=
+    ``floor_exp`` (the 24-bit budgets alone, without the finest-exponent bound).  ``why_exp``: the
+    budget behind each bound."""
     nodes, lava, in_exp, c, se = net.nodes, {}, {}, None, None
     for n in net.order:
         node = nodes[n]
@@ -224,17 +241,26 @@ def _lava_exponents(net: g.Network, weights: dict, out_exp: dict, floor_exp: dic
                 in_exp[n] = out_exp[n]
                 continue
             first_input = isinstance(nodes[net.source(n)], g.Input)
-            want = max(out_exp[n], floor_exp.get(n, out_exp[n])) - src_exp
+            want = (max(out_exp[n], floor_exp.get(n, out_exp[n])) if netx else floor_exp.get(n, -10**6)) - src_exp
             if first_input:
-                S, ent = 0, {"step_exp": 0}
+                S, ent = 0, {"step_exp": 0, "why": "the input encoder sends raw pixel integers"}
+            elif not netx:
+                S = max(0, want)
+                ent = {"step_exp": 0, "why": (f"{why_exp.get(n, 'its budget')} needs out_exp - in_exp >= {want}"
+                                              if S else "the budgets allow it" + (
+                                                  f" ({why_exp[n]} needs out_exp - in_exp >= {want})"
+                                                  if n in why_exp and want > -10**5 else ""))}
+                S, ent = _bias_state_exp(net, n, in_exp, S, ent)
             elif se is None:                         # first hidden layer: its netx accumulator is 2**se u
                 S = min(fx.LAVA_STATE_EXP, max(0, want))
                 se = fx.LAVA_STATE_EXP - S
-                ent = {"step_exp": fx.LAVA_STATE_EXP, "spike_exp": se}
+                ent = {"step_exp": fx.LAVA_STATE_EXP, "spike_exp": se,
+                       "why": f"netx's first layer: the budgets' {max(0, want)}, clipped to 0..6 (spike_exp {se})"}
                 c = se - fx.LAVA_STATE_EXP + S
             else:
                 S = max(fx.LAVA_STATE_EXP, want)
-                ent = {"step_exp": se + fx.LAVA_STATE_EXP - c}
+                ent = {"step_exp": se + fx.LAVA_STATE_EXP - c,
+                       "why": f"netx's state_exp {fx.LAVA_STATE_EXP}" + (f" (the budgets need {want})" if S > 6 else "")}
                 c = c - fx.LAVA_STATE_EXP + S
             ent["state_exp"] = S
             lava[n] = ent
@@ -243,6 +269,24 @@ def _lava_exponents(net: g.Network, weights: dict, out_exp: dict, floor_exp: dic
         else:
             in_exp[n] = src_exp
     return lava
+
+
+def _bias_state_exp(net: g.Network, n: str, in_exp: dict, S: int, ent: dict) -> tuple:
+    """Raise the state_exp S of SigmaDelta ``n`` until its synapse's bias (u units) over 2**S fits
+    Lava's 16-bit SigmaDelta bias, and check Lava's 3-bit state_exp; returns (S, entry)."""
+    syn = net.source(n)
+    if isinstance(net.nodes[syn], (g.Conv2d, g.Affine)):
+        b = fx.to_int(net.nodes[syn].bias, in_exp[syn])
+        big, need = int(np.max(np.abs(b), initial=0)), S
+        while np.max(np.abs(b >> need), initial=0) > fx.LAVA_BIAS_MAX:
+            need += 1
+        if need > S:
+            ent = dict(ent, why=f"{syn}'s bias ({big} u-LSBs) / 2**state_exp must fit Lava's 16-bit SigmaDelta bias "
+                                f"(the 24-bit budgets alone allow {S})")
+            S = need
+    if S > fx.LAVA_STATE_EXP_MAX:
+        raise ParameterError(f"{n}: state_exp {S} does not fit Lava's 3-bit SigmaDelta state_exp ({ent['why']})")
+    return S, ent
 
 
 def _lava_neuron(net: g.Network, n: str, lava: dict):

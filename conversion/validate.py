@@ -184,6 +184,8 @@ def _check_fixed(net: g.Network, fixed) -> dict:
     if not isinstance(spec, dict) or _as_int("_spec", "version", spec.get("version", -1), False) not in (1, 2):
         raise DataFormatError("fixed-point block lacks its _spec entry (version 1 or 2)")
     out["_spec"] = {k: _as_int("_spec", k, v, False) for k, v in spec.items()}
+    if "sd_rule" in out["_spec"]:
+        _in_range("_spec", "sd_rule", out["_spec"]["sd_rule"], 0, max(fx.SD_SPEC_CODE.values()))
     unknown = sorted(set(fixed) - set(net.nodes) - {"_spec"})
     if unknown:
         raise DataFormatError(f"fixed-point entry {unknown[0]!r} names no node of the network")
@@ -230,7 +232,7 @@ def _check_fixed(net: g.Network, fixed) -> dict:
             _in_range(name, "threshold", e["threshold"], 0, fx.STATE_MAX)
             _equal(name, "in_exp", e["in_exp"], exp_out[src], f"the output exponent of {src!r}")
             if "rule" in e:
-                _in_range(name, "rule", e["rule"], 0, len(fx.SD_RULES) - 1)
+                _in_range(name, "rule", e["rule"], 0, max(fx.SD_RULE_CODE.values()))
             if e.get("rule", 0):
                 _equal(name, "state_exp", e["state_exp"], e["out_exp"] - e["in_exp"], "out_exp - in_exp")
                 _in_range(name, "vth", e["vth"], 1, fx.STATE_MAX)

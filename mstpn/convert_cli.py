@@ -41,7 +41,9 @@ def register(subparsers) -> None:
     p.add_argument("--headroom", type=float, default=4.0, help="fixed-point headroom over calibrated maxima")
     p.add_argument("--sd-rule", choices=SD_RULES, default="lava",
                    help="fixed-point sigma-delta rule: 'lava' (Lava's SigmaDelta: fire at |delta| >= vth, floored "
-                        "payloads) or 'round' (the rounded-activation rule of version-1 files)")
+                        "payloads; the smallest state_exp per layer that the 24-bit budgets allow), 'lava-netx' "
+                        "(the same with lava-dl netx's exponents: `mstpn export-netx` is exact) or 'round' "
+                        "(the rounded-activation rule of version-1 files)")
     p.add_argument("--no-fixed-point", action="store_true",
                    help="do not add the fixed-point parameters (default: added, when calibrated)")
     p.set_defaults(func=cmd_convert)
@@ -63,6 +65,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     net = convert_with_calibration(policy, env_cfg, args.mode, args.rate_steps, args.calib_frames, args.seed,
                                    args.rel, args.target, args.input_threshold, args.headroom,
                                    not args.no_fixed_point, source=desc, sd_rule=args.sd_rule)
+    for n, v in net.metadata.get("sd_state_exp", {}).items():
+        print(f"  {n}: state_exp {v['state_exp']} ({v['why']})")
     write_network(args.out, net)
     print(f"wrote {args.out}: {len(net.nodes)} nodes, {len(net.edges)} edges"
           + (", fixed point" if net.fixed else ""))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from conversion.netx_export import DEFAULT_HEADROOM, paths, write_netx
+from conversion.netx_export import DEFAULT_HEADROOM, EXACT_HOW, NOT_EXACT, paths, write_netx
 from mstpn_base.checks import check_output_file
 from mstpn_base.cliargs import add_out
 from mstpn_base.errors import ParameterError
@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     add_out(p, required=True, metavar="OUT.net",
             help="netx file of graph 1; OUT_heads.net and OUT.json are written beside it")
     p.add_argument("--spike-exp", type=int,
-                   help="netx spike_exp of graph 1 (default: the network's own for the 'lava' sigma-delta rule, "
+                   help="netx spike_exp of graph 1 (default: the network's own for the 'lava-netx' sigma-delta rule, "
                         "with which netx reproduces its integers; else the largest in 0..6 that keeps the bit budgets)")
     p.add_argument("--headroom", type=float, default=DEFAULT_HEADROOM,
                    help="factor over the calibrated maxima that the netx bit budgets must hold")
@@ -46,8 +46,11 @@ def cmd_export_netx(args: argparse.Namespace) -> int:
     se = info["graphs"]["static"]["load"]["spike_exp"]
     print(f"wrote {files['static']} (input -> {len(info['graphs']['static']['layers']) - 1} conv layers, "
           f"spike_exp {se}), {files['heads']} (heads) and {files['json']}")
-    print("the conv layers reproduce the reference integers exactly" if info["graphs"]["static"]["layers"][1].get("exact")
-          else "the conv layers approximate the reference integers (see the JSON's differences)")
+    if info["graphs"]["static"]["layers"][1].get("exact"):
+        print("the conv layers reproduce the reference integers exactly")
+    else:
+        print(f"{NOT_EXACT} (see the JSON's differences); {EXACT_HOW}")
     for note in info["notes"]:
-        print(f"note: {note}")
+        if not note.startswith(NOT_EXACT):
+            print(f"note: {note}")
     return 0

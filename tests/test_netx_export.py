@@ -49,7 +49,8 @@ needs_netx = pytest.mark.skipif(isinstance(NETX, Exception), reason=f"lava-dl's 
 
 @pytest.fixture(scope="module")
 def net():
-    """The shipped STPN policy, converted, calibrated on 60 synthetic frames, quantised."""
+    """The shipped STPN policy, converted, calibrated on 60 synthetic frames, quantised with the
+    sigma-delta rule "lava-netx" (the one netx reproduces exactly)."""
     import torch
 
     from conversion.calibrate import calibrate, set_thresholds
@@ -62,7 +63,7 @@ def net():
     n = convert_policy(policy)
     cal = calibrate(n, pong_like_frames(60, seed=0))
     set_thresholds(n, cal, rel=0.002)
-    quantise(n, cal)
+    quantise(n, cal, sd_rule="lava-netx")
     n.metadata["calibration"] = cal.to_dict()
     return n
 
@@ -130,6 +131,32 @@ def test_cli_writes_three_files(net, tmp_path, capsys):
     assert cli.main(["export-netx", str(tmp_path / "n.nir"), "-o", str(tmp_path / "out" / "n.net")]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["n.json", "n.net", "n_heads.net"]
     assert "spike_exp" in capsys.readouterr().out
+
+
+def test_cli_says_when_the_conv_layers_are_not_exact(net, tmp_path, capsys):
+    """A network of the default rule "lava" (its own state_exp per layer): one line says the conv
+    layers will not be exact and how to get an exact file; "lava-netx" says exact."""
+    from conversion.calibrate import Calibration
+    from conversion.nirfile import write_network
+    from conversion.quantise import quantise
+    from mstpn import cli
+
+    write_network(tmp_path / "x.nir", net)
+    assert cli.main(["export-netx", str(tmp_path / "x.nir"), "-o", str(tmp_path / "x.net")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "the conv layers reproduce the reference integers exactly" in out
+    default = copy.copy(net)
+    default.metadata = dict(net.metadata)
+    quantise(default, Calibration.from_dict(net.metadata["calibration"]))
+    assert default.fixed["sd2"]["state_exp"] != nx.STATE_EXP
+    write_network(tmp_path / "d.nir", default)
+    assert cli.main(["export-netx", str(tmp_path / "d.nir"), "-o", str(tmp_path / "d.net")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    lines = [ln for ln in out if nx.NOT_EXACT in ln]
+    assert len(lines) == 1 and "mstpn convert --sd-rule lava-netx" in lines[0], out
+    info = json.loads((tmp_path / "d.json").read_text())
+    assert info["graphs"]["static"]["layers"][1]["exact"] is False
+    assert any(nx.NOT_EXACT in note for note in info["notes"])
 
 
 # -- running it in Lava --------------------------------------------------------------------------

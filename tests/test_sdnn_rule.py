@@ -4,6 +4,8 @@ Dense, SigmaDelta, fixed_pt) run on a small layer: the ground truth the specific
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,7 @@ from lava_available import needs_lava
 
 I64 = np.int64
 LAVA = fx.SD_RULE_CODE["lava"]
+SHIPPED = Path(__file__).resolve().parent.parent / "artifacts" / "stpn" / "policy.safetensors"
 
 
 def small_net(bias=0, vth=9, state_exp=2, rule=LAVA, w=(3,), fc=((2, 0, 0, 0), (0, 0, 0, -1))):
@@ -126,8 +129,8 @@ def test_quantise_rules_and_file_round_trip(tmp_path):
     frames = pong_like_frames(8, seed=0)
     cal = calibrate(net, frames)
     set_thresholds(net, cal, rel=0.01)
-    fl = quantise(net, cal)
-    assert fl["_spec"]["version"] == 2 and fl["_spec"]["sd_rule"] == LAVA
+    fl = quantise(net, cal, sd_rule="lava-netx")
+    assert fl["_spec"]["version"] == 2 and fl["_spec"]["sd_rule"] == fx.SD_SPEC_CODE["lava-netx"] == 1
     assert lava_nodes(net) == ["sd_in", "sd1", "sd2"] and fx.sd_rule(fl["h"]) == "round"
     se = fl["_spec"]["spike_exp"]
     assert fl["sd1"]["state_exp"] == fx.LAVA_STATE_EXP - se and fl["sd2"]["state_exp"] == fx.LAVA_STATE_EXP
@@ -141,8 +144,18 @@ def test_quantise_rules_and_file_round_trip(tmp_path):
     r1 = Simulator(net, fixed=True).step(frames[:1]).logits_int
     r2 = Simulator(back, fixed=True).step(frames[:1]).logits_int
     assert r1.tolist() == r2.tolist()
+    dflt = quantise(net, cal)
+    assert dflt["_spec"]["sd_rule"] == fx.SD_SPEC_CODE["lava"] and "spike_exp" not in dflt["_spec"]
+    assert all(fx.sd_rule(dflt[n]) == "lava" and dflt[n]["step_exp"] == 0 for n in ("sd_in", "sd1", "sd2"))
+    assert set(net.metadata["sd_state_exp"]) == {"sd_in", "sd1", "sd2"}
+    write_network(tmp_path / "d.nir", net)
+    back = read_network(tmp_path / "d.nir")
+    assert fx.spec_sd_rule(back.fixed["_spec"]) == "lava"
+    assert Simulator(back, fixed=True).step(frames[:1]).logits_int.tolist() == \
+        Simulator(net, fixed=True).step(frames[:1]).logits_int.tolist()
     fr = quantise(net, cal, sd_rule="round")
     assert fr["_spec"]["version"] == 1 and not any("rule" in e for e in fr.values())
+    assert "sd_state_exp" not in net.metadata
     from mstpn_base.errors import ParameterError
     with pytest.raises(ParameterError, match="sd_rule"):
         quantise(net, cal, sd_rule="floor")
@@ -180,10 +193,12 @@ def _lava_small(net, frames):
 
 
 @needs_lava
-@pytest.mark.parametrize("bias", [20, 5, -7])
-def test_lava_processes_reproduce_the_reference(bias):
+@pytest.mark.parametrize("bias,state_exp", [(20, 3), (5, 3), (-7, 3), (20, 0), (-7, 0)])
+def test_lava_processes_reproduce_the_reference(bias, state_exp):
+    """Lava's Delta -> Dense -> SigmaDelta (fixed_pt) = the reference's payloads at every step;
+    state_exp 0 (the "lava" rule's choice where the budgets allow it): no payload is floored."""
     rng = np.random.default_rng(bias + 100)
-    net = small_net(bias=bias, vth=12, state_exp=3, w=(-5,) if bias < 0 else (7,))
+    net = small_net(bias=bias, vth=12, state_exp=state_exp, w=(-5,) if bias < 0 else (7,))
     net.fixed["fc1"]["weight_mant"] = rng.integers(-128, 128, (4, 4)).astype(I64)
     frames = rng.integers(0, 40, (12, 4))
     frames[3:6] = frames[2]                                   # static frames: residues must not fire
@@ -195,3 +210,126 @@ def test_lava_processes_reproduce_the_reference(bias):
     for t in range(len(frames)):
         sim.step(frames[t][None])
         assert got[t + 1].tolist() == sim.deltas["sd1"][0].tolist(), t   # frame t reaches sd1 at step t + 1
+    if state_exp == 0:       # payloads are whole deltas: the receivers' sum is the believed act, exactly
+        st = sim.state["sd1"]
+        assert np.array_equal(st["sent"], st["act"] - st["residue"])
+
+
+# -- the exponents of the two Lava-rule variants ----------------------------------------------------
+def hand_stpn(b2=0.0):
+    """input (4) -> sd_in -> fc1 (eye, w_exp -6) -> sd1 (relu) -> fc2 (0.5, w_exp -7, bias b2) -> sd2
+    (relu) -> stpn (H 2) <-> h (tanh) -> pi -> logits, with a hand-made calibration (headroom 4,
+    24-bit budget 2**23 - 1: _exp_for(m) = ceil(log2(4 m / (2**23 - 1))))."""
+    from conversion.calibrate import Calibration
+
+    nodes = {"input": g.Input((4,)), "sd_in": g.SigmaDelta("identity", np.zeros(4)),
+             "fc1": g.Affine(np.eye(4), np.zeros(4)), "sd1": g.SigmaDelta("relu", np.zeros(4)),
+             "fc2": g.Affine(np.full((3, 4), 0.5), np.full(3, float(b2))), "sd2": g.SigmaDelta("relu", np.zeros(3)),
+             "stpn": g.PlasticSTPN(np.full((2, 5), 0.25), np.zeros(2), np.full((2, 5), 0.9), np.full((2, 5), 0.1),
+                                   post="h"),
+             "h": g.SigmaDelta("tanh", np.zeros(2)), "pi": g.Affine(np.eye(2), np.zeros(2)),
+             "logits": g.Output((2,))}
+    order = list(nodes)
+    edges = list(zip(order[:7], order[1:8])) + [("h", "stpn"), ("h", "pi"), ("pi", "logits")]
+    net = g.Network(nodes, edges)
+    # sd1 100: own exp -14; fc2 800: ceil(log2(3200 / 8388607)) = -11, + 7 (w_exp) = -4;
+    # sd2 50: -15; stpn 10: -17 (the plastic layer's pre-activation bound on sd2's exponent)
+    maxabs = {"sd_in": 255.0, "fc1": 255.0, "sd1": 100.0, "fc2": 800.0, "sd2": 50.0, "stpn": 10.0, "h": 1.0,
+              "pi": 1.0}
+    return net, Calibration(10, maxabs, dict(maxabs), 0.5, {})
+
+
+def test_lava_chooses_the_smallest_state_exp():
+    from conversion.quantise import quantise
+
+    net, cal = hand_stpn()
+    f = quantise(net, cal)                     # "lava", the default
+    # sd1: in_exp = fc1's u_exp -6; conv2's budget needs out_exp -4: S = 2.  sd2: in_exp = -7 - 4 = -11;
+    # its budgets need -15 (own) and -17 (stpn): S = 0, out_exp = in_exp (no payload floored)
+    got = {n: (f[n]["in_exp"], f[n]["out_exp"], f[n]["state_exp"], f[n]["step_exp"], f[n]["vth"])
+           for n in ("sd_in", "sd1", "sd2")}
+    assert got == {"sd_in": (0, 0, 0, 0, 1), "sd1": (-6, -4, 2, 0, 1), "sd2": (-11, -11, 0, 0, 1)}
+    why = {n: v["why"] for n, v in net.metadata["sd_state_exp"].items()}
+    assert "fc2" in why["sd1"] and why["sd2"].startswith("the budgets allow it")
+    assert f["fc2"]["u_exp"] == -11 and f["stpn"]["x_exp"] == -11 and f["_spec"]["sd_rule"] == 2
+    # fc2's bias 20 = 40960 u-LSBs (2**-11) > 16 bits: sd2 needs state_exp 1 for Lava's bias
+    net_b, cal = hand_stpn(b2=20.0)
+    fb = quantise(net_b, cal)
+    assert fb["fc2"]["bias"].tolist() == [40960] * 3 and fb["sd2"]["state_exp"] == 1 and fb["sd2"]["out_exp"] == -10
+    assert "16-bit" in net_b.metadata["sd_state_exp"]["sd2"]["why"]
+    # "lava-netx": netx's exponents (first hidden layer S1 = 2 -> spike_exp 4, then 6), vth in netx steps
+    net_n, cal = hand_stpn()
+    fn = quantise(net_n, cal, sd_rule="lava-netx")
+    assert [fn[n]["state_exp"] for n in ("sd_in", "sd1", "sd2")] == [0, 2, 6] and fn["_spec"]["spike_exp"] == 4
+    assert [fn[n]["step_exp"] for n in ("sd1", "sd2")] == [6, 10] and fn["sd1"]["vth"] == 64
+    # all three run with the sigma-delta layers' values in their budgets (the hand calibration's F
+    # is not the plastic layer's real range: its budget is checked on the shipped STPN below)
+    for n_ in (net, net_b, net_n):
+        mon = fx.OverflowMonitor()
+        sim = Simulator(n_, fixed=True, monitor=mon)
+        for p in (0, 40, 255, 7):
+            sim.step(np.array([[p, 255 - p, 3, 0]]))
+        assert not [k for k in mon.counts if k[0] != "stpn"], mon.report()
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped STPN, converted, calibrated on 60 synthetic frames (rel 0.002), not quantised."""
+    import torch
+
+    from conversion.calibrate import calibrate, set_thresholds
+    from conversion.convert import convert_policy
+    from conversion.synthetic import pong_like_frames
+    from snn_agent.checkpoint import load_policy
+
+    torch.set_num_threads(1)
+    policy, _ = load_policy(SHIPPED)
+    n = convert_policy(policy)
+    cal = calibrate(n, pong_like_frames(60, seed=0))
+    set_thresholds(n, cal, rel=0.002)
+    return n, cal
+
+
+def _digest(fixed) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(fixed):
+        for kk in sorted(fixed[k]):
+            v = np.asarray(fixed[k][kk])
+            h.update(f"{k}.{kk}:{v.dtype.kind}:{v.shape}:".encode())
+            h.update(np.ascontiguousarray(v.astype(np.int64)).tobytes())
+    return h.hexdigest()
+
+
+#: sha256 (``_digest``) of the shipped STPN's ``net.fixed`` as the previous default rule (code 1, the
+#: netx exponents) wrote it for the ``shipped`` fixture: the files of that version
+PREVIOUS_DEFAULT_DIGEST = "7b5dd90e404e59cff52e98b8f65edc550ff2361f2492d17ca119613a0535e0b9"
+
+
+def test_lava_netx_is_the_previous_default_bit_for_bit(shipped):
+    import copy
+
+    from conversion.quantise import quantise
+
+    net = copy.deepcopy(shipped[0])
+    f = quantise(net, shipped[1], sd_rule="lava-netx")
+    assert [f[n]["state_exp"] for n in ("sd_in", "sd1", "sd2")] == [0, 2, 6] and f["_spec"]["sd_rule"] == 1
+    assert _digest(f) == PREVIOUS_DEFAULT_DIGEST
+
+
+def test_default_lava_keeps_the_budgets_on_the_shipped_stpn(shipped):
+    import copy
+
+    from conversion.quantise import quantise
+    from conversion.synthetic import pong_like_frames
+
+    net = copy.deepcopy(shipped[0])
+    f = quantise(net, shipped[1])
+    S = [f[n]["state_exp"] for n in ("sd_in", "sd1", "sd2")]
+    assert S == [0, 2, 1], S          # sd1: conv2's accumulator; sd2: the plastic layer's pre-activation
+    mon = fx.OverflowMonitor()
+    sim = Simulator(net, fixed=True, monitor=mon)
+    for frame in pong_like_frames(50, seed=1):
+        sim.step(frame[None])
+    assert mon.counts == {}, mon.report()
