@@ -40,13 +40,19 @@ Closed loop: one blocking ``run(RunSteps(period))`` per frame.  A recorded seque
 (:meth:`LavaRunner.run_frames`): the first frame as above, then one ``run(RunSteps(period * (n - 1)))``,
 the host streaming frames into the Injector and payloads out of the Extractors meanwhile.
 
-Synapse models of the plastic layer: ``synapses="ideal"`` (the rule inside the layer) and, in
-floating point, ``synapses="device"``: the synapses are memristor device pairs in a
+Synapse models of the plastic layer: ``synapses="ideal"`` (the rule inside the layer) and
+``synapses="device"``: the synapses are memristor device pairs in a
 :class:`lava_procs.memristor.layer.DeviceLayer` beside the layer, which sends h, z and N and
 receives the read-back F in the same time step::
 
     PlasticLayer --h, z, N--> DeviceLayer(stpn)
                  <----F------
+
+In fixed_pt the DeviceLayer runs its integer model (``fixed`` =
+:func:`conversion.device_layer_fixed.build_fixed` of the node's devices and fixed-point block,
+``gamma_mant`` its 8-bit gamma); the plastic layer's forward pass uses the devices' 8-bit
+read-back W mantissas (``w_mant``) and the ports carry int64: h at h_exp, z at z_exp, N =
+max(isqrt(sum G^2), 1), F at f_exp, as ``Simulator(net, fixed=True, synapses="device")``.
 """
 from __future__ import annotations
 
@@ -116,8 +122,8 @@ class LavaGraph:
                 self.procs[name].bias.set(bias)
 
 
-#: the synapse models the Lava graph runs: floating_pt both, fixed_pt the ideal rule only
-FIXED_POINT_SYNAPSES = ("ideal",)
+#: the synapse models the fixed_pt Lava graph runs (floating_pt runs every model)
+FIXED_POINT_SYNAPSES = ("ideal", "device")
 
 
 def build_devices(net, device=None) -> dict:
@@ -226,7 +232,7 @@ def lava_processes(net, fixed_point: bool = False, synapses: str = "ideal", devi
     fixed_pt arguments (the network must carry "lava"-rule fixed-point parameters); run it with
     :func:`run_config`.
 
-    ``synapses="device"`` (floating point only) puts each plastic node's synapses on memristor
+    ``synapses="device"`` (floating or fixed point) puts each plastic node's synapses on memristor
     device pairs in a :class:`lava_procs.memristor.layer.DeviceLayer` (``graph.synapses[node]``):
     ``devices`` are the frozen pairs per node (:func:`build_devices` with ``device`` when None),
     ``step0`` the agent step of the first frame (it indexes the cycle-to-cycle draws), ``counts0``
@@ -257,9 +263,13 @@ def lava_processes(net, fixed_point: bool = False, synapses: str = "ideal", devi
             kw = dict(net=net, nodes=nodes, src=src, in_shape=lava_shape(net.nodes[src].out_shape),
                       phase=depth[name] - 1, period=period, name=name)
             if plastic in devices:
-                proc = DevicePlasticLayer(weights=devices[plastic].W, **kw)
-                _wire_devices(proc, plastic, devices[plastic], net.nodes[plastic].gamma, kw, step0,
-                              (counts0 or {}).get(plastic), syn)
+                fd = None
+                if fixed_point:   # the integer devices; the neurons read their 8-bit W mantissas
+                    from conversion.device_layer_fixed import build_fixed
+
+                    fd = build_fixed(devices[plastic], net.fixed[plastic])
+                proc = DevicePlasticLayer(weights=devices[plastic].W if fd is None else fd.w_mant, **kw)
+                _wire_devices(proc, plastic, devices[plastic], net, kw, step0, (counts0 or {}).get(plastic), syn, fd)
             else:
                 proc = PlasticLayer(**kw)
             p, ins[name], outs[name] = {plastic: proc}, proc.a_in, proc.s_out
@@ -281,12 +291,14 @@ def lava_processes(net, fixed_point: bool = False, synapses: str = "ideal", devi
                      pending)
 
 
-def _wire_devices(proc, node, devs, gamma, kw, step0, counts0, syn) -> None:
-    """The DeviceLayer of plastic node ``node``, connected both ways (h, z, N to it; F back)."""
+def _wire_devices(proc, node, devs, net, kw, step0, counts0, syn, fd=None) -> None:
+    """The DeviceLayer of plastic node ``node``, connected both ways (h, z, N to it; F back);
+    ``fd``: its integer devices (fixed_pt)."""
     from lava_procs.memristor.layer import DeviceLayer
 
-    dev = DeviceLayer(devices=devs, gamma=gamma, phase=kw["phase"], period=kw["period"], step0=step0,
-                      counts0=counts0, name=f"{node}_devices")
+    gm = None if fd is None else net.fixed[node]["gamma_mant"]
+    dev = DeviceLayer(devices=devs, gamma=net.nodes[node].gamma, phase=kw["phase"], period=kw["period"], step0=step0,
+                      counts0=counts0, name=f"{node}_devices", fixed=fd, gamma_mant=gm)
     proc.h_out.connect(dev.h_in)
     proc.z_out.connect(dev.z_in)
     proc.norm_out.connect(dev.norm_in)
@@ -301,8 +313,8 @@ def check_synapses(synapses: str, fixed_point: bool) -> None:
     if synapses not in SYNAPSE_MODELS:
         raise SynapseModelError(f"synapses must be one of {SYNAPSE_MODELS}, got {synapses!r}")
     if fixed_point and synapses not in FIXED_POINT_SYNAPSES:
-        raise SynapseModelError("the fixed-point Lava models run the ideal synapse model only: the device layer "
-                                "has no integer specification yet (use backend 'lava' for synapses='device')")
+        raise SynapseModelError(f"the fixed-point Lava models run the synapse models {FIXED_POINT_SYNAPSES}, "
+                                f"not {synapses!r}")
 
 
 class LavaRunner:
@@ -314,10 +326,10 @@ class LavaRunner:
     events times their fan-out; a head's value is bias + its Sigma at the head's sub-step; the
     plastic layer reports its own (``rec_out``).
 
-    ``synapses="device"`` (floating point) runs each plastic layer's synapses on memristor device
+    ``synapses="device"`` (float or fixed point) runs each plastic layer's synapses on memristor device
     pairs in a :class:`lava_procs.memristor.layer.DeviceLayer` (``runner.device_layers[node]``, its
     state in Lava Vars) with the mapping ``device`` (None: the node's device block), as
-    ``Simulator(net, synapses="device", device=device)``: the same devices, and the cycle-to-cycle
+    ``Simulator(net, fixed=fixed_point, synapses="device", device=device)``: the same devices, and the cycle-to-cycle
     draws indexed by the agent step, which goes on across :meth:`reset`.  ``device_stats`` holds
     per plastic node the counted pulses and energies (:data:`conversion.simulator.DEVICE_COUNTERS`).
     """
@@ -529,9 +541,9 @@ def make_float_runner(spec, synapses: str = "ideal", device=None, **options):
 
 
 def make_fixed_runner(spec, synapses: str = "ideal", device=None, **options):
-    """Backend ``lava-fixed``: bit-accurate fixed_pt models, the ideal synapse model only."""
-    check_synapses(synapses, True)
-    return LavaRunner(spec, fixed_point=True, **options)
+    """Backend ``lava-fixed``: bit-accurate fixed_pt models; ``synapses="device"`` runs the plastic
+    layer on device pairs with the integer device layer (:class:`LavaRunner`)."""
+    return LavaRunner(spec, fixed_point=True, synapses=synapses, device=device, **options)
 
 
 # -- Loihi 2 hardware ----------------------------------------------------------------------------

@@ -21,11 +21,16 @@ h's events in that step, as Lava's SigmaDelta does (zeros in the other steps).
 
 Arithmetic: the node kernels of :class:`conversion.simulator.Simulator` (float, or its integer
 specification for fixed_pt) applied to arrays read from the Vars and written back to them, so the
-equations have one definition.  With ``weights`` (synapses="device", floating_pt) the plastic
-synapses live in a :class:`lava_procs.memristor.layer.DeviceLayer`: the layer sends h, z and N on
-``h_out``/``z_out``/``norm_out`` and receives the read-back F on ``f_in`` in the same time step.
+equations have one definition.  With ``weights`` (synapses="device") the plastic synapses live in
+a :class:`lava_procs.memristor.layer.DeviceLayer`: the layer sends h, z and N on
+``h_out``/``z_out``/``norm_out`` and receives the read-back F on ``f_in`` in the same time step
+(floating_pt: float64; fixed_pt: int64, h and z the integers at their fixed exponents, N the integer
+row norm max(isqrt(sum G^2), 1), F at f_exp, with ``weights`` the devices' 8-bit read-back W
+mantissas, :attr:`conversion.device_layer_fixed.FixedDevices.w_mant`).
 """
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -55,11 +60,14 @@ class LayerSim(Simulator):
     prephase = False
 
     def __init__(self, net, fixed: bool, weights: dict | None = None):
-        self._read_back = {n: np.asarray(W, np.float64) for n, W in (weights or {}).items()}
+        self._read_back = {n: np.asarray(W, np.int64 if fixed else np.float64) for n, W in (weights or {}).items()}
         self.pending: dict = {}
         super().__init__(net, batch=1, fixed=fixed)
 
     def _plastic_params(self, n) -> dict:
+        if self.fixed and n in self._read_back:   # the simulator's own device read-back path (w_mant)
+            self._dev_fixed[n] = SimpleNamespace(w_mant=self._read_back[n])
+            return super()._plastic_params(n)
         p = super()._plastic_params(n)
         if n in self._read_back:
             p["W"] = self._read_back[n]
@@ -86,7 +94,7 @@ class PlasticLayer(AbstractProcess):
         I = K - H
         super().__init__(net=net, nodes=list(nodes), src=src, plastic=plastic, post=net.nodes[plastic].post,
                          phase=int(phase), period=int(period), name=name,
-                         weights=None if weights is None else {plastic: np.asarray(weights, np.float64)})
+                         weights=None if weights is None else {plastic: np.asarray(weights)})
         self.a_in = InPort(shape=tuple(in_shape))
         self.s_out = OutPort(shape=(H,))
         self.rec_out = OutPort(shape=(H + 2,))
@@ -100,7 +108,8 @@ class PlasticLayer(AbstractProcess):
 
 class DevicePlasticLayer(PlasticLayer):
     """A :class:`PlasticLayer` whose synapses are device pairs in a DeviceLayer (``weights``: their
-    read-back W): ``h_out`` (H,), ``z_out`` (K,), ``norm_out`` (H,) out, ``f_in`` (H, K) in."""
+    read-back W; fixed_pt: its int64 mantissas ``w_mant``): ``h_out`` (H,), ``z_out`` (K,),
+    ``norm_out`` (H,) out, ``f_in`` (H, K) in."""
 
     def __init__(self, *, weights, **kwargs):
         super().__init__(weights=weights, **kwargs)
@@ -189,6 +198,19 @@ class _PlasticFloat(_PlasticModel):
     frames: np.ndarray = LavaPyType(np.ndarray, int)
 
 
+class _DeviceSynapses:
+    """The plasticity phase in the DeviceLayer: h, z, N out; the read-back F in, same time step."""
+
+    def _synapses(self) -> None:
+        norm, h, z = self.sim.pending.pop(self.plastic)
+        t = self.PORT_DTYPE
+        self.h_out.send(np.asarray(h, t).reshape(-1))
+        self.z_out.send(np.asarray(z, t).reshape(-1))
+        self.norm_out.send(np.asarray(norm, t).reshape(-1))
+        st = self.sim.state[self.plastic]
+        st["F"] = np.array(self.f_in.recv(), self.dtype).reshape(st["F"].shape)
+
+
 @implements(proc=PlasticLayer, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
@@ -199,7 +221,7 @@ class PyPlasticLayerFloat(_PlasticFloat):
 @implements(proc=DevicePlasticLayer, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
-class PyDevicePlasticLayerFloat(_PlasticFloat):
+class PyDevicePlasticLayerFloat(_DeviceSynapses, _PlasticFloat):
     """float64 with device synapses: the plasticity phase is the DeviceLayer's (h, z, N out; F in,
     same time step)."""
 
@@ -207,22 +229,11 @@ class PyDevicePlasticLayerFloat(_PlasticFloat):
     z_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     norm_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     f_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-
-    def _synapses(self) -> None:
-        norm, h, z = self.sim.pending.pop(self.plastic)
-        self.h_out.send(np.asarray(h, np.float64).reshape(-1))
-        self.z_out.send(np.asarray(z, np.float64).reshape(-1))
-        self.norm_out.send(np.asarray(norm, np.float64).reshape(-1))
-        st = self.sim.state[self.plastic]
-        st["F"] = np.array(self.f_in.recv(), np.float64).reshape(st["F"].shape)
+    PORT_DTYPE = np.float64
 
 
-@implements(proc=PlasticLayer, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
-class PyPlasticLayerFixed(_PlasticModel):
-    """Bit-accurate: the integer specification of conversion's fixed-point simulator on int64
-    Vars; payloads in and events out are integers (int32 ports, 24-bit payloads)."""
+class _PlasticFixed(_PlasticModel):
+    """int64 Vars; int32 (24-bit) payload ports."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
@@ -240,3 +251,25 @@ class PyPlasticLayerFixed(_PlasticModel):
     frames: np.ndarray = LavaPyType(np.ndarray, int)
 
     FIXED = True
+
+
+@implements(proc=PlasticLayer, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyPlasticLayerFixed(_PlasticFixed):
+    """Bit-accurate: the integer specification of conversion's fixed-point simulator on int64
+    Vars; payloads in and events out are integers (int32 ports, 24-bit payloads)."""
+
+
+@implements(proc=DevicePlasticLayer, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyDevicePlasticLayerFixed(_DeviceSynapses, _PlasticFixed):
+    """Bit-accurate with device synapses: h, z (integers at h_exp, z_exp) and the integer row
+    norm N out, F (at f_exp) in, int64, to the DeviceLayer's fixed_pt model."""
+
+    h_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64)
+    z_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64)
+    norm_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64)
+    f_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64)
+    PORT_DTYPE = np.int64
