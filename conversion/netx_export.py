@@ -47,8 +47,8 @@ project's payloads); its biases and vth (u units) are multiples of 2**(se + 6 - 
 firing is the project's pre-phase reset state (:mod:`conversion.sd_reset`).  The graph then
 reproduces the reference integers of conv1, conv2 and the heads bit for bit (tests/test_netx_export.py).
 
-A network of the rule "lava" (the default: the smallest state_exp per layer, 2 and 0 for the
-shipped STPN's conv layers, not netx's fixed 6) or "round" cannot be made exact without
+A network of the rule "lava" (the default: the smallest state_exp per layer, 3 and 0 for the
+shipped STPN's conv layers under `mstpn convert` defaults, not netx's fixed 6) or "round" cannot be made exact without
 requantising it, which needs its calibration data: it is exported approximately (as "round",
 spike_exp chosen by the budgets), and the exporter says so (:data:`NOT_EXACT`, :data:`EXACT_HOW`).
 Known differences of such a network (measured for "round") from the project's integer specification (measured by tests/test_netx_export.py

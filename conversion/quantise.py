@@ -23,20 +23,28 @@ Sigma-delta rule (``sd_rule``; stored per SigmaDelta entry as ``rule`` and in ``
 
 * ``"round"`` (version-1 files, no ``rule`` key): y = act(rshift_round(u, out_exp - in_exp)),
   e = y - sent, fire where |e| > threshold (per unit, Y units), payload e.
-* ``"lava"`` (default) for every identity/relu SigmaDelta (the input encoder and the conv layers;
-  the tanh node stays "round", it belongs to the plastic layer's own process): Lava's SigmaDelta
-  (:func:`conversion.fixed_point.sigma_delta_lava`) in u units, with the integer keys
-  ``state_exp`` S = out_exp - in_exp, ``vth`` (one per layer, u units) and ``step_exp``.
-  Exponents: the input encoder S = 0; the first hidden layer S1 = the calibrated out_exp - in_exp,
-  clipped to 0..6; every later one S = 6 (``LAVA_STATE_EXP``), or more
-  where the calibration needs it.  ``_spec["spike_exp"]`` = 6 - S1.  These are the exponents with
-  which lava-dl netx (state_exp 6, one spike_exp) reproduces the integers exactly
+* ``"lava"`` (default) and ``"lava-netx"`` for every identity/relu SigmaDelta (the input encoder
+  and the conv layers; the tanh node stays "round", it belongs to the plastic layer's own process):
+  Lava's SigmaDelta (:func:`conversion.fixed_point.sigma_delta_lava`) in u units, with the integer
+  keys ``state_exp`` S = out_exp - in_exp, ``vth`` (one per layer, u units) and ``step_exp``.  Both
+  store node rule code 1 (the same arithmetic); ``_spec["sd_rule"]`` tells them apart
+  (``SD_SPEC_CODE``: lava-netx 1, the code of the first version-2 files, lava 2).
+* ``"lava"`` exponents: the input encoder S = 0; every later layer the smallest S >= 0 with which
+  the 24-bit budgets hold (its own range, the accumulators of its receivers, the plastic layer's
+  pre-activation; the finest-exponent bound does not apply), raised where the synapse bias / 2**S
+  would not fit Lava's 16-bit SigmaDelta bias; S <= 7 (Lava's 3-bit state_exp).  S = 0 sends the
+  whole delta (no payload is floored).  ``step_exp`` 0.  ``net.metadata["sd_state_exp"]`` names
+  the chosen S and the bound behind it per node.
+* ``"lava-netx"`` exponents: the input encoder S = 0; the first hidden layer S1 = the calibrated
+  out_exp - in_exp, clipped to 0..6; every later one S = 6 (``LAVA_STATE_EXP``), or more where the
+  calibration needs it.  ``_spec["spike_exp"]`` = 6 - S1.  These are the exponents with which
+  lava-dl netx (state_exp 6, one spike_exp) reproduces the integers exactly
   (:mod:`conversion.netx_export`): a layer's netx accumulator is 2**c times u (c = spike_exp for the
   first, 0 after), so its bias and threshold are multiples of 2**step_exp u-LSBs, step_exp =
-  spike_exp + 6 - c.  vth = the smallest calibrated threshold of the layer as the strict test of
-  the float rule, floor(min(threshold) / 2**in_exp) + 1, then the nearest multiple of
-  2**step_exp (at least one step).  The synapse bias is rounded to a multiple of 2**step_exp; its
-  Lava constructor value bias / 2**S must fit 16 bits (``LAVA_BIAS_MAX``).
+  spike_exp + 6 - c.  The synapse bias is rounded to a multiple of 2**step_exp; its Lava
+  constructor value bias / 2**S must fit 16 bits (``LAVA_BIAS_MAX``).
+* vth (both): the smallest calibrated threshold of the layer as the strict test of the float rule,
+  floor(min(threshold) / 2**in_exp) + 1, then the nearest multiple of 2**step_exp (at least one step).
 """
 from __future__ import annotations
 
@@ -67,7 +75,8 @@ def _check_fit(name: str, x: np.ndarray, budget: int = fx.STATE_MAX):
 
 
 def quantise(net: g.Network, cal: Calibration, headroom: float = DEFAULT_HEADROOM, sd_rule: str = "lava") -> dict:
-    """Fill ``net.fixed`` for a sigma-delta network; returns it.  ``sd_rule``: "lava" or "round"."""
+    """Fill ``net.fixed`` for a sigma-delta network; returns it.  ``sd_rule``: "lava", "lava-netx"
+    or "round" (:data:`conversion.fixed_point.SD_RULES`)."""
     if sd_rule not in fx.SD_RULES:
         raise ParameterError(f"sd_rule must be one of {fx.SD_RULES}, got {sd_rule!r}")
     if net.mode != "sigma_delta":
