@@ -1,5 +1,6 @@
-"""The plastic layer on memristor device pairs inside the converted Lava graph (backend ``lava``,
-``synapses="device"``), against the NumPy reference runner (``numpy``, ``synapses="device"``).
+"""The plastic layer on memristor device pairs inside the converted Lava graph (backends ``lava`` and
+``lava-fixed``, ``synapses="device"``), against the NumPy reference runners (``numpy`` and
+``numpy-fixed``, ``synapses="device"``).
 
 Network: a small m-STPN (H = 8, the ``mstpn`` network of tests/test_device_layer.py); sequence: 100
 frames of conversion.synthetic.pong_like_frames; devices with variability and cycle-to-cycle
@@ -7,7 +8,8 @@ noise (the file's device block, or a mapping with stuck devices).  Tolerances: e
 state (g_st, r, q per side, read from the Lava Vars of the DeviceLayer process) within 1e-6
 relative of the reference (the project's cross-backend tolerance; same float64 operations, so
 observed equal), logits within 1e-9 absolute, the same action on every frame, the same counted
-pulses (exactly) and energies (1e-6 relative).
+pulses (exactly) and energies (1e-6 relative).  Fixed point (the same network calibrated on 20
+frames and quantised, 24 frames in one Lava run): every integer exactly.
 """
 import numpy as np
 import pytest
@@ -119,18 +121,68 @@ def test_device_state_is_held_in_lava_vars(net):
         got.close()
 
 
-def test_lava_fixed_does_not_run_the_device_model(net):
-    """lava-fixed has no integer device layer: a clear one-line error, and the registry lists
-    lava (not lava-fixed) for the device synapse model."""
+@pytest.fixture(scope="module")
+def fixed_net():
+    """The small m-STPN with fixed-point parameters (calibrated and quantised as conversion does)."""
+    from conversion.calibrate import calibrate
+    from conversion.quantise import quantise
+
+    net = convert_policy(small_mstpn())
+    quantise(net, calibrate(net, pong_like_frames(20, seed=2)))
+    return net
+
+
+def test_lava_fixed_runs_the_device_model(fixed_net):
+    """lava-fixed runs synapses="device" (the registry lists it), and keeps a one-line error for an
+    unknown synapse model."""
     from lava_procs.network import make_fixed_runner
 
-    with pytest.raises(registry.SynapseModelError, match="no integer specification") as exc:
-        make_fixed_runner(net, synapses="device")
+    assert {"lava", "lava-fixed"} <= set(registry.synapse_backends("device"))
+    runner = make_fixed_runner(fixed_net, synapses="device")
+    try:
+        assert set(runner.device_layers) == {"stpn"}
+    finally:
+        runner.close()
+    with pytest.raises(registry.SynapseModelError) as exc:
+        make_fixed_runner(fixed_net, synapses="memristor")
     assert "\n" not in str(exc.value)
-    assert "lava" in registry.synapse_backends("device")
-    assert "lava-fixed" not in registry.synapse_backends("device")
-    with pytest.raises(registry.SynapseModelError, match="does not run the 'device' synapse model"):
-        registry.make_runner("lava-fixed", net, synapses="device")
+
+
+FIXED_FRAMES = 24
+
+
+def test_lava_fixed_device_equals_numpy_fixed_bit_for_bit(fixed_net):
+    """24 frames in one Lava run, 10 % stuck devices, variability and cycle-to-cycle noise: every
+    layer's integers on every frame, F and z (the plastic layer's Vars), every device state integer
+    (the DeviceLayer's Vars) and the pulse counters equal numpy-fixed with synapses="device"."""
+    net = fixed_net
+    m = dl.Mapping.from_block(net.nodes["stpn"].device).replace(seed=7, stuck_fraction=0.1)
+    frames = FRAMES[:FIXED_FRAMES]
+    want = registry.make_runner("numpy-fixed", net, synapses="device", device=m)
+    ref = [want.step(f) for f in frames]
+    got = registry.make_runner("lava-fixed", net, synapses="device", device=m)
+    try:
+        out = got.run_frames(frames)
+        st = want.sim.state["stpn"]
+        for k in ref[0].raw:
+            for t, (a, b) in enumerate(zip(out, ref)):
+                assert a.raw[k].dtype == np.int64
+                assert np.array_equal(a.raw[k], b.raw[k]), (k, t)
+        for v in ("F", "z"):
+            assert np.array_equal(np.asarray(got.plastic_state(v), np.int64), st[v][0]), v
+        assert np.count_nonzero(st["F"][0]) > 0
+        lava = got.device_state("stpn")
+        for k, v in _state_numpy(want).items():
+            assert np.array_equal(np.asarray(lava[k], np.int64), v), k
+        assert st["g_st_p"].max() > 0 and st["g_st_m"].max() > 0
+        sa, sb = want.device_stats["stpn"], got.device_stats["stpn"]
+        for k in ("pulses", "potentiating", "depressing", "device_steps"):
+            assert sb[k] == sa[k], k
+        for k in ("pulse_energy_J", "bias_energy_J", "duration_s"):
+            assert sb[k] == pytest.approx(sa[k], rel=RTOL), k
+        assert sa["pulses"] > 0 and sb["device_steps"] == FIXED_FRAMES
+    finally:
+        got.close()
 
 
 def test_device_model_needs_a_device_block():
