@@ -32,6 +32,7 @@ from conversion import device_layer as dl
 from conversion import device_layer_fixed as dlf
 from conversion import fixed_point as fx
 from conversion import graph as g
+from conversion import plastic_kernels as pk
 from conversion import sd_reset
 from conversion import semantics as sem
 from conversion.ops import EventConv2d, conv2d, conv_fanout, exact_in_float, matvec, row_dots
@@ -436,14 +437,19 @@ class Simulator:
             a = fx.round_div(dot, st["N"]) + fp["bias"]
             a = m.check(n, "a", a, fx.STATE_MAX, self.t)
         else:
+            Fz = None
             if n in self.devices:
                 G = self._buffer(n, "G", F.shape)
                 np.add(W, F, out=G)                          # G = W + F
                 S = row_dots(G, G)
+            elif pk.ENABLED:                                 # one fused pass: the row sums and F z
+                S, Fz = self._buffer(n, "S", z.shape[:1] + (H,)), self._buffer(n, "Fz", z.shape[:1] + (H,))
+                pk.norm_dot_float(pp["Wr_f"], pp["Wsq"], np.ascontiguousarray(F, np.float64),
+                                  np.ascontiguousarray(z, np.float64), S, Fz)
             else:                                            # sum_f G^2 = |W|^2 + 2 W.F + |F|^2
                 S = pp["Wsq"] + 2.0 * row_dots(pp["Wr_f"], F) + row_dots(F, F)
             st["N"] = sem.stpn_norm(NUMPY, S, node.norm_eps)
-            a = sem.stpn_preactivation(st["uW"] + matvec(F, z), st["N"], node.b)
+            a = sem.stpn_preactivation(st["uW"] + (matvec(F, z) if Fz is None else Fz), st["N"], node.b)
         st["a"] = a
         self.values[n], self.deltas[n] = a, None
 
@@ -460,8 +466,14 @@ class Simulator:
         """Fixed point: the row sums of G^2 (G = W << sG + F) and F z, exact int64.  The row sums
         as |W << sG|^2 + 2 (W << sG).F + |F|^2, the two products in float64 (BLAS) where every
         partial sum is an integer below 2**52 (|F|^2: its total, a sum of squares; W.F: max |F|
-        times the largest row sum of |W << sG|), else G^2 in int64."""
+        times the largest row sum of |W << sG|), else G^2 in int64.  With the kernels enabled:
+        both in one int64 pass (:func:`conversion.plastic_kernels.norm_dot_int`)."""
         pp = self.plastic[n]
+        if pk.ENABLED:
+            shape = (F.shape[0], F.shape[1])
+            S, Fz = self._buffer(n, "S_i", shape, INT), self._buffer(n, "Fz_i", shape, INT)
+            pk.norm_dot_int(pp["Wsh"], pp["Wsq"], np.ascontiguousarray(F, INT), np.ascontiguousarray(z, INT), S, Fz)
+            return S, Fz
         Ff, fmax = self._float_mirror(n, F)
         FF = row_dots(Ff, Ff)
         if not exact_in_float(fmax * pp["wabs_row"]) and not self._mirror_exact(n):
@@ -491,7 +503,9 @@ class Simulator:
         if n in self.devices:
             F = self._device_plasticity(n, h, z)
         elif self.fixed:
-            F = self._plasticity_exact(n, F, st["N"], h, z)
+            F = self._plasticity_kernel(n, F, st["N"], h, z) if pk.ENABLED else None
+            if F is None:
+                F = self._plasticity_exact(n, st["F"], st["N"], h, z)
             if F is None:
                 F = self._plasticity_int(n, st["F"], st["N"], h, z)
         else:
@@ -503,6 +517,15 @@ class Simulator:
         """:func:`conversion.semantics.stpn_plasticity` evaluated in place, operation for operation
         (lam (F / N) + gamma (h z^T), then the clip), into the array of two steps ago."""
         node = self.net.nodes[n]
+        if pk.ENABLED and F.dtype == np.float64:             # the same operations, fused in one pass
+            pp, Fn = self.plastic[n], self._spare(n, "F", F)
+            if "lam_c" not in pp:
+                pp["lam_c"], pp["gamma_c"] = (np.ascontiguousarray(np.broadcast_to(np.asarray(v, np.float64), F.shape[1:]))
+                                              for v in (node.lam, node.gamma))
+            pk.plasticity_float(F, np.asarray(N, np.float64), pp["lam_c"], pp["gamma_c"], np.asarray(h, np.float64),
+                                np.asarray(z, np.float64), float(node.f_max), Fn)
+            self._retire(n, "F", F)
+            return Fn
         Fn, hebb = self._spare(n, "F", F), self._buffer(n, "hebb", F.shape)
         np.divide(F, N[:, :, None], out=Fn)
         np.multiply(Fn, node.lam, out=Fn)
@@ -524,6 +547,26 @@ class Simulator:
         if int(fp["f_max"]) >= 0:
             F = np.clip(F, -int(fp["f_max"]), int(fp["f_max"]))
         return m.check(n, "F", F, fx.STATE_MAX, self.t)
+
+    def _plasticity_kernel(self, n, F, N, h, z):
+        """The fixed-point plasticity of :meth:`_plasticity_int`, bit for bit, by the fused int64
+        kernel :func:`conversion.plastic_kernels.plasticity_int` (None where it reports an inexact
+        quotient or a value beyond a budget: the caller then runs the NumPy forms, whose monitor
+        checks record the events)."""
+        pp, fp = self.plastic[n], self.fp[n]
+        s, k = pp["f_shift"], pp["hebb_shift"]
+        if not (0 <= s < 62 and -62 < k < 63):
+            return None
+        Fi = self._spare(n, "F", F)
+        bad = pk.plasticity_int(np.ascontiguousarray(F, INT), np.ascontiguousarray(N, INT), fp["lam_q12"],
+                                fp["gamma_mant"], np.ascontiguousarray(h, INT), np.ascontiguousarray(z, INT),
+                                s, k, int(fp["f_max"]), fx.WIDE_MAX, fx.STATE_MAX, Fi)
+        if any(bad):
+            self._retire(n, "F", Fi)
+            return None
+        self._mirror.pop(n, None)                            # no float mirror on this path
+        self._retire(n, "F", F)
+        return Fi
 
     def _plasticity_exact(self, n, F, N, h, z):
         """The fixed-point plasticity of :meth:`_plasticity_int`, bit for bit, in float64 on exact
