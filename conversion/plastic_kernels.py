@@ -145,3 +145,17 @@ def plasticity_int(F, N, lam, gamma, hp, z, s, k, f_max, wide_max, state_max, ou
                 f_over += np.int64(abs(v) > state_max)
                 out[b, h, j] = v
     return inexact, hebb_over, f_over
+
+
+@_jit
+def add_events_int(dz, WT, uW):
+    """uW[b, :] += sum over k with dz[b, k] != 0 of dz[b, k] WT[k, :] (int64, in place): the
+    event-driven W z of the plastic layer (``WT`` = W^T, rows = presynaptic units)."""
+    B, K = dz.shape
+    H = WT.shape[1]
+    for b in range(B):
+        for k in range(K):
+            d = dz[b, k]
+            if d != 0:
+                for h in range(H):
+                    uW[b, h] += d * WT[k, h]

@@ -417,9 +417,14 @@ class Simulator:
             dz = np.concatenate([dx, dh], axis=1)
         W = pp["W"]
         st["z"] = st["z"] + dz
-        active = np.flatnonzero(np.any(dz != 0, axis=0))
-        if active.size:                                      # event-driven W z: the rows of W^T of the events
-            st["uW"] = st["uW"] + dz[:, active] @ pp["WT"][active]
+        if pk.ENABLED and pp["WT"].dtype == INT and st["uW"].dtype == INT:   # event-driven W z, int64 (exact)
+            uW = np.array(st["uW"], INT)
+            pk.add_events_int(np.ascontiguousarray(dz, INT), pp["WT"], uW)
+            st["uW"] = uW
+        else:
+            active = np.flatnonzero(np.any(dz != 0, axis=0))
+            if active.size:                                  # event-driven W z: the rows of W^T of the events
+                st["uW"] = st["uW"] + dz[:, active] @ pp["WT"][active]
         self._count(n, "synops", H * np.count_nonzero(dz))
         z, F = st["z"], st["F"]
         nz = np.count_nonzero(z)

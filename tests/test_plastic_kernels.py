@@ -248,3 +248,16 @@ def test_small_network_paths_agree(kernels, enabled, monkeypatch):
                     else:
                         scale = float(np.max(np.abs(a[n][k]), initial=0))
                         assert np.max(np.abs(a[n][k] - b[n][k]), initial=0) <= FLOAT_REL * scale, (n, k)
+
+
+@needs_numba
+def test_add_events_int_equals_the_rows_of_the_events():
+    rng = np.random.default_rng(6)
+    B, K, H = 3, 200, 9
+    WT = rng.integers(-2**27, 2**27, (K, H))
+    dz = rng.integers(-2**20, 2**20, (B, K)) * (rng.random((B, K)) < 0.1)
+    uW = rng.integers(-2**40, 2**40, (B, H))
+    active = np.flatnonzero(np.any(dz != 0, axis=0))
+    ref = uW + dz[:, active] @ WT[active]
+    pk.add_events_int(dz, WT, uW)
+    assert np.array_equal(uW, ref)
