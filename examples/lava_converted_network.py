@@ -7,7 +7,9 @@ Dense, Sigma and the project's plastic STPN layer; lava_procs.network.lava_proce
 recorded Pong frames from a lava RingBuffer source of your own, reads the logits head's Sigma with
 a lava RingBuffer sink, and checks the greedy actions against the NumPy reference simulator on the
 same frames.  One frame occupies ``graph.period`` Lava time steps (a synapse delivers one step
-later); the Delta encoder sees the frame, in Lava's (X, Y, C) layout, in each of them.
+later); the Delta encoder sees the frame, in Lava's (X, Y, C) layout, in each of them.  The first
+frame runs with ``graph.run_first_frame``: in floating point it switches each SigmaDelta layer's
+bias on at the sub-step its first frame arrives (the float reference has no pre-phase).
 """
 from __future__ import annotations
 
@@ -46,7 +48,12 @@ def main(argv=None) -> int:
     sink = Sink(shape=(n_logits,), buffer=T * P)      # the logits head's Sigma: sum of W h
     graph.outputs["logits"].connect(sink.a_in)
     try:
-        source.run(condition=RunSteps(num_steps=T * P), run_cfg=run_config(args.fixed_point))
+        cfg = run_config(args.fixed_point)
+        # the first frame: floating_pt switches each SigmaDelta bias on when its first frame arrives
+        # (Var.set between single steps; fixed_pt: Lava's native pre-phase, one run of P steps)
+        graph.run_first_frame(source, cfg)
+        if T > 1:
+            source.run(condition=RunSteps(num_steps=(T - 1) * P), run_cfg=cfg)
         rec = sink.data.get()                          # (n_logits, T * P)
     finally:
         source.stop()

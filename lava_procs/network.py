@@ -121,6 +121,22 @@ class LavaGraph:
             if j == sub_step:
                 self.procs[name].bias.set(bias)
 
+    def run_first_frame(self, proc, run_cfg) -> None:
+        """Run the first frame of the fresh graph (``proc``: any process of it): fixed_pt one
+        ``run(RunSteps(period))``; floating_pt the float schedule, one ``run(RunSteps(1))`` per
+        sub-step with :meth:`switch_on_biases` before it (module docstring)."""
+        from lava.magma.core.run_conditions import RunSteps
+
+        if not self.pending_bias:
+            proc.run(condition=RunSteps(num_steps=self.period, blocking=True), run_cfg=run_cfg)
+            return
+        if any(j == 0 for j, _ in self.pending_bias.values()):
+            raise UnsupportedNetworkError("a SigmaDelta layer with a bias receives the frame at sub-step 0")
+        for j in range(self.period):
+            if j:   # Var.set needs a runtime that has run (sub-step 0 is the Delta input's)
+                self.switch_on_biases(j)
+            proc.run(condition=RunSteps(num_steps=1, blocking=True), run_cfg=run_cfg)
+
 
 #: the synapse models the fixed_pt Lava graph runs (floating_pt runs every model)
 FIXED_POINT_SYNAPSES = ("ideal", "device")
@@ -449,19 +465,9 @@ class LavaRunner:
         return out
 
     def _first_frame(self) -> None:
-        """The first frame of a fresh graph.  Fixed point: one ``run(RunSteps(period))`` (Lava's
-        native pre-phase).  Floating point: one ``run(RunSteps(1))`` per sub-step, switching on
-        the biases of the layers whose first frame arrives in it before it (the float schedule)."""
-        from lava.magma.core.run_conditions import RunSteps
-
+        """The first frame of a fresh graph (:meth:`LavaGraph.run_first_frame`)."""
         self._fresh = False
-        if not self.graph.pending_bias:
-            self._root.run(condition=RunSteps(num_steps=self.period, blocking=True), run_cfg=self._cfg)
-            return
-        for j in range(self.period):
-            if j:   # Var.set needs a runtime that has run; no layer of sub-step 0 has a bias (the Delta input)
-                self.graph.switch_on_biases(j)
-            self._root.run(condition=RunSteps(num_steps=1, blocking=True), run_cfg=self._cfg)
+        self.graph.run_first_frame(self._root, self._cfg)
 
     def _receive(self) -> StepOut:
         """Decode one frame's ``period`` Extractor vectors of every layer."""
