@@ -38,7 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--target", type=float, default=DEFAULT_TARGET,
                    help="action agreement on the calibration frames that the tuned thresholds must keep")
     p.add_argument("--input-threshold", type=float, default=0.0, help="input event threshold [pixel units]")
-    p.add_argument("--headroom", type=float, default=4.0, help="fixed-point headroom over calibrated maxima")
+    p.add_argument("--headroom", type=float, default=None,
+                   help="fixed-point headroom over calibrated maxima (default: 1.5 for --sd-rule lava, 4 otherwise)")
     p.add_argument("--sd-rule", choices=SD_RULES, default="lava",
                    help="fixed-point sigma-delta rule: 'lava' (Lava's SigmaDelta: fire at |delta| >= vth, floored "
                         "payloads; the smallest state_exp per layer that the 24-bit budgets allow), 'lava-netx' "

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from conversion.calibrate import Calibration  # noqa: E402
 from conversion.fixed_point import SD_RULES, OverflowMonitor  # noqa: E402
-from conversion.quantise import quantise  # noqa: E402
+from conversion.quantise import default_headroom, quantise  # noqa: E402
 from conversion.simulator import Simulator, run_sequence  # noqa: E402
 from mstpn_base.io import atomic_write_json  # noqa: E402
 from snn_agent.export import convert_with_calibration, load_source  # noqa: E402
@@ -41,6 +41,9 @@ def main(argv=None) -> int:
     ap.add_argument("--calib-frames", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0, help="environment seed of the calibration recording")
     ap.add_argument("--rules", nargs="+", choices=SD_RULES, default=["lava", "lava-netx", "round"])
+    ap.add_argument("--headroom", type=float, nargs="+", default=[None],
+                    help="calibration headroom factor(s): each rule is quantised with each (default: each "
+                         "rule's own, conversion.quantise.RULE_HEADROOM)")
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
     args = ap.parse_args(argv)
     import torch
@@ -59,9 +62,10 @@ def main(argv=None) -> int:
     res = {"policy": desc, "frames": int(len(frames)), "record_seed": args.record_seed,
            "calibration": {"frames": args.calib_frames, "seed": args.seed},
            "thresholds": base.metadata.get("thresholds"), "rules": {}}
-    for rule in args.rules:
+    for rule, hr in ((r, h) for h in args.headroom for r in args.rules):
+        key = rule if hr is None else f"{rule}@headroom{hr:g}"
         net = copy.deepcopy(base)
-        quantise(net, cal, sd_rule=rule)
+        quantise(net, cal, headroom=hr, sd_rule=rule)
         mon = OverflowMonitor()
         sim = Simulator(net, fixed=True, monitor=mon)
         t0 = time.time()
@@ -69,12 +73,12 @@ def main(argv=None) -> int:
         agree = float(np.mean(out["actions"][:, 0] == fl["actions"][:, 0]))
         err = float(np.max(np.abs(out["logits"] - fl["logits"])))
         exps = net.metadata.get("sd_state_exp", {})
-        r = res["rules"][rule] = {"action_agreement": agree, "max_logit_error": err,
+        r = res["rules"][key] = {"headroom": default_headroom(rule) if hr is None else hr, "action_agreement": agree, "max_logit_error": err,
                                   "overflows": int(sum(mon.counts.values())),
                                   "events_per_frame": float(sim.totals_per_frame()["events"]),
                                   "state_exp": exps, "out_exp": {n: int(e["out_exp"]) for n, e in net.fixed.items()
                                                                  if isinstance(e, dict) and "out_exp" in e}}
-        print(f"\n[{rule}] action agreement {100 * agree:.2f} %, max |logit error| {err:.3g}, "
+        print(f"\n[{key}] action agreement {100 * agree:.2f} %, max |logit error| {err:.3g}, "
               f"overflows {r['overflows']}, {r['events_per_frame']:.0f} events/frame [{time.time() - t0:.0f} s]")
         for n, v in exps.items():
             print(f"  {n}: state_exp {v['state_exp']} ({v['why']})")

@@ -37,7 +37,7 @@ def load_source(spec: str):
 
 
 def convert_with_calibration(policy, env_cfg, mode="sigma_delta", rate_steps=DEFAULT_RATE_STEPS, calib_frames=300,
-                             seed=0, rel=None, target=DEFAULT_TARGET, input_threshold=0.0, headroom=4.0,
+                             seed=0, rel=None, target=DEFAULT_TARGET, input_threshold=0.0, headroom=None,
                              fixed_point=True, source="", log=print, sd_rule="lava"):
     """The whole pipeline of ``mstpn convert`` on an in-memory policy; returns the Network."""
     meta = {"source": source, "env": dataclasses.asdict(env_cfg)}

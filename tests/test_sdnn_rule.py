@@ -243,7 +243,8 @@ def test_lava_chooses_the_smallest_state_exp():
     from conversion.quantise import quantise
 
     net, cal = hand_stpn()
-    f = quantise(net, cal)                     # "lava", the default
+    assert quantise(*hand_stpn())["_spec"]["headroom_x1000"] == 1500     # the "lava" rule's default headroom
+    f = quantise(net, cal, headroom=4.0)       # "lava", the default rule; the exponents below are for headroom 4
     # sd1: in_exp = fc1's u_exp -6; conv2's budget needs out_exp -4: S = 2.  sd2: in_exp = -7 - 4 = -11;
     # its budgets need -15 (own) and -17 (stpn): S = 0, out_exp = in_exp (no payload floored)
     got = {n: (f[n]["in_exp"], f[n]["out_exp"], f[n]["state_exp"], f[n]["step_exp"], f[n]["vth"])
@@ -254,7 +255,7 @@ def test_lava_chooses_the_smallest_state_exp():
     assert f["fc2"]["u_exp"] == -11 and f["stpn"]["x_exp"] == -11 and f["_spec"]["sd_rule"] == 2
     # fc2's bias 20 = 40960 u-LSBs (2**-11) > 16 bits: sd2 needs state_exp 1 for Lava's bias
     net_b, cal = hand_stpn(b2=20.0)
-    fb = quantise(net_b, cal)
+    fb = quantise(net_b, cal, headroom=4.0)
     assert fb["fc2"]["bias"].tolist() == [40960] * 3 and fb["sd2"]["state_exp"] == 1 and fb["sd2"]["out_exp"] == -10
     assert "16-bit" in net_b.metadata["sd_state_exp"]["sd2"]["why"]
     # "lava-netx": netx's exponents (first hidden layer S1 = 2 -> spike_exp 4, then 6), vth in netx steps
@@ -327,7 +328,9 @@ def test_default_lava_keeps_the_budgets_on_the_shipped_stpn(shipped):
     net = copy.deepcopy(shipped[0])
     f = quantise(net, shipped[1])
     S = [f[n]["state_exp"] for n in ("sd_in", "sd1", "sd2")]
-    assert S == [0, 2, 1], S          # sd1: conv2's accumulator; sd2: the plastic layer's pre-activation
+    # at the rule's headroom 1.5 (at 4 sd1 would need 2): sd1 for conv2's accumulator, sd2 for the plastic
+    # layer's pre-activation
+    assert S == [0, 1, 1], S
     mon = fx.OverflowMonitor()
     sim = Simulator(net, fixed=True, monitor=mon)
     for frame in pong_like_frames(50, seed=1):
