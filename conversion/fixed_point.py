@@ -156,6 +156,14 @@ def sigma_delta_lava(act, believed, vth: int, state_exp: int):
     return s >> int(state_exp), believed + s, fire
 
 
+def wrap_signed(x, bits: int = STATE_BITS) -> np.ndarray:
+    """x wrapped into the signed ``bits`` range, modulo 2**bits (two's complement overflow):
+    ((x + 2**(bits-1)) mod 2**bits) - 2**(bits-1).  Lava's Conv fixed_pt model applies this to each
+    time step's synaptic output (lava.proc.conv.utils.signed_clamp, 24 bits)."""
+    half = 1 << (int(bits) - 1)
+    return np.mod(np.asarray(x, INT) + half, 2 * half) - half
+
+
 # -- tanh -------------------------------------------------------------------------------------
 def tanh_table(a_exp: int, h_exp: int) -> tuple[np.ndarray, int]:
     """(table, shift): table[i] = round(tanh(i * 2**s_exp) / 2**h_exp), i = 0..ceil(8 / 2**s_exp),

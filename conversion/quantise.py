@@ -69,6 +69,42 @@ DEFAULT_HEADROOM = 4.0
 RULE_HEADROOM = {"lava": 1.5, "lava-netx": DEFAULT_HEADROOM, "round": DEFAULT_HEADROOM}
 
 
+#: headrooms :func:`quantise_checked` tries in turn for the "lava" rule (see there)
+LAVA_HEADROOMS = (1.5, 2.0, 4.0)
+
+
+def conv_wraps(net: g.Network, frames, starts=None) -> int:
+    """Element-steps of ``frames`` (T, *input shape) at which a Conv step output of ``net`` (fixed
+    point) leaves 24 bits, i.e. Lava's Conv would wrap it (the reference's "du" monitor events)."""
+    from conversion.simulator import Simulator, run_sequence
+
+    mon = fx.OverflowMonitor()
+    frames = np.asarray(frames)
+    run_sequence(Simulator(net, fixed=True, monitor=mon), frames.reshape(len(frames), 1, *frames.shape[-3:]),
+                 None if starts is None else np.asarray(starts, bool).reshape(-1, 1))
+    return sum(c for (_, v), c in mon.counts.items() if v == "du")
+
+
+def quantise_checked(net: g.Network, cal: Calibration, frames, starts=None, headroom: float | None = None,
+                     sd_rule: str = "lava", log=None) -> dict:
+    """:func:`quantise`, and for the "lava" rule at its default headroom a check on the calibration
+    frames: the headroom bounds the accumulators, not a Conv's output within one time step, which
+    in the first frame after a reset (the jump from the reset state to the frame) can reach twice
+    their range; Lava's Conv wraps such an output at 24 bits.  Where it would, on the calibration
+    frames, the next headroom of :data:`LAVA_HEADROOMS` is used."""
+    if headroom is not None or sd_rule != "lava":
+        return quantise(net, cal, headroom, sd_rule=sd_rule)
+    for hr in LAVA_HEADROOMS:
+        fixed = quantise(net, cal, hr, sd_rule=sd_rule)
+        wraps = conv_wraps(net, frames, starts)
+        if not wraps:
+            return fixed
+        if log:
+            log(f"fixed point: at headroom {hr} a Conv step output leaves 24 bits on the calibration frames "
+                f"({wraps} element-steps); trying the next headroom")
+    return fixed
+
+
 def default_headroom(sd_rule: str) -> float:
     """The headroom factor a rule uses when none is given (:data:`RULE_HEADROOM`)."""
     if sd_rule not in RULE_HEADROOM:

@@ -114,6 +114,11 @@ class Simulator:
         """Fan-outs, dense MAC counts and (fixed point) integer parameters per node."""
         net, self.fan, self.dense_macs, self.fp = self.net, {}, {}, {}
         self.conv, self.plastic, self._buffers = {}, {}, {}
+        #: Conv2d nodes that feed a "lava"-rule SigmaDelta: a Lava Conv computes them, and its fixed_pt
+        #: model wraps each time step's output at 24 bits (fixed_point.wrap_signed)
+        self.wrap_conv = {n for n in self.order if self.fixed and isinstance(net.nodes[n], g.Conv2d)
+                          and any(isinstance(net.nodes[b], g.SigmaDelta) and fx.sd_rule(net.fixed.get(b, {})) == "lava"
+                                  for a, b in net.edges if a == n)}
         for n in self.order:
             node = net.nodes[n]
             if self.fixed:
@@ -346,6 +351,9 @@ class Simulator:
         else:
             active = np.flatnonzero(d)
             du = self._synapse_op(n, d, events=True, active=active)
+            if n in self.wrap_conv:   # Lava's Conv wraps each step's output at 24 bits: flagged, then wrapped
+                self.monitor.check(n, "du", du, fx.STATE_MAX, self.t, saturate=False)
+                du = fx.wrap_signed(du, fx.STATE_BITS)
             st["u"] = st["u"] + du
             fan = self.fan[n]
             self._count(n, "synops", fan[active % fan.size].sum())   # events x fan-out

@@ -13,7 +13,7 @@ from conversion import calibrate as cal_mod
 from conversion.calibrate import DEFAULT_TARGET
 from conversion.convert import convert_policy
 from conversion.graph import DEFAULT_RATE_STEPS
-from conversion.quantise import quantise
+from conversion.quantise import quantise_checked
 from mstpn_base.errors import ParameterError
 from snn_agent.checkpoint import build_policy, load_policy
 from snn_agent.config import RunConfig
@@ -62,6 +62,6 @@ def convert_with_calibration(policy, env_cfg, mode="sigma_delta", rate_steps=DEF
         rel, agree = cal_mod.tune_thresholds(net, cal, rec.frames, rec.starts, rec.actions, target, input_threshold)
         log(f"thresholds: rel = {rel} (calibration action agreement {agree:.4f}, target {target})")
     if fixed_point:
-        quantise(net, cal, headroom, sd_rule=sd_rule)
+        quantise_checked(net, cal, rec.frames, rec.starts, headroom, sd_rule=sd_rule, log=log)
         log("fixed point: " + ", ".join(f"{n}: 2^{e['out_exp']}" for n, e in net.fixed.items() if "out_exp" in e))
     return net

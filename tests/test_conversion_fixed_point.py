@@ -186,7 +186,7 @@ def test_plastic_layer_integer_steps_by_hand():
 def test_quantised_policy_respects_budgets():
     from conversion.calibrate import calibrate
     from conversion.convert import convert_policy
-    from conversion.quantise import quantise
+    from conversion.quantise import quantise_checked
     from conversion.synthetic import pong_like_frames
     from snn_agent.checkpoint import build_policy
     from snn_agent.config import ModelConfig
@@ -194,7 +194,7 @@ def test_quantised_policy_respects_budgets():
     net = convert_policy(build_policy(ModelConfig(hidden=8, n_actions=3), seed=0))
     frames = pong_like_frames(6)
     cal = calibrate(net, frames)
-    fx_ = quantise(net, cal)
+    fx_ = quantise_checked(net, cal, frames)     # what mstpn convert does (the lava rule checks its Conv steps)
     for n in ("conv1", "conv2", "pi", "v"):
         e = fx_[n]
         assert e["weight_mant"].min() >= -128 and e["weight_mant"].max() <= 127

@@ -336,3 +336,54 @@ def test_default_lava_keeps_the_budgets_on_the_shipped_stpn(shipped):
     for frame in pong_like_frames(50, seed=1):
         sim.step(frame[None])
     assert mon.counts == {}, mon.report()
+
+
+def test_wrap_signed_is_lavas_24_bit_conv_clamp():
+    lo, hi = -(1 << 23), (1 << 23) - 1
+    x = np.array([0, 5, -5, hi, hi + 1, lo, lo - 1, 3 * (1 << 24) + 7, -(1 << 25) - 9], np.int64)
+    assert fx.wrap_signed(x, 24).tolist() == [0, 5, -5, hi, lo, lo, hi, 7, -9]
+    lava_utils = pytest.importorskip("lava.proc.conv.utils")
+    assert np.array_equal(fx.wrap_signed(x, 24), lava_utils.signed_clamp(x, bits=24))
+
+
+def test_reference_wraps_the_conv_output_of_lava_rule_layers_and_flags_it():
+    """A random policy calibrated on 30 frames: its first frame's conv2 output leaves 24 bits; the
+    reference wraps it as Lava's Conv does (so lava-fixed stays bit-identical) and the monitor
+    records the step; the 'round' rule does not wrap."""
+    from snn_agent.export import convert_with_calibration, load_source
+    from conversion.synthetic import pong_like_frames
+
+    from conversion.calibrate import Calibration
+    from conversion.quantise import quantise
+
+    policy, env_cfg, _ = load_source("random:0")
+    net = convert_with_calibration(policy, env_cfg, calib_frames=30, log=lambda m: None)
+    quantise(net, Calibration.from_dict(net.metadata["calibration"]), 1.5)     # the rule's first headroom
+    mon = fx.OverflowMonitor()
+    sim = Simulator(net, fixed=True, monitor=mon)
+    assert sim.wrap_conv == {"conv1", "conv2"}
+    for frame in pong_like_frames(3, seed=1):
+        sim.step(frame[None])
+    assert any(v == "du" for (_, v) in mon.counts), mon.report()
+    assert all(abs(e.value) > fx.STATE_MAX for e in mon.events if e.variable == "du")
+    assert not Simulator(net).wrap_conv                       # float: no wrap
+    import copy
+
+    round_net = copy.deepcopy(net)
+    quantise(round_net, Calibration.from_dict(net.metadata["calibration"]), sd_rule="round")
+    assert Simulator(round_net, fixed=True).wrap_conv == set()
+
+
+def test_conversion_raises_the_headroom_where_a_conv_step_would_wrap():
+    """The random policy wraps conv2's first-frame output at the lava rule's headroom 1.5 (previous
+    test); mstpn convert's quantisation checks the calibration frames and takes the next headroom."""
+    from conversion.quantise import LAVA_HEADROOMS, conv_wraps
+    from conversion.synthetic import pong_like_frames
+    from snn_agent.export import convert_with_calibration, load_source
+
+    policy, env_cfg, _ = load_source("random:0")
+    logs = []
+    net = convert_with_calibration(policy, env_cfg, calib_frames=30, log=logs.append)
+    hr = net.fixed["_spec"]["headroom_x1000"] / 1000
+    assert hr in LAVA_HEADROOMS[1:] and any("leaves 24 bits" in m for m in logs)
+    assert conv_wraps(net, pong_like_frames(3, seed=1)) == 0
