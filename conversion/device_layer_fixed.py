@@ -5,7 +5,7 @@ and the pulse kernel of :mod:`memristor.fixed_point` (:func:`memristor.fixed_poi
 the NumPy simulator (``Simulator(net, fixed=True, synapses="device")``) and the Lava ``fixed_pt``
 model of :class:`lava_procs.memristor.layer.DeviceLayer` both step with :func:`plasticity_int`.
 
-Formats (F LSB u_F = 2**f_exp weight units, ``f_exp`` = net.fixed[node]["f_exp"]):
+Formats (F LSB u_F = 2**f_exp weight units, ``f_exp`` = ``net.fixed[node]["f_exp"]``):
 
 =====================  ===================================  ==================================
 quantity               integer                              budget

@@ -26,7 +26,7 @@ a :class:`lava_procs.memristor.layer.DeviceLayer`: the layer sends h, z and N on
 ``h_out``/``z_out``/``norm_out`` and receives the read-back F on ``f_in`` in the same time step
 (floating_pt: float64; fixed_pt: int64, h and z the integers at their fixed exponents, N the integer
 row norm max(isqrt(sum G^2), 1), F at f_exp, with ``weights`` the devices' 8-bit read-back W
-mantissas, :attr:`conversion.device_layer_fixed.FixedDevices.w_mant`).
+mantissas, ``conversion.device_layer_fixed.FixedDevices.w_mant``).
 """
 from __future__ import annotations
 
