@@ -56,6 +56,15 @@ def write_summary(out, games, conds, args, devsum) -> dict:
                 pulses_per_step=sum(r["pulses"] for r in rows) / steps,
                 pulse_energy_J_per_step=sum(r["pulse_energy_J"] for r in rows) / steps,
                 bias_energy_J_per_step=sum(r["bias_energy_J"] for r in rows) / steps)
+    # the effect of the device model: per-game differences on the same seeds (paired t-interval)
+    for env in dict.fromkeys(e for _, e in conds):
+        ideal, dev = summary.get(f"ideal/{env}"), summary.get(f"device/{env}")
+        if ideal and dev and ideal["n"] > 1 and ideal["seeds"] == dev["seeds"]:
+            d = np.subtract(dev["scores"], ideal["scores"])
+            lo, hi = t_interval(d)
+            summary[f"device - ideal (same seeds)/{env}"] = {
+                "n": len(d), "mean": float(d.mean()), "std": float(d.std(ddof=1)), "ci95": [lo, hi],
+                "seeds": ideal["seeds"], "scores": d.tolist()}
     atomic_write_json(out / "summary.json", {"summary": summary, "device": devsum, "args": vars(args)})
     return summary
 
