@@ -210,12 +210,21 @@ def measured_round(net_round, tmp_path_factory):
     return _measure(net_round, tmp_path_factory.mktemp("netx_round") / "policy.net")
 
 
+def recorded_frames(net):
+    """N_FRAMES Pong frames (T, 1, 84, 84) that the float policy recorded playing greedily (seed 1)."""
+    from snn_agent.play import record_frames
+
+    frames = record_frames(net, N_FRAMES, seed=1)
+    assert len(frames) == N_FRAMES
+    return frames[:, None]
+
+
 def _measure(net, out):
     from conversion.simulator import Simulator
 
     info = nx.write_netx(out, net)
     files = nx.paths(out)
-    frames = pong_like_frames(N_FRAMES, seed=1)
+    frames = recorded_frames(net)
     layers = info["graphs"]["static"]["layers"]
     depth = len(layers) - 1                     # one step of synaptic delay per conv layer
     data = np.concatenate([frames, np.repeat(frames[-1:], depth, 0)])[:, 0].astype(np.int64)
