@@ -426,6 +426,20 @@ def pulse_tally(m: Mapping, pulses: dict) -> dict:
     return {"potentiating": pot, "depressing": dep, "energy_J": energy}
 
 
+def add_step_counts(c: dict, tally: dict, bias_energy_J, dt: float, steps: int = 1) -> None:
+    """Accumulate ``steps`` device steps of ``dt`` [s] into the counters ``c``
+    (:data:`conversion.simulator.DEVICE_COUNTERS`): the pulses and pulse energy of their ``tally``
+    (:func:`pulse_tally`) and their bias energy [J]."""
+    pot, dep = int(tally["potentiating"]), int(tally["depressing"])
+    c["potentiating"] += pot
+    c["depressing"] += dep
+    c["pulses"] += pot + dep
+    c["pulse_energy_J"] += float(tally["energy_J"])
+    c["bias_energy_J"] += float(bias_energy_J)
+    c["device_steps"] += steps
+    c["duration_s"] += steps * dt
+
+
 def bias_energy(m: Mapping, dev: dict, state: dict):
     """Bias energy [J] of every device over one step that starts in ``state`` (summed)."""
     total = 0

@@ -675,22 +675,17 @@ class Simulator:
         state = {side: {v: st[f"{v}_{side}"] for v in dl.DEVICE_STATE} for side in dl.SIDES}
         if self.fixed:
             fd = self._dev_fixed[n]
-            c["bias_energy_J"] += dlf.bias_energy_int(fd, state)
+            bias = dlf.bias_energy_int(fd, state)
             new, F, pulses = dlf.plasticity_int(fd, state, st["N"][:, :, None], h[:, :, None], z[:, None, :],
                                                 self.fp[n]["gamma_mant"], dlf.c2c_noise_int(m, self.t, st["F"].shape),
                                                 self.monitor, n, self.t)
             tally = dlf.pulse_tally_int(fd, pulses)
         else:
-            c["bias_energy_J"] += float(dl.bias_energy(m, arrays, state))
+            bias = dl.bias_energy(m, arrays, state)
             new, F, pulses = dl.plasticity(NUMPY, m, arrays, state, st["N"][:, :, None], h[:, :, None], z[:, None, :],
                                            node.gamma, dl.c2c_noise(m, self.t, st["F"].shape))
             tally = dl.pulse_tally(m, pulses)
-        for key in ("potentiating", "depressing"):
-            c[key] += int(tally[key])
-        c["pulses"] += int(tally["potentiating"]) + int(tally["depressing"])
-        c["pulse_energy_J"] += float(tally["energy_J"])
-        c["device_steps"] += self.B
-        c["duration_s"] += self.B * m.dt
+        dl.add_step_counts(c, tally, bias, m.dt, self.B)
         for side, d in new.items():
             for v, a in d.items():
                 st[f"{v}_{side}"] = a

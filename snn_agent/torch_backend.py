@@ -90,15 +90,9 @@ class TorchRunner:
 
     def _count(self, extras):
         """Accumulate a device step's counted pulses and energies (as Simulator.device_stats)."""
-        c, m = self.device_stats["stpn"], self.policy.core.mapping
-        pot, dep = int(extras["potentiating"]), int(extras["depressing"])
-        c["potentiating"] += pot
-        c["depressing"] += dep
-        c["pulses"] += pot + dep
-        c["pulse_energy_J"] += float(extras["pulse_energy_J"])
-        c["bias_energy_J"] += float(extras["bias_energy_J"])
-        c["device_steps"] += 1
-        c["duration_s"] += m.dt
+        tally = {"potentiating": extras["potentiating"], "depressing": extras["depressing"],
+                 "energy_J": extras["pulse_energy_J"]}
+        dl.add_step_counts(self.device_stats["stpn"], tally, extras["bias_energy_J"], self.policy.core.mapping.dt)
 
     def close(self):
         pass

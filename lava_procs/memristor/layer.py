@@ -128,10 +128,34 @@ def counters(values) -> dict:
 _F = LavaPyType(np.ndarray, float)
 
 
+class _DeviceLayerModel(PyLoihiProcessModel):
+    """What the floating_pt and fixed_pt models share: the layer's sub-step, the device state read
+    from and written back to the Vars, the counters, the F sent back."""
+
+    def _in_phase(self) -> bool:
+        return (self.time_step - 1) % self.my_period == self.my_phase
+
+    def _state(self, dtype) -> dict:
+        """{side: {variable: (1, H, K) array}} of the volatile device state Vars."""
+        return {side: {v: np.asarray(getattr(self, var_name(v, side)), dtype)[None] for v in dl.DEVICE_STATE}
+                for side in dl.SIDES}
+
+    def _finish(self, new: dict, F, tally: dict, bias_energy_J, dt: float) -> None:
+        """Store the step's device state and counters in the Vars, advance the step, send F."""
+        c = dict(zip(DEVICE_COUNTERS, self.counts))
+        dl.add_step_counts(c, tally, bias_energy_J, dt)
+        self.counts[:] = [c[k] for k in DEVICE_COUNTERS]
+        for side, d in new.items():
+            for v, a in d.items():
+                getattr(self, var_name(v, side))[:] = a[0]
+        self.step[0] += 1
+        self.f_out.send(F[0])
+
+
 @implements(proc=DeviceLayer, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
-class PyDeviceLayerFloat(PyLoihiProcessModel):
+class PyDeviceLayerFloat(_DeviceLayerModel):
     """float64: :func:`conversion.device_layer.plasticity` (NumPy ops) on the Vars, batch 1."""
 
     h_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
@@ -186,29 +210,16 @@ class PyDeviceLayerFloat(PyLoihiProcessModel):
         return out
 
     def run_spk(self) -> None:
-        if (self.time_step - 1) % self.my_period != self.my_phase:
+        if not self._in_phase():
             return
         h, z, norm = self.h_in.recv(), self.z_in.recv(), self.norm_in.recv()
         m, dev = self.mapping, self._devices()
-        state = {side: {v: getattr(self, var_name(v, side))[None] for v in dl.DEVICE_STATE} for side in dl.SIDES}
-        c = dict(zip(DEVICE_COUNTERS, self.counts))
-        c["bias_energy_J"] += float(dl.bias_energy(m, dev, state))
+        state = self._state(np.float64)
+        bias = dl.bias_energy(m, dev, state)
         new, F, pulses = dl.plasticity(NUMPY, m, dev, state, np.asarray(norm, np.float64)[None, :, None],
                                        np.asarray(h, np.float64)[None, :, None], np.asarray(z, np.float64)[None, None, :],
                                        self.gamma, dl.c2c_noise(m, int(self.step[0]), self.shape))
-        tally = dl.pulse_tally(m, pulses)
-        for key in ("potentiating", "depressing"):
-            c[key] += int(tally[key])
-        c["pulses"] += int(tally["potentiating"]) + int(tally["depressing"])
-        c["pulse_energy_J"] += float(tally["energy_J"])
-        c["device_steps"] += 1
-        c["duration_s"] += m.dt
-        self.counts[:] = [c[k] for k in DEVICE_COUNTERS]
-        for side, d in new.items():
-            for v, a in d.items():
-                getattr(self, var_name(v, side))[:] = a[0]
-        self.step[0] += 1
-        self.f_out.send(F[0])
+        self._finish(new, F, dl.pulse_tally(m, pulses), bias, m.dt)
 
 
 _I = LavaPyType(np.ndarray, np.int64)
@@ -217,7 +228,7 @@ _I = LavaPyType(np.ndarray, np.int64)
 @implements(proc=DeviceLayer, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
-class PyDeviceLayerFixed(PyLoihiProcessModel):
+class PyDeviceLayerFixed(_DeviceLayerModel):
     """Integers: :func:`conversion.device_layer_fixed.plasticity_int` on the Vars, batch 1."""
 
     h_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64)
@@ -273,29 +284,15 @@ class PyDeviceLayerFixed(PyLoihiProcessModel):
         return dataclasses.replace(fd, consts=consts, live=live)
 
     def run_spk(self) -> None:
-        if (self.time_step - 1) % self.my_period != self.my_phase:
+        if not self._in_phase():
             return
         h, z, norm = (np.asarray(p.recv(), np.int64) for p in (self.h_in, self.z_in, self.norm_in))
         fd, k = self._devices(), int(self.step[0])
-        state = {side: {v: np.asarray(getattr(self, var_name(v, side)), np.int64)[None] for v in dl.DEVICE_STATE}
-                 for side in dl.SIDES}
-        c = dict(zip(DEVICE_COUNTERS, self.counts))
-        c["bias_energy_J"] += dlf.bias_energy_int(fd, state)
+        state = self._state(np.int64)
+        bias = dlf.bias_energy_int(fd, state)
         monitor = fx.OverflowMonitor()
         new, F, pulses = dlf.plasticity_int(fd, state, norm[None, :, None], h[None, :, None], z[None, None, :],
                                             self.gamma_mant, dlf.c2c_noise_int(fd.mapping, k, self.shape),
                                             monitor, "stpn", k)
-        tally = dlf.pulse_tally_int(fd, pulses)
-        for key in ("potentiating", "depressing"):
-            c[key] += tally[key]
-        c["pulses"] += tally["potentiating"] + tally["depressing"]
-        c["pulse_energy_J"] += tally["energy_J"]
-        c["device_steps"] += 1
-        c["duration_s"] += fd.mapping.dt
-        self.counts[:] = [c[key] for key in DEVICE_COUNTERS]
         self.overflow[0] += sum(monitor.counts.values())
-        for side, d in new.items():
-            for v, a in d.items():
-                getattr(self, var_name(v, side))[:] = a[0]
-        self.step[0] += 1
-        self.f_out.send(F[0])
+        self._finish(new, F, dlf.pulse_tally_int(fd, pulses), bias, fd.mapping.dt)
