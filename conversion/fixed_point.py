@@ -121,22 +121,21 @@ LAVA_STATE_EXP_MAX = 7
 LAVA_BIAS_MAX = (1 << 15) - 1
 
 
-def sd_rule(entry: dict) -> str:
-    """The sigma-delta arithmetic of a SigmaDelta node's fixed-point entry ("round" when it has none)."""
-    code = int(entry.get("rule", 0))
-    for name, c in SD_RULE_CODE.items():
+def _rule_name(codes: dict, code: int, where: str = "") -> str:
+    for name, c in codes.items():
         if c == code:
             return name
-    raise ParameterError(f"unknown sigma-delta rule code {code} (known: {SD_RULE_CODE})")
+    raise ParameterError(f"unknown sigma-delta rule code {code}{where} (known: {codes})")
+
+
+def sd_rule(entry: dict) -> str:
+    """The sigma-delta arithmetic of a SigmaDelta node's fixed-point entry ("round" when it has none)."""
+    return _rule_name(SD_RULE_CODE, int(entry.get("rule", 0)))
 
 
 def spec_sd_rule(spec: dict) -> str:
     """The rule (one of :data:`SD_RULES`) a fixed-point block's ``_spec`` names ("round" when none)."""
-    code = int(spec.get("sd_rule", 0))
-    for name, c in SD_SPEC_CODE.items():
-        if c == code:
-            return name
-    raise ParameterError(f"unknown sigma-delta rule code {code} in _spec (known: {SD_SPEC_CODE})")
+    return _rule_name(SD_SPEC_CODE, int(spec.get("sd_rule", 0)), " in _spec")
 
 
 def sigma_delta_lava(act, believed, vth: int, state_exp: int):

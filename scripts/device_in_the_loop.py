@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import time
 from pathlib import Path
 
@@ -21,14 +20,12 @@ import numpy as np
 
 
 def t_interval(x):
-    from scipy import stats
+    """The 95 % Student-t interval of the mean (:func:`snn_agent.evaluate.mean_ci`); (None, None)
+    for fewer than two values."""
+    from snn_agent.evaluate import mean_ci
 
-    x = np.asarray(x, float)
-    n = len(x)
-    if n < 2:
-        return None, None
-    half = stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / math.sqrt(n)
-    return float(x.mean() - half), float(x.mean() + half)
+    ci = mean_ci(x)["ci"] if len(x) > 1 else None
+    return (ci[0], ci[1]) if ci else (None, None)
 
 
 def write_summary(out, games, conds, args, devsum) -> dict:
