@@ -116,9 +116,8 @@ class Simulator:
         self.conv, self.plastic, self._buffers = {}, {}, {}
         #: Conv2d nodes that feed a "lava"-rule SigmaDelta: a Lava Conv computes them, and its fixed_pt
         #: model wraps each time step's output at 24 bits (fixed_point.wrap_signed)
-        self.wrap_conv = {n for n in self.order if self.fixed and isinstance(net.nodes[n], g.Conv2d)
-                          and any(isinstance(net.nodes[b], g.SigmaDelta) and fx.sd_rule(net.fixed.get(b, {})) == "lava"
-                                  for a, b in net.edges if a == n)}
+        lava = set(sd_reset.lava_nodes(net)) if self.fixed else set()
+        self.wrap_conv = {a for a, b in net.edges if b in lava and isinstance(net.nodes[a], g.Conv2d)}
         for n in self.order:
             node = net.nodes[n]
             if self.fixed:
