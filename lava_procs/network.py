@@ -68,6 +68,7 @@ from conversion.backend import (StepOut, UnsupportedNetworkError, layer_depths, 
                                 value_exponent)
 from conversion.ops import conv_fanout
 from conversion.simulator import DEVICE_COUNTERS
+from lava_procs.layout import conv_kernel, lava_shape, to_lava  # noqa: F401  (to_lava: for users of the graph)
 from lava_procs.lifecycle import LavaRuntime
 from mstpn_base.errors import BackendUnavailableError
 
@@ -75,15 +76,6 @@ from mstpn_base.errors import BackendUnavailableError
 MESSAGE_BITS = 24
 
 
-def lava_shape(shape) -> tuple:
-    """Lava's (X, Y, C) order of a project (C, H, W) shape (1-D shapes unchanged)."""
-    return tuple(reversed(tuple(int(s) for s in shape)))
-
-
-def to_lava(a) -> np.ndarray:
-    """A project (C, H, W) array in Lava's (X, Y, C) layout."""
-    a = np.asarray(a)
-    return a.transpose(*reversed(range(a.ndim)))
 
 
 @dataclass
@@ -208,7 +200,7 @@ def _conv_layer(net, nodes, fixed):
             if np.any(sc != sc.flat[0]):
                 raise UnsupportedNetworkError(f"Scale node {n!r} must be uniform to be folded into {conv[0]!r}")
             w = w * float(sc.flat[0])
-    kern = np.ascontiguousarray(np.asarray(w).transpose(0, 3, 2, 1)[:, ::-1, ::-1, :])   # (O, kw, kh, C_in), flipped
+    kern = conv_kernel(w)                                # (O, kw, kh, C_in), flipped
     syn = Conv(weight=kern.astype(np.int64 if fixed else np.float64), input_shape=lava_shape(c.in_shape),
                stride=tuple(reversed(c.stride)), padding=tuple(reversed(c.padding)), num_message_bits=MESSAGE_BITS)
     shape = lava_shape(node.out_shape)

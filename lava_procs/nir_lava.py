@@ -50,6 +50,7 @@ import numpy as np
 import lava_procs
 from conversion import nir_semantics as sem
 from conversion.nir_graph import SYNAPSES, NirProgram, NirRecord
+from lava_procs.layout import conv_kernel
 from lava_procs.lifecycle import LavaRuntime
 from mstpn_base.errors import DataFormatError, ParameterError
 
@@ -324,7 +325,7 @@ class LavaNirNet:
             if k == 1:   # (C, L) as Lava's (X = L, Y = 1, C)
                 w, pad, st = w[:, :, None, :], (0, pad[0]), (1, st[0])
             # NIR / torch: correlation, (C_out, C_in, H, W); Lava: convolution, (C_out, W, H, C_in)
-            wl = (w * gc[:, 0].reshape(-1, 1, 1, 1)).transpose(0, 3, 2, 1)[:, ::-1, ::-1].copy()
+            wl = conv_kernel(w * gc[:, 0].reshape(-1, 1, 1, 1))
             in3 = (src_shape[0], 1, src_shape[1]) if k == 1 else tuple(src_shape)
             proc = Conv(weight=wl, input_shape=(in3[2], in3[1], in3[0]), padding=(pad[1], pad[0]),
                         stride=(st[1], st[0]), num_message_bits=24, name=f"nir_{name}_{len(self.procs.get(name, []))}")
