@@ -19,10 +19,10 @@ the file.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from mstpn_base.checks import is_number
 from mstpn_base.errors import DataFormatError
 from mstpn_base.io import read_json
 
@@ -53,17 +53,13 @@ EXPERIMENTS = (
 )
 
 
-def _num(v) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-
-
 def _stat(row: dict, where: str) -> str:
     """'mean +- std [lo, hi]' of a row with n, mean, std, ci95."""
-    if not (isinstance(row, dict) and _num(row.get("n")) and _num(row.get("mean"))):
+    if not (isinstance(row, dict) and is_number(row.get("n")) and is_number(row.get("mean"))):
         raise DataFormatError(f"{where}: a result row needs numbers n and mean")
-    std = f" +- {row['std']:.2f}" if _num(row.get("std")) else ""
+    std = f" +- {row['std']:.2f}" if is_number(row.get("std")) else ""
     ci = row.get("ci95")
-    ci = f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if isinstance(ci, list) and len(ci) == 2 and all(map(_num, ci)) else ""
+    ci = f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if isinstance(ci, list) and len(ci) == 2 and all(map(is_number, ci)) else ""
     return f"{row['mean']:+.2f}{std}{ci}"
 
 
@@ -112,10 +108,10 @@ def _energy(games: dict, where: str) -> list[str]:
     rows = [g for g in games.get("games", []) if isinstance(g, dict) and g.get("synapses") == "device"]
     dev = games.get("device") or {}
     dt = (games.get("mapping") or {}).get("dt_s")
-    if not rows or not _num(dev.get("synapses")) or not _num(dt):
+    if not rows or not is_number(dev.get("synapses")) or not is_number(dt):
         return ["No device game recorded yet."]
     need = ("steps", "pulses", "pulse_energy_J", "bias_energy_J")
-    if not all(all(_num(g.get(k)) for k in need) for g in rows):
+    if not all(all(is_number(g.get(k)) for k in need) for g in rows):
         raise DataFormatError(f"{where}: every device game needs numbers {', '.join(need)}")
     p, n_syn = DeviceParams(), int(dev["synapses"])
     out = ["| env | games | agent steps / game | pulses / synapse / step | counted pulse [mJ/game] | "
@@ -145,7 +141,7 @@ def _sweep(summaries: list, where: str) -> list[str]:
         if not isinstance(rows, list):
             raise DataFormatError(f"{w}: needs a list 'by_value'")
         for r in rows:
-            steps = f"{r['mean_steps']:,.0f}" if _num(r.get("mean_steps")) else "-"
+            steps = f"{r['mean_steps']:,.0f}" if is_number(r.get("mean_steps")) else "-"
             out.append(f"| {r.get('parameter')} | {r.get('value')} | {r.get('n')} | {_stat(r, w)} | {steps} |")
     return out
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import base64
 import csv
-import math
 import re
 from pathlib import Path
 
 import numpy as np
 
+from mstpn_base.checks import is_number
 from mstpn_base.errors import DataFormatError, ParameterError
 from mstpn.experiments import experiment_lines
 from mstpn_base.io import atomic_path, atomic_write_text, read_json
@@ -44,10 +44,6 @@ def check_artifacts(artifacts) -> Path:
         raise ParameterError(f"--artifacts {path}: no such folder (give the folder holding */policy.safetensors, "
                              f"default {DEFAULT_ARTIFACTS})")
     return path
-
-
-def _number(v) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
 
 
 def validate_summary(s, where="run.json") -> dict:
@@ -70,7 +66,7 @@ def validate_summary(s, where="run.json") -> dict:
     game = need(s, "game", (dict,), "")
     for key in ("score", "steps", "frames", "steps_per_s"):
         need(game, key, (int, float), "game.")
-        if not _number(game[key]):
+        if not is_number(game[key]):
             raise DataFormatError(f"{where}: game.{key} must be a finite number, got {game[key]!r}")
     need(game, "finished", (bool,), "game.")
     epf = need(game, "events_per_frame", (dict,), "game.")
@@ -96,17 +92,17 @@ def _check_measured(m: dict, need, where: str) -> None:
         d = need(m, part, (dict,), "energy.measured.")
         for key in ("pulses", "pulse_energy_J", "bias_energy_J", "energy_J"):
             need(d, key, (int, float), f"energy.measured.{part}.")
-            if not _number(d[key]) or d[key] < 0:
+            if not is_number(d[key]) or d[key] < 0:
                 raise DataFormatError(f"{where}: energy.measured.{part}.{key} must be a finite number >= 0, "
                                       f"got {d[key]!r}")
         per = need(d, "per_step", (dict,), f"energy.measured.{part}.")
         for key, v in per.items():
-            if v is not None and not (_number(v) and v >= 0):
+            if v is not None and not (is_number(v) and v >= 0):
                 raise DataFormatError(f"{where}: energy.measured.{part}.per_step.{key} must be a finite number "
                                       f">= 0, got {v!r}")
     ratio = need(m, "measured_over_assumed", (dict,), "energy.measured.")
     for key, v in ratio.items():
-        if v is not None and not (_number(v) and v >= 0):
+        if v is not None and not (is_number(v) and v >= 0):
             raise DataFormatError(f"{where}: energy.measured.measured_over_assumed.{key} must be a finite number "
                                   f">= 0 or null, got {v!r}")
 
@@ -165,12 +161,12 @@ def collect_models(artifacts: Path) -> list[dict]:
             if not (folder / name).is_file():
                 continue
             ev = read_json(folder / name)
-            if not (isinstance(ev, dict) and all(_number(ev.get(k)) for k in ("mean", "std", "episodes"))):
+            if not (isinstance(ev, dict) and all(is_number(ev.get(k)) for k in ("mean", "std", "episodes"))):
                 raise DataFormatError(f"{folder / name}: needs numbers mean, std, episodes "
                                       "(write it with `mstpn evaluate -o`)")
             protocol = ev.get("protocol") if isinstance(ev.get("protocol"), dict) else {}
             sticky = protocol.get("repeat_action_probability", 0.0)   # older results: the deterministic emulator
-            key = "sticky" if _number(sticky) and sticky > 0 else "deterministic"
+            key = "sticky" if is_number(sticky) and sticky > 0 else "deterministic"
             row[key] = dict(mean=ev["mean"], std=ev["std"], episodes=ev["episodes"], ci=ev.get("ci95"))
         if (folder / "curve.csv").is_file():
             row["curve"] = folder / "curve.csv"
@@ -325,7 +321,7 @@ def render_markdown(s: dict, models: list[dict], figures: dict, results=None) ->
     how = "event-driven NumPy simulator, device synapses, greedy" if s.get("synapses") == "device" else \
         "event-driven NumPy simulator, greedy"
     lines += [f"| this run's checkpoint, converted | {how} | {trained} | "
-              + (f"{game['score']:+.0f} (1 game) | - |" if _number(sticky) and sticky > 0 else
+              + (f"{game['score']:+.0f} (1 game) | - |" if is_number(sticky) and sticky > 0 else
                  f"- | {game['score']:+.0f} (1 game) |"), ""]
     if figures.get("training"):
         lines += ["## Training curves", "", f"![training curves]({figures['training']})", ""]

@@ -1,5 +1,8 @@
-"""Checks of command-line values shared by several commands (raise ParameterError naming the flag)."""
+"""Checks of command-line values shared by several commands (raise ParameterError naming the flag),
+and of numbers read from JSON."""
 from __future__ import annotations
+
+import math
 
 from mstpn_base.errors import ParameterError
 
@@ -34,3 +37,8 @@ def check_device(device: str, flag: str = "--device") -> str:
     if kind == "cpu" and not index or kind == "cuda" and (not index or index.isdigit()):
         return device
     raise ParameterError(f"{flag} must be cpu, cuda or cuda:N, got {device!r}")
+
+
+def is_number(v) -> bool:
+    """True for a finite int or float that is not a bool (a number read from JSON)."""
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
