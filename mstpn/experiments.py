@@ -103,7 +103,8 @@ def _ablations(summary: dict, where: str) -> list[str]:
 
 def _energy(games: dict, where: str) -> list[str]:
     from memristor.params import DeviceParams
-    from mstpn.energy.models import bias_power, pulse_energy, reference_conductance
+    from mstpn.energy.counts import LayerCounts
+    from mstpn.energy.models import memristive_layer_energy, reference_conductance
 
     rows = [g for g in games.get("games", []) if isinstance(g, dict) and g.get("synapses") == "device"]
     dev = games.get("device") or {}
@@ -121,8 +122,11 @@ def _energy(games: dict, where: str) -> list[str]:
         sel = [g for g in rows if g.get("env") == env]
         n, steps = len(sel), sum(g["steps"] for g in sel)
         per_game = steps / n
-        assumed_pulse = n_syn * per_game * pulse_energy(p.v_pulse, reference_conductance(p), p.t_pulse)
-        assumed_bias = n_syn * bias_power(p, p.v_bias_max) * per_game * dt
+        # the energy account's assumption: one pulse per plastic synapse per step, default settings
+        layer = LayerCounts("stpn", n_synapses=n_syn, plastic_synapses=n_syn, update_pulses=n_syn * steps,
+                            memristive=True)
+        assumed = memristive_layer_energy(layer, steps * dt, p)
+        assumed_pulse, assumed_bias = assumed["pulse"] / n, assumed["bias"] / n
         out.append(f"| {env} | {n} | {per_game:,.0f} | {sum(g['pulses'] for g in sel) / steps / n_syn:.2f} | "
                    f"{1e3 * sum(g['pulse_energy_J'] for g in sel) / n:.2f} | "
                    f"{1e3 * sum(g['bias_energy_J'] for g in sel) / n:.1f} | {1e3 * assumed_pulse:.2f} | "
