@@ -413,15 +413,16 @@ class LavaRunner:
 
         if not self._runtime.active:   # the Injector's channel exists once the runtime is created
             self._runtime.start(self._cfg)
-        self._send(obs)
-        self._ok = False
-        if self._fresh:
-            self._first_frame()
-        else:
-            self._root.run(condition=RunSteps(num_steps=self.period, blocking=True), run_cfg=self._cfg)
-        self._ok = True
-        self._steps += 1
-        return self._receive()
+        with self._runtime.host_calls():
+            self._send(obs)
+            self._ok = False
+            if self._fresh:
+                self._first_frame()
+            else:
+                self._root.run(condition=RunSteps(num_steps=self.period, blocking=True), run_cfg=self._cfg)
+            self._ok = True
+            self._steps += 1
+            return self._receive()
 
     def run_frames(self, frames):
         """A recorded sequence in one ``run(RunSteps(period * len(frames)))``: frames stream into the
@@ -436,19 +437,20 @@ class LavaRunner:
         out, T = [], len(frames)
         self._ok = False
         try:
-            if T:
-                self._send(frames[0])
-                self._first_frame()
-                out.append(self._receive())
-            if T > 1:
-                self._send(frames[1])
-                self._root.run(condition=RunSteps(num_steps=self.period * (T - 1), blocking=False),
-                               run_cfg=self._cfg)
-                for k in range(1, T):
-                    if k + 1 < T:
-                        self._send(frames[k + 1])
+            with self._runtime.host_calls():
+                if T:
+                    self._send(frames[0])
+                    self._first_frame()
                     out.append(self._receive())
-                self._root.wait()
+                if T > 1:
+                    self._send(frames[1])
+                    self._root.run(condition=RunSteps(num_steps=self.period * (T - 1), blocking=False),
+                                   run_cfg=self._cfg)
+                    for k in range(1, T):
+                        if k + 1 < T:
+                            self._send(frames[k + 1])
+                        out.append(self._receive())
+                    self._root.wait()
         except BaseException:
             self.close()
             raise
@@ -505,7 +507,8 @@ class LavaRunner:
         from lava_procs.memristor.layer import counters
 
         if self._runtime.active and self._ok:
-            return {n: counters(d.counts.get()) for n, d in self.device_layers.items()}
+            with self._runtime.host_calls():
+                return {n: counters(d.counts.get()) for n, d in self.device_layers.items()}
         return {n: (dict(c) if c is not None else counters(np.zeros(len(DEVICE_COUNTERS))))
                 for n, c in self._counts.items()}
 
@@ -516,13 +519,15 @@ class LavaRunner:
         from lava_procs.memristor.layer import var_name
 
         dev = self.device_layers[node]
-        return {var_name(v, side): np.asarray(getattr(dev, var_name(v, side)).get(), np.float64)
-                for side in dl.SIDES for v in dl.DEVICE_STATE}
+        with self._runtime.host_calls():
+            return {var_name(v, side): np.asarray(getattr(dev, var_name(v, side)).get(), np.float64)
+                    for side in dl.SIDES for v in dl.DEVICE_STATE}
 
     def plastic_state(self, var: str = "F") -> np.ndarray:
         """A Var of the plastic layer (``F``, ``z``, ``uW``, ``N``, ...), read with Var.get()."""
         proc = self.graph.layers[next(n for n, k in self.graph.kinds.items() if k == "plastic")]
-        return np.asarray(getattr(proc, var).get())
+        with self._runtime.host_calls():
+            return np.asarray(getattr(proc, var).get())
 
     def close(self):
         """Stop the runtime and its worker processes (also after an error or an interrupt)."""

@@ -43,7 +43,6 @@ Arithmetic: float64 in every model (Lava's ``LavaPyType(..., float)``).
 """
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 
@@ -348,14 +347,14 @@ class LavaNirNet:
         rec = NirRecord(dt=self.dt, integration=self.integration, reset=RESET, delay=DELAY,
                         backend="lava (Loihi2SimCfg, floating_pt)", kinds=dict(p.kinds), built=dict(self.how))
         try:
-            with warnings.catch_warnings():   # Lava's model search imports every module of lava_procs as a
-                warnings.filterwarnings("ignore", message="Cannot import module")   # top-level one
+            with runtime.host_calls():
                 runtime.start(lava_procs.run_config(fixed_point=False), RunSteps(num_steps=T))
-            sinks = {n: np.moveaxis(np.asarray(s.data.get(), np.float64), -1, 0) for n, s in self.sinks.items()}
-            mons = {}
-            for (name, var), (mon, target) in self.monitors.items():
-                data = mon.get_data()[target.process.name][target.name]
-                mons[(name, var)] = np.asarray(data, np.float64).reshape((T, *p.shapes[name]))
+                sinks = {n: np.moveaxis(np.asarray(s.data.get(), np.float64), -1, 0)
+                         for n, s in self.sinks.items()}
+                mons = {}
+                for (name, var), (mon, target) in self.monitors.items():
+                    data = mon.get_data()[target.process.name][target.name]
+                    mons[(name, var)] = np.asarray(data, np.float64).reshape((T, *p.shapes[name]))
         finally:
             runtime.stop()
         for name, kind in p.kinds.items():

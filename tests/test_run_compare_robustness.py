@@ -242,6 +242,45 @@ def test_signal_while_lava_starts_is_raised_once_started_and_nothing_is_left(net
                 p.kill()
 
 
+@needs_lava
+def test_signal_in_the_middle_of_a_var_set_does_not_hang_the_stop(net, monkeypatch):
+    """The interrupt cuts a Var.set message exchange in half (the float schedule switches biases on
+    with Var.set): the runtime service waits for the rest forever, so close() must not ask it to stop
+    but kill the workers; it returns and nothing is left."""
+    import multiprocessing as mp
+    import threading
+
+    from lava.magma.runtime.runtime import Runtime
+    from lava.magma.runtime.mgmt_token_enums import MGMT_COMMAND, enum_to_np
+
+    from conversion.nirfile import read_network
+
+    def set_var_cut_short(self, var_id, value, idx=None):
+        port = self.runtime_to_service[0]
+        port.send(MGMT_COMMAND.SET_DATA)      # the request starts, the data never follows
+        port.send(enum_to_np(0))
+        raise signals.Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(Runtime, "set_var", set_var_cut_short)
+    runner = registry.make_runner("lava", read_network(net))
+    assert runner.graph.pending_bias, "the float schedule sets no bias: this test would not cut anything"
+    before = set(mp.active_children())
+    try:
+        with pytest.raises(signals.Interrupted):
+            runner.step(pong_like_frames(1)[0])
+        workers = {p.pid for p in mp.active_children() if p not in before}
+        closing = threading.Thread(target=runner.close, daemon=True)
+        closing.start()
+        closing.join(timeout=60)
+        assert not closing.is_alive(), "close() waits forever for the runtime service"
+        assert len(workers) >= 8
+        assert not _alive(workers)
+    finally:
+        for p in mp.active_children():
+            if p not in before:
+                p.kill()
+
+
 # -- 4: --max-frames / --compare-frames ------------------------------------------------------------------------
 @pytest.mark.skipif(not SHIPPED.exists(), reason="shipped checkpoint missing")
 @pytest.mark.parametrize("flag, value", [("--max-frames", 0), ("--max-frames", -8), ("--max-frames", 3),

@@ -84,11 +84,12 @@ def simulate(batch: DeviceBatch, drive: Drive, g_lt0=None, fixed_point: bool = F
     rows = np.empty((n_steps, len(ref.STATE_VARS), batch.n))
     runtime = LavaRuntime(proc)
     try:
-        runtime.start(run_config(fixed_point), condition=RunSteps(num_steps=n_steps, blocking=False))
-        for k in range(n_steps):
-            rows[k] = ext.receive()
-        proc.wait()
-        ovf = np.asarray(proc.overflow.get()).astype(int)
+        with runtime.host_calls():
+            runtime.start(run_config(fixed_point), condition=RunSteps(num_steps=n_steps, blocking=False))
+            for k in range(n_steps):
+                rows[k] = ext.receive()
+            proc.wait()
+            ovf = np.asarray(proc.overflow.get()).astype(int)
     finally:
         runtime.stop()   # the runtime and its worker processes, also after an error or an interrupt
     raw = {v: rows[:, i, :] for i, v in enumerate(ref.STATE_VARS)}
