@@ -14,7 +14,7 @@ Gradient of one step, with G = W + F_t, P = F_t / N, y = h_{t+1}, g_X = dLoss/dX
     g_y     += sum_f g_Fn gamma z               g_a      = g_y (1 - y^2)        (tanh)
     g_dot    = g_a / N                          g_b     += sum_B g_a
     g_N      = -sum_f (g_Fn lam) P / N - g_dot (a - b)
-    g_G      = g_dot z^T + 2 G g_N / (2 (N - eps))               (N = sqrt(sum_f G^2) + eps)
+    g_G      = g_dot z^T + G g_N / (N - eps)                     (N = sqrt(sum_f G^2) + eps)
     g_W     += sum_B g_G                        g_F      = g_Fn lam / N + g_G
     g_z      = sum_h (g_Fn gamma y + g_dot G)   (split into g_x and g_h of the previous step)
 
@@ -31,24 +31,28 @@ from snn_agent.policy import reset_state
 from snn_agent.stpn import NORM_EPS, STPN, STPNState, stpn_step, with_eager_fallback
 
 
-def stpn_step_backward(W, b, lam, gamma, F, z, norm, pre, h_new, g_F_new, g_h_new, norm_eps: float = NORM_EPS):
+def stpn_step_backward(W, b, lam, gamma, F, z, norm, pre, h_new, g_F_new, g_h_new, acc, norm_eps: float = NORM_EPS):
     """Chain rule of one :func:`snn_agent.stpn.stpn_step` (module docstring).  Shapes as
     ``stpn_step``; ``norm``, ``pre``, ``h_new``, ``z``: that step's outputs; ``g_F_new`` (B, H, K),
-    ``g_h_new`` (B, H): gradients of its outputs.  Returns ``(g_F, g_z, g_W, g_b, g_lam, g_gamma)``."""
+    ``g_h_new`` (B, H): gradients of its outputs; ``acc``: the gradients (g_W, g_b, g_lam, g_gamma)
+    of the later steps.  Returns ``(g_F, g_z, acc + this step's share)``.
+
+    sum_B g_G is taken as g_dot^T z + (sum_B c) W + sum_B c F with c = g_N / (N - eps), so the
+    compiled loops never store g_G (about 3x faster on one CPU core than summing it)."""
+    acc_W, acc_b, acc_lam, acc_gamma = acc
     n3 = norm.unsqueeze(-1)
     zz, yy = z.unsqueeze(-2), h_new.unsqueeze(-1)
-    G = W.unsqueeze(0) + F
     P = F / n3
-    g_lam = (g_F_new * P).sum(0)
-    g_gamma = (g_F_new * (yy * zz)).sum(0)
     g_hebb = g_F_new * gamma
     g_pre = (g_h_new + (g_hebb * zz).sum(-1)) * (1.0 - h_new * h_new)
     g_dot = g_pre / norm
     g_P = g_F_new * lam
-    g_norm = -(g_P * P).sum(-1) / norm - g_dot * (pre - b)
-    g_G = g_dot.unsqueeze(-1) * zz + (g_norm / (norm - norm_eps)).unsqueeze(-1) * G
-    g_z = (g_hebb * yy).sum(-2) + (g_dot.unsqueeze(-1) * G).sum(-2)
-    return g_P / n3 + g_G, g_z, g_G.sum(0), g_pre.sum(0), g_lam, g_gamma
+    c = (-(g_P * P).sum(-1) / norm - g_dot * (pre - b)) / (norm - norm_eps)
+    g_F = g_P / n3 + g_dot.unsqueeze(-1) * zz + c.unsqueeze(-1) * (W.unsqueeze(0) + F)
+    g_z = (g_hebb * yy + g_dot.unsqueeze(-1) * F).sum(-2) + g_dot @ W
+    acc = (acc_W + g_dot.t() @ z + c.sum(0).unsqueeze(-1) * W + (c.unsqueeze(-1) * F).sum(0),
+           acc_b + g_pre.sum(0), acc_lam + (g_F_new * P).sum(0), acc_gamma + (g_F_new * (yy * zz)).sum(0))
+    return g_F, g_z, acc
 
 
 _COMPILED_BACKWARD = None
@@ -86,7 +90,7 @@ class _Sequence(torch.autograd.Function):
     def backward(ctx, g_hs):
         W, b, lam, gamma = ctx.saved_tensors
         saved, bwd, I, dones = ctx.saved_steps, ctx.backward_fn, ctx.input_size, ctx.dones
-        g_W, g_b, g_lam, g_gamma = (torch.zeros_like(p) for p in (W, b, lam, gamma))
+        acc = tuple(torch.zeros_like(p) for p in (W, b, lam, gamma))       # g_W, g_b, g_lam, g_gamma
         T = len(saved)
         g_x = g_hs.new_empty((T,) + saved[0][1][:, :I].shape)
         g = STPNState(torch.zeros_like(g_hs[0]), torch.zeros_like(saved[0][0]))   # gradients of (h, F)
@@ -94,16 +98,12 @@ class _Sequence(torch.autograd.Function):
             if dones[t].any():
                 g = reset_state(g, dones[t])        # the reset is a product: same factor on the gradient
             F, z, norm, pre, h_new = saved[t]
-            g_F, g_z, dW, db, dlam, dgamma = bwd(W, b, lam, gamma, F, z, norm, pre, h_new, g.F, g.h + g_hs[t])
-            g_W += dW
-            g_b += db
-            g_lam += dlam
-            g_gamma += dgamma
+            g_F, g_z, acc = bwd(W, b, lam, gamma, F, z, norm, pre, h_new, g.F, g.h + g_hs[t], acc)
             g_x[t] = g_z[:, :I]
             g = STPNState(g_z[:, I:], g_F)
             saved[t] = None                         # free the step's tensors during the walk
         ctx.saved_steps = None
-        return None, None, None, g_W, g_b, g_lam, g_gamma, g_x, g.h, g.F
+        return (None, None, None) + acc + (g_x, g.h, g.F)
 
 
 def fast_path(core) -> bool:

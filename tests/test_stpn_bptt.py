@@ -85,8 +85,10 @@ def test_step_backward_matches_autograd_of_one_step():
     h1, F1, ex = stpn_step(*p, xs, h, F)
     gF1, gh1 = torch.randn_like(F1), torch.randn_like(h1)
     auto = torch.autograd.grad([h1, F1], [F, xs, h] + p, [gh1, gF1])
-    g_F, g_z, *g_par = stpn_step_backward(*(t.detach() for t in p), F.detach(), ex["z"].detach(),
-                                          ex["norm"].detach(), ex["pre"].detach(), h1.detach(), gF1, gh1)
+    acc = tuple(torch.full_like(t, 0.5) for t in p)        # earlier steps' share, added to
+    g_F, g_z, g_par = stpn_step_backward(*(t.detach() for t in p), F.detach(), ex["z"].detach(),
+                                         ex["norm"].detach(), ex["pre"].detach(), h1.detach(), gF1, gh1, acc)
+    g_par = [g - 0.5 for g in g_par]
     mine = [g_F, g_z[:, :xs.shape[1]], g_z[:, xs.shape[1]:]] + g_par
     for a, b in zip(auto, mine):
         torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-14)
