@@ -28,25 +28,36 @@ class SimRunner:
         # events and synops of a layer are those of all its nodes (sigma-delta: layers_of)
         self.groups = ({name: nodes for name, nodes, _ in layers_of(net)} if net.mode == "sigma_delta"
                        else {n: [n] for n in self.layers})
+        #: fixed point: the scale 2**e of each layer's integers (value = int * 2**e)
+        self.scale = {name: 2.0 ** value_exponent(net, name) for name in self.layers} if fixed else {}
 
     def reset(self):
         self.sim.reset()
 
+    def _counts(self) -> list:
+        """(events, synops) of each layer so far (the sums over its nodes)."""
+        st = self.sim.stats
+        out = []
+        for name in self.layers:
+            nodes = self.groups.get(name, [name])
+            out.append((sum(st[n]["events"] for n in nodes), sum(st[n]["synops"] for n in nodes)))
+        return out
+
     def step(self, obs) -> StepOut:
         sim = self.sim
-        before = {n: dict(c) for n, c in sim.stats.items()}
+        before = self._counts()
         shape = sim.net.nodes[sim.order[0]].shape
         sim.step(np.asarray(obs).reshape((1, *shape)))
         out = StepOut(None)
-        for name in self.layers:
+        for name, (e0, s0), (e1, s1) in zip(self.layers, before, self._counts()):
             v = np.asarray(sim.values[name]).reshape(-1)
             if self.fixed:
                 out.raw[name] = v.astype(np.int64)
-                v = v * 2.0 ** value_exponent(self.net, name)
-            out.acts[name] = v.astype(np.float64)
-            nodes = self.groups.get(name, [name])
-            out.events[name] = sum(sim.stats[n]["events"] - before[n]["events"] for n in nodes)
-            out.synops[name] = sum(sim.stats[n]["synops"] - before[n]["synops"] for n in nodes)
+                out.acts[name] = v * self.scale[name]          # a new float64 array
+            else:
+                out.acts[name] = v.astype(np.float64)
+            out.events[name] = e1 - e0
+            out.synops[name] = s1 - s0
         out.logits = out.acts[self.logits].copy()
         return out
 

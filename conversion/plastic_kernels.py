@@ -104,17 +104,42 @@ def norm_dot_int(Wsh, Wsq, F, z, S, Fz):
             Fz[b, h] = fz
 
 
+def _inline(f):
+    return njit(cache=True, fastmath=False, nogil=True, inline="always")(f) if AVAILABLE else f
+
+
+@_inline
+def _plastic_int_entry(f, n, den, rinv, L, gm, hb, zj, s, kl, kr, half, hi):
+    """One synapse of :func:`plasticity_int`: (new F, inexact quotient (0/1), |gamma h z| (the
+    Hebbian product, for the budget check)).  round_div by the float estimate num / den, one
+    integer correction and the remainder check; mul_q12's sign by xor; the shift of the product
+    as (p << kl + half) >> kr; the clip to +-hi."""
+    num = 2 * (f << s) + n
+    x = np.float64(num) * rinv
+    q = np.int64(x)                                    # towards zero, then floor(x)
+    q -= np.int64(np.float64(q) > x)
+    r = num - q * den
+    q += np.int64(r >= den) - np.int64(r < 0)          # one correction step
+    r = num - q * den
+    bad = np.int64(r < 0) + np.int64(r >= den)         # q = floor(num / den) iff 0 <= r < den
+    L = np.int64(L)
+    sg = (q ^ L) >> 63                                 # -1 where the signs differ
+    m = (((abs(q) * abs(L)) >> DECAY_BITS) ^ sg) - sg  # mul_q12: towards zero
+    p = np.int64(gm) * hb * zj
+    v = m + (((p << kl) + half) >> kr)                 # rshift_round(p, k)
+    return min(max(v, -hi), hi), bad, abs(p)
+
+
 @_jit
 def plasticity_int(F, N, lam, gamma, hp, z, s, k, f_max, wide_max, state_max, out):
     """out = clip(mul_q12(round_div(F << s, N), L) + rshift_round(gamma h z, k), +-f_max)
     (f_max < 0: no clip), int64.  Returns (inexact, hebb_over, f_over): the number of elements
     whose quotient estimate the correction did not make exact, of Hebbian products above
     ``wide_max`` and of new values above ``state_max`` in magnitude (out is then not the
-    specification's value: the caller runs the NumPy form).  Branch-free inner loop: the shifts
-    as (p << kl + half) >> kr (kl = max(-k, 0), kr = max(k, 0)), mul_q12's sign by xor."""
+    specification's value: the caller runs the NumPy form).  Branch-free inner loop
+    (:func:`_plastic_int_entry`)."""
     B, H, K = F.shape
-    kl = max(-k, 0)
-    kr = max(k, 0)
+    kl, kr = max(-k, 0), max(k, 0)
     half = (np.int64(1) << (kr - 1)) if kr > 0 else np.int64(0)
     hi = f_max if f_max >= 0 else np.int64(0x7FFFFFFFFFFFFFFF)
     inexact = 0
@@ -127,24 +152,73 @@ def plasticity_int(F, N, lam, gamma, hp, z, s, k, f_max, wide_max, state_max, ou
             rinv = 1.0 / np.float64(den)
             hb = hp[b, h]
             for j in range(K):
-                num = 2 * (F[b, h, j] << s) + n
-                x = np.float64(num) * rinv
-                q = np.int64(x)                                    # towards zero, then floor(x)
-                q -= np.int64(np.float64(q) > x)
-                r = num - q * den
-                q += np.int64(r >= den) - np.int64(r < 0)          # one correction step
-                r = num - q * den
-                inexact += np.int64(r < 0) + np.int64(r >= den)    # q = floor(num / den) iff 0 <= r < den
-                L = lam[h, j]
-                sg = (q ^ L) >> 63                                 # -1 where the signs differ
-                m = (((abs(q) * abs(L)) >> DECAY_BITS) ^ sg) - sg  # mul_q12: towards zero
-                p = gamma[h, j] * hb * z[b, j]
-                hebb_over += np.int64(abs(p) > wide_max)
-                v = m + (((p << kl) + half) >> kr)                 # rshift_round(p, k)
-                v = min(max(v, -hi), hi)
+                v, bad, p = _plastic_int_entry(F[b, h, j], n, den, rinv, lam[h, j], gamma[h, j], hb, z[b, j],
+                                               s, kl, kr, half, hi)
+                inexact += bad
+                hebb_over += np.int64(p > wide_max)
                 f_over += np.int64(abs(v) > state_max)
                 out[b, h, j] = v
     return inexact, hebb_over, f_over
+
+
+@_jit
+def plasticity_norm_int(F, N, lam, gamma, hp, z, W, sG, s, k, f_max, wide_max, state_max, out, S, P):
+    """:func:`plasticity_int` (same arguments, same counts returned) and, in the same pass, the
+    row sums of the next frame's forward phase on the new F: S[b, h] = sum_k ((W[h, k] << sG) +
+    out[b, h, k])^2 (the squared row norm, G = W << sG + F) and P[b, h] = sum_k out[b, h, k] z[b, k]
+    (F z with this frame's z; the next frame adds F dz of its events, :func:`dot_events_int`).
+    int64 sums (modulo 2**64, as the separate sums of :func:`norm_dot_int`); W, lam and gamma may be
+    any integer dtype (narrow copies read less memory)."""
+    B, H, K = F.shape
+    kl, kr = max(-k, 0), max(k, 0)
+    half = (np.int64(1) << (kr - 1)) if kr > 0 else np.int64(0)
+    hi = f_max if f_max >= 0 else np.int64(0x7FFFFFFFFFFFFFFF)
+    inexact = 0
+    hebb_over = 0
+    f_over = 0
+    for b in range(B):
+        for h in range(H):
+            n = N[b, h]
+            den = 2 * n
+            rinv = 1.0 / np.float64(den)
+            hb = hp[b, h]
+            s2 = np.int64(0)
+            pz = np.int64(0)
+            for j in range(K):
+                zj = np.int64(z[b, j])
+                v, bad, p = _plastic_int_entry(F[b, h, j], n, den, rinv, lam[h, j], gamma[h, j], hb, zj,
+                                               s, kl, kr, half, hi)
+                inexact += bad
+                hebb_over += np.int64(p > wide_max)
+                f_over += np.int64(abs(v) > state_max)
+                out[b, h, j] = v
+                g = (np.int64(W[h, j]) << sG) + v
+                s2 += g * g
+                pz += v * zj
+            S[b, h] = s2
+            P[b, h] = pz
+    return inexact, hebb_over, f_over
+
+
+@_jit
+def dot_events_int(F, P, dz, Fz):
+    """Fz[b, h] = P[b, h] + sum over k with dz[b, k] != 0 of F[b, h, k] dz[b, k] (int64): F z of
+    the plastic layer from P = F z_prev (:func:`plasticity_norm_int`) and the events dz = z - z_prev,
+    work proportional to the events."""
+    B, H, K = F.shape
+    act = np.empty(K, np.int64)
+    for b in range(B):
+        na = 0
+        for k in range(K):
+            if dz[b, k] != 0:
+                act[na] = k
+                na += 1
+        for h in range(H):
+            acc = P[b, h]
+            for i in range(na):
+                k = act[i]
+                acc += F[b, h, k] * dz[b, k]
+            Fz[b, h] = acc
 
 
 @_jit
@@ -159,3 +233,118 @@ def add_events_int(dz, WT, uW):
             if d != 0:
                 for h in range(H):
                     uW[b, h] += d * WT[k, h]
+
+
+# -- the static layers of the fixed-point network ------------------------------------------------
+@_jit
+def sigma_delta_lava_int(u, relu, act0, res0, sent0, vth, S, state_max, act, res, y, sent, pay, active):
+    """Rule "lava" of a SigmaDelta node on flat int64 arrays, as
+    :func:`conversion.fixed_point.sigma_delta_lava` with the node's state update of the simulator::
+
+        a = relu ? max(u, 0) : u;  believed = act0 - res0;  d = a - believed
+        fire = |d| >= vth;  s = fire ? d : 0;  pay = s >> S
+        res = a - (believed + s);  act = a;  y = a >> S;  sent = sent0 + pay
+
+    Writes the outputs and ``active[:n_active]`` (the indices with pay != 0).  Returns
+    (act_over, pay_over, fired, n_active): the elements beyond ``state_max`` of a and of pay (the
+    outputs are then not the specification's: the caller runs the NumPy form, whose monitor
+    saturates and records), the firing units and the non-zero payloads."""
+    act_over = 0
+    pay_over = 0
+    fired = 0
+    na = 0
+    for i in range(u.size):
+        a = u[i]
+        if relu and a < 0:
+            a = np.int64(0)
+        act_over += np.int64(abs(a) > state_max)
+        believed = act0[i] - res0[i]
+        d = a - believed
+        fire = abs(d) >= vth
+        s = d if fire else np.int64(0)
+        p = s >> S
+        pay_over += np.int64(abs(p) > state_max)
+        fired += np.int64(fire)
+        res[i] = a - (believed + s)
+        act[i] = a
+        y[i] = a >> S
+        sent[i] = sent0[i] + p
+        pay[i] = p
+        if p != 0:
+            active[na] = i
+            na += 1
+    return act_over, pay_over, fired, na
+
+
+@_jit
+def conv_events_int(x, active, n_in, idx, wtab, fan, u, wrap_bits, state_max, du, unew):
+    """The event-driven integer synapse of a Conv2d node (the scatter table of
+    :class:`conversion.ops.EventConv2d`: ``idx`` (n_in, fan_max) output units, the sink n_out for
+    padding, ``wtab`` the integer weights): du[b] = sum over the events a = ``active`` (flat
+    indices into x (B n_in)) of x[a] wtab[unit], scattered to idx[unit]; ``wrap_bits`` > 0: du
+    wrapped into that signed range (two's complement, :func:`conversion.fixed_point.wrap_signed`);
+    unew = u + du (int64).  ``du`` (B, n_out + 1) is work space; its first n_out columns hold the
+    result.  Returns (du_over, u_over, synops): the elements of du (before the wrap) and of unew
+    beyond ``state_max`` and the events' fan-out sum, sum fan[unit]."""
+    B, n1 = du.shape
+    n_out = n1 - 1
+    F = idx.shape[1]
+    for b in range(B):
+        for o in range(n1):
+            du[b, o] = 0
+    synops = 0
+    for i in range(active.size):
+        a = active[i]
+        b = a // n_in
+        unit = a - b * n_in
+        e = x[a]
+        synops += fan[unit]
+        for j in range(F):
+            du[b, idx[unit, j]] += np.int64(wtab[unit, j]) * e
+    du_over = 0
+    u_over = 0
+    half = (np.int64(1) << (wrap_bits - 1)) if wrap_bits > 0 else np.int64(0)
+    mask = 2 * half - 1
+    for b in range(B):
+        for o in range(n_out):
+            d = du[b, o]
+            if wrap_bits > 0:
+                du_over += np.int64(abs(d) > state_max)
+                d = ((d + half) & mask) - half
+                du[b, o] = d
+            v = u[b, o] + d
+            u_over += np.int64(abs(v) > state_max)
+            unew[b, o] = v
+    return du_over, u_over, synops
+
+
+@_jit
+def stpn_forward_int(S, uW, Fz, sG, bias, wide_max, state_max, N, a):
+    """The fixed-point forward phase of the plastic layer after its row sums (int64, (B, H)):
+    N = max(isqrt(S), 1), a = round_div((uW << sG) + Fz, N) + bias (round_div(x, n) =
+    floor((2x + n) / (2n)); isqrt exact: the float root and a +-1 correction, as
+    :func:`mstpn_base.intmath.isqrt`).  Returns the number of elements outside a budget: S < 0 or
+    S > wide_max, |uW| > wide_max >> sG, |dot| > wide_max, |a| > state_max (the outputs are then
+    not the specification's: the caller runs the NumPy form, whose monitor records)."""
+    B, H = S.shape
+    over = 0
+    ulim = wide_max >> sG
+    for b in range(B):
+        for h in range(H):
+            s = S[b, h]
+            over += np.int64(s < 0) + np.int64(s > wide_max)
+            r = np.int64(np.floor(np.sqrt(np.float64(max(s, np.int64(0))))))
+            if r * r > s:
+                r -= 1
+            if (r + 1) * (r + 1) <= s:
+                r += 1
+            n = max(r, np.int64(1))
+            N[b, h] = n
+            u = uW[b, h]
+            over += np.int64(abs(u) > ulim)
+            dot = (u << sG) + Fz[b, h]
+            over += np.int64(abs(dot) > wide_max)
+            v = (2 * dot + n) // (2 * n) + bias[h]
+            over += np.int64(abs(v) > state_max)
+            a[b, h] = v
+    return over

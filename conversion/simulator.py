@@ -96,6 +96,7 @@ class Simulator:
         self.state: dict = {}
         self.values: dict = {}
         self.deltas: dict = {}
+        self._active: dict = {}    # fixed point: {node: (its events array, their flat indices)} of this step
         self.stats = {n: dict.fromkeys(COUNTERS, 0) for n in self.order}
         self.frames = 0
         self.reset()
@@ -113,7 +114,7 @@ class Simulator:
     def _prepare(self):
         """Fan-outs, dense MAC counts and (fixed point) integer parameters per node."""
         net, self.fan, self.dense_macs, self.fp = self.net, {}, {}, {}
-        self.conv, self.plastic, self._buffers = {}, {}, {}
+        self.conv, self.plastic, self._buffers, self._conv_int = {}, {}, {}, {}
         #: Conv2d nodes that feed a "lava"-rule SigmaDelta: a Lava Conv computes them, and its fixed_pt
         #: model wraps each time step's output at 24 bits (fixed_point.wrap_signed)
         lava = set(sd_reset.lava_nodes(net)) if self.fixed else set()
@@ -127,6 +128,10 @@ class Simulator:
                 self.dense_macs[n] = int(np.prod(node.out_shape) * np.prod(node.weight.shape[1:]))
                 self.conv[n] = EventConv2d(self.fp[n]["weight_mant"] if self.fixed else node.weight, node.in_shape,
                                            node.stride, node.padding)
+                kern = self.conv[n]
+                if self.fixed and kern.integer and np.array_equal(kern.wtab, np.rint(kern.wtab)):
+                    # the scatter table with integer weights, for plastic_kernels.conv_events_int
+                    self._conv_int[n] = (kern.idx.astype(INT), narrow_int(kern.wtab.astype(INT)), self.fan[n])
             elif isinstance(node, g.Affine):
                 self.fan[n] = np.full(node.weight.shape[1], node.weight.shape[0], INT)
                 self.dense_macs[n] = int(node.weight.size)
@@ -139,6 +144,8 @@ class Simulator:
                 pp["Wr_f"] = np.asarray(Wr, np.float64)
                 pp["Wsq"] = np.einsum("hk,hk->h", Wr, Wr)          # int64 exact (fixed point) or float
                 pp["wabs_row"] = float(np.abs(pp["Wr_f"]).sum(axis=1).max(initial=0))
+                if self.fixed:
+                    pp["W_narrow"] = narrow_int(pp["W"])
         rate = [n for n in self.order if isinstance(net.nodes[n], g.RateIF)]
         self.segment = []
         if rate:
@@ -238,6 +245,7 @@ class Simulator:
     def reset(self, done=None):
         """Initial state for all batch elements (``done=None``) or those with ``done`` true."""
         self._mirror = {}          # float copies of integer state (fixed point), rebuilt on use
+        self._next = {}            # fixed point: {plastic node: (F, z, S, P)} of its last plasticity phase
         if done is None:
             self.state = {n: self._fresh(n) for n in self.order}
             return
@@ -259,10 +267,11 @@ class Simulator:
         shape = (self.B, *self.net.nodes[inp].shape)
         if obs.shape != shape:
             raise ParameterError(f"observation has shape {obs.shape}, expected {shape}")
-        if not np.all(np.isfinite(obs)):
-            raise ParameterError("observation contains NaN/inf")
-        if self.fixed and np.any(obs != np.rint(obs)):
-            raise ParameterError("the fixed-point network takes integer pixel values")
+        if obs.dtype.kind not in "biu":                     # integer pixels are finite integers
+            if not np.all(np.isfinite(obs)):
+                raise ParameterError("observation contains NaN/inf")
+            if self.fixed and np.any(obs != np.rint(obs)):
+                raise ParameterError("the fixed-point network takes integer pixel values")
         self.step_nodes(self.order[1:], {inp: (obs, None)})
         return self._result()
 
@@ -276,7 +285,7 @@ class Simulator:
         as one process per layer steps each layer with it.
         """
         dt = INT if self.fixed else np.float64
-        self.values, self.deltas = {}, {}
+        self.values, self.deltas, self._active = {}, {}, {}
         for n, (value, events) in given.items():
             self.values[n] = np.asarray(value).astype(dt)
             self.deltas[n] = None if events is None else np.asarray(events).astype(dt)
@@ -309,6 +318,7 @@ class Simulator:
         s = self.src[n]
         if self.fixed:  # folded into the next synapse's weights (conversion.quantise)
             self.values[n], self.deltas[n] = self.values[s], self.deltas[s]
+            self._pass_active(s, n)
             return
         sc = self.net.nodes[n].scale
         self.values[n] = sc * self.values[s]
@@ -320,6 +330,18 @@ class Simulator:
         self.values[n] = self.values[s].reshape(self.B, -1)
         d = self.deltas[s]
         self.deltas[n] = None if d is None else d.reshape(self.B, -1)
+        self._pass_active(s, n)
+
+    def _pass_active(self, s, n):
+        """The flat indices of the events of ``s`` are those of ``n`` (a view of the same events)."""
+        got = self._active.get(s)
+        if got is not None and got[0] is self.deltas[s]:
+            self._active[n] = (self.deltas[n], got[1])
+
+    def _active_of(self, s, d) -> np.ndarray:
+        """The flat indices of the non-zero events ``d`` of ``s`` (kept by its kernel, else found)."""
+        got = self._active.get(s)
+        return got[1] if got is not None and got[0] is d else np.flatnonzero(d)
 
     def _Output(self, n):
         self.values[n] = self.values[self.src[n]]
@@ -348,7 +370,13 @@ class Simulator:
             st["u"] = bias + self._synapse_op(n, self.values[s])
             self._count(n, "synops", self.dense_macs[n] * self.B)
         else:
-            active = np.flatnonzero(d)
+            active = self._active_of(s, d)
+            fast = self._conv_events(n, d, active) if pk.ENABLED and n in self._conv_int else None
+            if fast is not None:                              # the same integers, one fused pass
+                st["u"], du, syn = fast
+                self._count(n, "synops", syn)
+                self.values[n], self.deltas[n] = st["u"], du
+                return
             du = self._synapse_op(n, d, events=True, active=active)
             if n in self.wrap_conv:   # Lava's Conv wraps each step's output at 24 bits: flagged, then wrapped
                 self.monitor.check(n, "du", du, fx.STATE_MAX, self.t, saturate=False)
@@ -359,6 +387,25 @@ class Simulator:
             if self.fixed:
                 st["u"] = self.monitor.check(n, "u", st["u"], fx.STATE_MAX, self.t)
         self.values[n], self.deltas[n] = st["u"], du
+
+    def _conv_events(self, n, d, active):
+        """Fixed point: (u, du, synops) of the event branch of :meth:`_syn` for a Conv2d node by
+        :func:`conversion.plastic_kernels.conv_events_int` (the integer scatter table, the 24-bit
+        wrap of a Lava Conv, u + du); None where the events' synapses outnumber the dense MACs
+        or a value leaves its budget (the NumPy form then runs and its monitor records)."""
+        idx, wt, fan = self._conv_int[n]
+        B, shape = d.shape[0], self.net.nodes[n].out_shape
+        if active.size * idx.shape[1] > self.dense_macs[n] * B:
+            return None
+        n_out = int(np.prod(shape))
+        du, unew = np.empty((B, n_out + 1), INT), np.empty((B, n_out), INT)
+        u = np.ascontiguousarray(self.state[n]["u"], INT).reshape(B, n_out)
+        du_over, u_over, syn = pk.conv_events_int(np.ascontiguousarray(d, INT).reshape(-1), np.asarray(active, INT),
+                                                  idx.shape[0], idx, wt, fan, u,
+                                                  fx.STATE_BITS if n in self.wrap_conv else 0, fx.STATE_MAX, du, unew)
+        if du_over or u_over:
+            return None
+        return unew.reshape(B, *shape), du[:, :n_out].reshape(B, *shape), syn
 
     _Conv2d = _syn
     _Affine = _syn
@@ -397,6 +444,8 @@ class Simulator:
         fire where |act - believed| >= vth, payload (delta >> state_exp) in Y units; ``sent`` is
         the sum of the payloads (what the receivers hold), ``y`` = act >> state_exp."""
         node, st, fp = self.net.nodes[n], self.state[n], self.fp[n]
+        if pk.ENABLED and self._sigma_delta_lava_kernel(n, u):
+            return
         act = np.maximum(u, 0) if node.activation == "relu" else u
         act = self.monitor.check(n, "act", act, fx.STATE_MAX, self.t)
         S = int(fp["state_exp"])
@@ -406,6 +455,26 @@ class Simulator:
         st["y"], st["sent"] = act >> S, st["sent"] + pay
         self._count(n, "events", fire.sum())
         self.values[n], self.deltas[n] = st["sent"], pay
+
+    def _sigma_delta_lava_kernel(self, n, u) -> bool:
+        """:meth:`_sigma_delta_lava` by :func:`conversion.plastic_kernels.sigma_delta_lava_int`
+        (one pass; also the flat indices of the events); False, state untouched, where act or a
+        payload leaves the state budget (the NumPy form then runs and its monitor records)."""
+        node, st, fp = self.net.nodes[n], self.state[n], self.fp[n]
+        flat = [np.ascontiguousarray(st[k], INT).reshape(-1) for k in ("act", "residue", "sent")]
+        act, res, y, sent, pay = (np.empty(u.shape, INT) for _ in range(5))
+        active = np.empty(u.size, INT)
+        a_over, p_over, fired, na = pk.sigma_delta_lava_int(
+            np.ascontiguousarray(u, INT).reshape(-1), node.activation == "relu", *flat, int(fp["vth"]),
+            int(fp["state_exp"]), fx.STATE_MAX, act.reshape(-1), res.reshape(-1), y.reshape(-1), sent.reshape(-1),
+            pay.reshape(-1), active)
+        if a_over or p_over:
+            return False
+        st["act"], st["residue"], st["y"], st["sent"] = act, res, y, sent
+        self._count(n, "events", fired)
+        self.values[n], self.deltas[n] = sent, pay
+        self._active[n] = (pay, active[:na])
+        return True
 
     def _PlasticSTPN(self, n):
         node, st, s = self.net.nodes[n], self.state[n], self.src[n]
@@ -423,7 +492,8 @@ class Simulator:
         else:
             dz = np.concatenate([dx, dh], axis=1)
         W = pp["W"]
-        st["z"] = st["z"] + dz
+        z_prev = st["z"]
+        st["z"] = z_prev + dz
         if pk.ENABLED and pp["WT"].dtype == INT and st["uW"].dtype == INT:   # event-driven W z, int64 (exact)
             uW = np.array(st["uW"], INT)
             pk.add_events_int(np.ascontiguousarray(dz, INT), pp["WT"], uW)
@@ -441,7 +511,16 @@ class Simulator:
         if self.fixed:
             m = self.monitor
             sG = pp["sG"]
-            S, Fz = self._norm_and_dot_exact(n, F, z)
+            S, Fz = self._norm_and_dot_exact(n, F, z, z_prev, dz)
+            if pk.ENABLED and 0 <= sG < 62:                  # the same integers in one pass, within the budgets
+                B = S.shape[0]
+                Nk, a = np.empty((B, H), INT), np.empty((B, H), INT)
+                bias = np.ascontiguousarray(np.broadcast_to(np.asarray(fp["bias"], INT), (H,)))
+                if not pk.stpn_forward_int(np.ascontiguousarray(S, INT), np.ascontiguousarray(st["uW"], INT),
+                                           np.ascontiguousarray(Fz, INT), sG, bias, fx.WIDE_MAX, fx.STATE_MAX, Nk, a):
+                    st["N"], st["a"] = Nk, a
+                    self.values[n], self.deltas[n] = a, None
+                    return
             S = m.check(n, "norm_sq", S, fx.WIDE_MAX, self.t)
             st["N"] = np.maximum(fx.isqrt(S), 1)
             uW = m.check(n, "uW", st["uW"], fx.WIDE_MAX >> sG, self.t, saturate=False)
@@ -474,13 +553,20 @@ class Simulator:
             mir = self._mirror[n] = (F, Ff, float(np.max(np.abs(F), initial=0)))
         return mir[1], mir[2]
 
-    def _norm_and_dot_exact(self, n, F, z):
+    def _norm_and_dot_exact(self, n, F, z, z_prev=None, dz=None):
         """Fixed point: the row sums of G^2 (G = W << sG + F) and F z, exact int64.  The row sums
         as |W << sG|^2 + 2 (W << sG).F + |F|^2, the two products in float64 (BLAS) where every
         partial sum is an integer below 2**52 (|F|^2: its total, a sum of squares; W.F: max |F|
         times the largest row sum of |W << sG|), else G^2 in int64.  With the kernels enabled:
-        both in one int64 pass (:func:`conversion.plastic_kernels.norm_dot_int`)."""
+        where the last plasticity phase wrote F (and z = ``z_prev`` + ``dz`` since), its row sums
+        S and P = F z_prev and here F z = P + F dz over the events (the same int64 sums); else both
+        in one int64 pass (:func:`conversion.plastic_kernels.norm_dot_int`)."""
         pp = self.plastic[n]
+        nxt = self._next.pop(n, None)
+        if pk.ENABLED and nxt is not None and nxt[0] is F and nxt[1] is z_prev and dz is not None:
+            Fz = self._buffer(n, "Fz_i", nxt[3].shape, INT)
+            pk.dot_events_int(F, nxt[3], np.ascontiguousarray(dz, INT), Fz)
+            return nxt[2], Fz
         if pk.ENABLED:
             shape = (F.shape[0], F.shape[1])
             S, Fz = self._buffer(n, "S_i", shape, INT), self._buffer(n, "Fz_i", shape, INT)
@@ -567,18 +653,33 @@ class Simulator:
         checks record the events)."""
         pp, fp = self.plastic[n], self.fp[n]
         s, k = pp["f_shift"], pp["hebb_shift"]
-        if not (0 <= s < 62 and -62 < k < 63):
+        if not (0 <= s < 62 and -62 < k < 63 and 0 <= pp["sG"] < 62):
             return None
         Fi = self._spare(n, "F", F)
-        bad = pk.plasticity_int(np.ascontiguousarray(F, INT), np.ascontiguousarray(N, INT), fp["lam_q12"],
-                                fp["gamma_mant"], np.ascontiguousarray(h, INT), np.ascontiguousarray(z, INT),
-                                s, k, int(fp["f_max"]), fx.WIDE_MAX, fx.STATE_MAX, Fi)
+        lam, gamma = self._narrow(pp, fp, "lam_q12"), self._narrow(pp, fp, "gamma_mant")
+        B, H = N.shape
+        S, P = self._buffer(n, "S_next", (B, H), INT), self._buffer(n, "P_next", (B, H), INT)
+        z = np.ascontiguousarray(z, INT)
+        bad = pk.plasticity_norm_int(np.ascontiguousarray(F, INT), np.ascontiguousarray(N, INT), lam, gamma,
+                                     np.ascontiguousarray(h, INT), z, pp["W_narrow"], pp["sG"], s, k, int(fp["f_max"]),
+                                     fx.WIDE_MAX, fx.STATE_MAX, Fi, S, P)
         if any(bad):
             self._retire(n, "F", Fi)
             return None
         self._mirror.pop(n, None)                            # no float mirror on this path
+        self._next[n] = (Fi, z, S, P)                        # the next forward phase's row sums
         self._retire(n, "F", F)
         return Fi
+
+    @staticmethod
+    def _narrow(pp: dict, fp: dict, key: str) -> np.ndarray:
+        """``fp[key]`` (int64) in the narrowest integer dtype that holds it (less memory read per
+        frame), kept in ``pp`` while ``fp[key]`` is the same array."""
+        a = fp[key]
+        got = pp.get("narrow_" + key)
+        if got is None or got[0] is not a:
+            got = pp["narrow_" + key] = (a, narrow_int(a))
+        return got[1]
 
     def _plasticity_exact(self, n, F, N, h, z):
         """The fixed-point plasticity of :meth:`_plasticity_int`, bit for bit, in float64 on exact
@@ -741,6 +842,17 @@ class Simulator:
         tot = {k: sum(c[k] for c in self.stats.values()) / f for k in COUNTERS}
         tot["synops_ratio"] = tot["synops"] / tot["dense"] if tot["dense"] else float("nan")
         return tot
+
+
+def narrow_int(a) -> np.ndarray:
+    """The integer array ``a`` as C-contiguous int8, int16 or int32, the narrowest that holds its
+    values (int64 where none does)."""
+    a = np.asarray(a)
+    lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+    for t in (np.int8, np.int16, np.int32):
+        if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
+            return np.ascontiguousarray(a, t)
+    return np.ascontiguousarray(a, INT)
 
 
 def run_sequence(sim: Simulator, frames, starts=None, record: tuple = ()) -> dict:
