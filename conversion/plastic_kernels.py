@@ -277,44 +277,48 @@ def sigma_delta_lava_int(u, relu, act0, res0, sent0, vth, S, state_max, act, res
 
 
 @_jit
-def conv_events_int(x, active, n_in, idx, wtab, fan, u, wrap_bits, state_max, du, unew):
-    """The event-driven integer synapse of a Conv2d node (the scatter table of
-    :class:`conversion.ops.EventConv2d`: ``idx`` (n_in, fan_max) output units, the sink n_out for
-    padding, ``wtab`` the integer weights): du[b] = sum over the events a = ``active`` (flat
-    indices into x (B n_in)) of x[a] wtab[unit], scattered to idx[unit]; ``wrap_bits`` > 0: du
-    wrapped into that signed range (two's complement, :func:`conversion.fixed_point.wrap_signed`);
-    unew = u + du (int64).  ``du`` (B, n_out + 1) is work space; its first n_out columns hold the
-    result.  Returns (du_over, u_over, synops): the elements of du (before the wrap) and of unew
-    beyond ``state_max`` and the events' fan-out sum, sum fan[unit]."""
-    B, n1 = du.shape
-    n_out = n1 - 1
-    F = idx.shape[1]
-    for b in range(B):
-        for o in range(n1):
-            du[b, o] = 0
+def conv_events_int(x, active, n_in, pos, kk, wt, fan, u, wrap_bits, state_max, acc, du, unew):
+    """The event-driven integer synapse of a Conv2d node, position-major: for each event a =
+    ``active`` (flat index into x (B n_in), unit = a mod n_in) and each output position p =
+    pos[unit, i] whose window covers it (the sink n_pos where none), acc[b, p, :] += x[a]
+    wt[kk[unit, i], :] (``wt`` (C kh kw, O): the weights of one kernel entry for every output
+    channel, contiguous); then du[b, o n_pos + p] = acc[b, p, o], ``wrap_bits`` > 0: wrapped into
+    that signed range (two's complement, :func:`conversion.fixed_point.wrap_signed`); unew = u +
+    du.  int64 throughout (``acc`` (B, n_pos + 1, O) work space).  Returns (du_over, u_over,
+    synops): the elements of du (before the wrap) and of unew beyond ``state_max`` and the events'
+    fan-out sum, sum fan[unit]."""
+    B, n1, O = acc.shape
+    n_pos = n1 - 1
+    P = pos.shape[1]
+    acc[:] = 0
     synops = 0
     for i in range(active.size):
         a = active[i]
         b = a // n_in
         unit = a - b * n_in
-        e = x[a]
+        e = np.int64(x[a])
         synops += fan[unit]
-        for j in range(F):
-            du[b, idx[unit, j]] += np.int64(wtab[unit, j]) * e
+        for t in range(P):
+            p = pos[unit, t]
+            r = kk[unit, t]
+            for o in range(O):
+                acc[b, p, o] += np.int64(wt[r, o]) * e
     du_over = 0
     u_over = 0
     half = (np.int64(1) << (wrap_bits - 1)) if wrap_bits > 0 else np.int64(0)
     mask = 2 * half - 1
     for b in range(B):
-        for o in range(n_out):
-            d = du[b, o]
-            if wrap_bits > 0:
-                du_over += np.int64(abs(d) > state_max)
-                d = ((d + half) & mask) - half
-                du[b, o] = d
-            v = u[b, o] + d
-            u_over += np.int64(abs(v) > state_max)
-            unew[b, o] = v
+        for o in range(O):
+            for p in range(n_pos):
+                d = acc[b, p, o]
+                if wrap_bits > 0:
+                    du_over += np.int64(abs(d) > state_max)
+                    d = ((d + half) & mask) - half
+                j = o * n_pos + p
+                du[b, j] = d
+                v = u[b, j] + d
+                u_over += np.int64(abs(v) > state_max)
+                unew[b, j] = v
     return du_over, u_over, synops
 
 

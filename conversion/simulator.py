@@ -128,10 +128,9 @@ class Simulator:
                 self.dense_macs[n] = int(np.prod(node.out_shape) * np.prod(node.weight.shape[1:]))
                 self.conv[n] = EventConv2d(self.fp[n]["weight_mant"] if self.fixed else node.weight, node.in_shape,
                                            node.stride, node.padding)
-                kern = self.conv[n]
-                if self.fixed and kern.integer and np.array_equal(kern.wtab, np.rint(kern.wtab)):
-                    # the scatter table with integer weights, for plastic_kernels.conv_events_int
-                    self._conv_int[n] = (kern.idx.astype(INT), narrow_int(kern.wtab.astype(INT)), self.fan[n])
+                if self.fixed and np.issubdtype(np.asarray(self.fp[n]["weight_mant"]).dtype, np.integer):
+                    self._conv_int[n] = conv_event_tables(self.fp[n]["weight_mant"], node.in_shape, node.stride,
+                                                          node.padding) + (self.fan[n],)
             elif isinstance(node, g.Affine):
                 self.fan[n] = np.full(node.weight.shape[1], node.weight.shape[0], INT)
                 self.dense_macs[n] = int(node.weight.size)
@@ -393,19 +392,22 @@ class Simulator:
         :func:`conversion.plastic_kernels.conv_events_int` (the integer scatter table, the 24-bit
         wrap of a Lava Conv, u + du); None where the events' synapses outnumber the dense MACs
         or a value leaves its budget (the NumPy form then runs and its monitor records)."""
-        idx, wt, fan = self._conv_int[n]
+        pos, kk, wt, fan = self._conv_int[n]
         B, shape = d.shape[0], self.net.nodes[n].out_shape
-        if active.size * idx.shape[1] > self.dense_macs[n] * B:
+        n_in, O = pos.shape[0], wt.shape[1]
+        if active.size * pos.shape[1] * O > self.dense_macs[n] * B:
             return None
-        n_out = int(np.prod(shape))
-        du, unew = np.empty((B, n_out + 1), INT), np.empty((B, n_out), INT)
-        u = np.ascontiguousarray(self.state[n]["u"], INT).reshape(B, n_out)
+        n_pos = self.dense_macs[n] // (O * wt.shape[0])          # output positions
+        du, unew = np.empty((B,) + shape, INT), np.empty((B,) + shape, INT)
+        u = np.ascontiguousarray(self.state[n]["u"], INT)
+        acc = self._buffer(n, "acc", (B, n_pos + 1, O), INT)
         du_over, u_over, syn = pk.conv_events_int(np.ascontiguousarray(d, INT).reshape(-1), np.asarray(active, INT),
-                                                  idx.shape[0], idx, wt, fan, u,
-                                                  fx.STATE_BITS if n in self.wrap_conv else 0, fx.STATE_MAX, du, unew)
+                                                  n_in, pos, kk, wt, fan, u.reshape(B, -1),
+                                                  fx.STATE_BITS if n in self.wrap_conv else 0, fx.STATE_MAX, acc,
+                                                  du.reshape(B, -1), unew.reshape(B, -1))
         if du_over or u_over:
             return None
-        return unew.reshape(B, *shape), du[:, :n_out].reshape(B, *shape), syn
+        return unew, du, syn
 
     _Conv2d = _syn
     _Affine = _syn
@@ -842,6 +844,33 @@ class Simulator:
         tot = {k: sum(c[k] for c in self.stats.values()) / f for k in COUNTERS}
         tot["synops_ratio"] = tot["synops"] / tot["dense"] if tot["dense"] else float("nan")
         return tot
+
+
+def conv_event_tables(weight, in_shape, stride, padding) -> tuple:
+    """(pos, kk, wt) of a Conv2d for :func:`conversion.plastic_kernels.conv_events_int`: for each
+    input unit (c, y, x) (flat, C H W order) the output positions p = i Wo + j whose window covers
+    it and the kernel entry kk = (c kh + a) kw + b it meets there (y = i sh + a - ph, x = j sw + b -
+    pw), padded with the sink position Ho Wo; ``wt`` = the weights as (C kh kw, O)."""
+    w = np.asarray(weight)
+    O, C, kh, kw = w.shape
+    _, H, W = in_shape
+    (sh, sw), (ph, pw) = stride, padding
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    n_pos, P = Ho * Wo, -(-kh // sh) * -(-kw // sw)
+    pos, kk = np.full((C * H * W, P), n_pos, INT), np.zeros((C * H * W, P), INT)
+    cnt = np.zeros(C * H * W, INT)
+    c = np.arange(C)
+    for i in range(Ho):
+        for j in range(Wo):
+            for a in range(kh):
+                for b in range(kw):
+                    y, x = i * sh + a - ph, j * sw + b - pw
+                    if 0 <= y < H and 0 <= x < W:
+                        unit = (c * H + y) * W + x
+                        pos[unit, cnt[unit]] = i * Wo + j
+                        kk[unit, cnt[unit]] = (c * kh + a) * kw + b
+                        cnt[unit] += 1
+    return pos, kk, narrow_int(w.reshape(O, C * kh * kw).T)
 
 
 def narrow_int(a) -> np.ndarray:
