@@ -1,4 +1,5 @@
-"""Fused per-frame kernels of the plastic STPN layer of the reference simulator (numba).
+"""Fused per-frame kernels of the reference simulator (numba): the plastic STPN layer, and the
+static layers of the fixed-point network.
 
 The plastic layer is dense by definition: every frame each of its H x K synapses enters the row
 norms, the products (W + F) z and the plasticity update.  Evaluated with NumPy that is about ten
@@ -18,12 +19,21 @@ define, these equations:
   mul_q12(q, L) + rshift_round(gamma h z, k), clipped to +-f_max, all in int64 (bit for bit the
   NumPy int64 form).  round_div by a float estimate of the quotient and one integer correction;
   every element's remainder is verified afterwards, so the result is the exact floor or the
-  kernel says it is not (then the caller runs the NumPy form).
+  kernel says it is not (then the caller runs the NumPy form).  The plasticity pass also sums,
+  on the new F, the next frame's S = sum_k G^2 and P = F z (this frame's z); the next forward
+  phase adds F dz over its events only (:func:`dot_events_int`), then N = isqrt(S) and
+  a = round_div((uW << sG) + F z, N) + b (:func:`stpn_forward_int`).  Integer sums are the same
+  in any order (int64, modulo 2**64), so these are the NumPy form's integers.
+- fixed point, the static layers: the "lava" sigma-delta rule
+  (:func:`conversion.fixed_point.sigma_delta_lava`, :func:`sigma_delta_lava_int`) and the
+  event-driven Conv2d synapse with the 24-bit wrap of a Lava Conv
+  (:func:`conversion.fixed_point.wrap_signed`, :func:`conv_events_int`), each in one pass.
 
-Overflow: the fixed-point plasticity kernel counts the Hebbian products beyond the 64-bit
-register budget (``fixed_point.WIDE_MAX``) and the new F beyond the state budget
-(``fixed_point.STATE_MAX``) without saturating; where either count is non-zero the caller runs
-the NumPy form, whose :class:`~conversion.fixed_point.OverflowMonitor` checks record the events.
+Overflow: the fixed-point kernels count the values beyond their budgets (Hebbian products beyond
+the 64-bit register budget ``fixed_point.WIDE_MAX``, states and payloads beyond
+``fixed_point.STATE_MAX``) without saturating; where a count is non-zero the caller discards the
+kernel's output and runs the NumPy form, whose :class:`~conversion.fixed_point.OverflowMonitor`
+checks saturate and record the events.
 
 :data:`AVAILABLE` is False where numba cannot be imported; :data:`ENABLED` (module flag, default
 :data:`AVAILABLE`) selects these kernels in :class:`conversion.simulator.Simulator`, which
