@@ -16,12 +16,6 @@ surrogate gradient (``snntorch.surrogate.fast_sigmoid``), so the whole module --
 thresholds, the STPN's W, b, lam, gamma, the heads -- can be fine-tuned with BPTT; it is batched
 (B environments) and runs on any torch device (``.to("cuda")``).
 
-Inference (no gradient) takes the same IF steps as plain tensor operations (:func:`if_steps`),
-conv2 once on the T spike maps stacked as the batch; on CPU (numba installed) the whole
-if1 -> conv2 -> if2 segment runs instead as one fused event-driven kernel (:func:`rate_counts_fused`:
-the same float64 IF steps, conv2 as the sum of th1 * w over the spikes of each sub-step), which
-gives the same spike counts (``RateSTPNPolicy.fused = False``: the tensor path).
-
 The STPN layer and the heads follow conversion's semantics (:mod:`conversion.graph`): z = [x ; h_sent
 of the previous frame], G = W + F, N = ||G||_row + eps, a = G z / N + b, h = tanh(a), the sigma-delta
 sender of h (threshold per unit), F <- clip(lam F / N + gamma h z^T, +-f_max), heads read h_sent.
@@ -44,12 +38,6 @@ from conversion import semantics as sem
 from mstpn_base.errors import BackendUnavailableError
 from mstpn_base.ops import torch_ops
 from snn_agent.stpn import stpn_step
-
-try:
-    from numba import njit
-    KERNEL_AVAILABLE = True
-except ImportError:          # pragma: no cover - the torch path runs instead
-    KERNEL_AVAILABLE = False
 
 #: the node names of conversion.convert.build_network this module reads
 RATE_NODES = ("conv1", "conv2", "stpn", "h", "pi", "v")
@@ -133,119 +121,6 @@ def if_steps(cur, th, v_init: float, T: int, per_step: bool = False):
     return spk
 
 
-def _if_step_scatter(cur1, th1, in_shape, w, bias2, th2, v_init, T, stride, pad, cnt1, cnt2):
-    """Both IF layers and the conv between them over the T sub-steps of one frame, fused, for
-    B environments.  In each sub-step every if1 unit takes snnTorch's step (as :func:`if_steps`:
-    mem <- (mem + I) - reset * th, reset = spike = [mem > th]); each if1 spike adds
-    th1 * w[c, ki, kj, :] to the accumulator of every conv output it reaches (event-driven conv:
-    the products of conv2d(spikes * th1), summed in spike order); then every if2 unit takes the
-    same step on I = bias2 + accumulator.  Units with I <= 0 whose membrane starts at or below the
-    threshold never spike (the membrane only falls) and are skipped.  cur1, th1, cnt1: (B, U), (U,),
-    (B, U) over the units (C1, H1, W1) = in_shape; w: (C1, KH, KW, C2); th2: (OH, OW, C2); counts
-    into cnt1 and cnt2 (B, OH * OW, C2); float64, no fast-math (IEEE float64, the operation order
-    above)."""
-    B = cur1.shape[0]
-    C1, H1, W1 = in_shape
-    OH, OW, C2 = th2.shape
-    KH, KW = w.shape[1], w.shape[2]
-    sh, sw = stride
-    ph, pw = pad
-    U, P = C1 * H1 * W1, OH * OW
-    # scatter table: unit u -> (output position, kernel tap) pairs tgt_p/tgt_k[first[u]:first[u + 1]]
-    first = np.zeros(U + 1, np.int64)
-    tgt_p = np.empty(U * ((KH + sh - 1) // sh) * ((KW + sw - 1) // sw), np.int64)
-    tgt_k = np.empty_like(tgt_p)
-    n = 0
-    for c in range(C1):
-        for i in range(H1):
-            for j in range(W1):
-                for oi in range(max(0, (i + ph - KH + sh) // sh), min(OH - 1, (i + ph) // sh) + 1):
-                    for oj in range(max(0, (j + pw - KW + sw) // sw), min(OW - 1, (j + pw) // sw) + 1):
-                        tgt_p[n] = oi * OW + oj
-                        tgt_k[n] = (c * KH + i + ph - oi * sh) * KW + j + pw - oj * sw
-                        n += 1
-                first[(c * H1 + i) * W1 + j + 1] = n
-    wf = w.reshape(C1 * KH * KW, C2)
-    th1f = th1
-    th2f = th2.reshape(P, C2)
-    acc = np.empty((P, C2))
-    for b in range(B):
-        c1f = cur1[b]
-        n1 = cnt1[b]
-        n2 = cnt2[b]
-        act = np.empty(U, np.int64)
-        na = 0
-        for u in range(U):
-            if c1f[u] > 0.0 or v_init * th1f[u] > th1f[u]:
-                act[na] = u
-                na += 1
-        act = act[:na]
-        mem1 = np.empty(na)
-        rs1 = np.empty(na, np.bool_)
-        for a in range(na):
-            mem1[a] = v_init * th1f[act[a]]
-            rs1[a] = mem1[a] > th1f[act[a]]
-        mem2 = v_init * th2f
-        rs2 = mem2 > th2f
-        for _ in range(T):
-            acc[:] = 0.0
-            for a in range(na):
-                u = act[a]
-                th = th1f[u]
-                m = mem1[a] + c1f[u]
-                if rs1[a]:
-                    m = m - th
-                mem1[a] = m
-                s = m > th
-                rs1[a] = s
-                if s:
-                    n1[u] += 1.0
-                    for q in range(first[u], first[u + 1]):
-                        row, wrow = acc[tgt_p[q]], wf[tgt_k[q]]
-                        for o in range(C2):
-                            row[o] += th * wrow[o]
-            for p in range(P):
-                for o in range(C2):
-                    m = mem2[p, o] + (bias2[o] + acc[p, o])
-                    if rs2[p, o]:
-                        m = m - th2f[p, o]
-                    mem2[p, o] = m
-                    s = m > th2f[p, o]
-                    rs2[p, o] = s
-                    if s:
-                        n2[p, o] += 1.0
-
-
-if KERNEL_AVAILABLE:
-    _if_step_scatter = njit(cache=True, fastmath=False, nogil=True)(_if_step_scatter)
-
-
-def _kernel_conv(conv) -> bool:
-    """The fused kernel covers a plain float64 Conv2d (no groups, no dilation, numeric padding)."""
-    return (isinstance(getattr(conv, "padding", None), tuple) and tuple(conv.dilation) == (1, 1)
-            and conv.groups == 1 and conv.bias is not None and conv.weight.dtype == torch.float64
-            and getattr(conv, "padding_mode", "zeros") == "zeros")
-
-
-def rate_counts_fused(cur1, th1, conv2, th2, v_init: float, T: int):
-    """Spike counts (cnt1, cnt2) of if1 -> conv2 -> if2 over T sub-steps (float32, as the torch
-    path's sums of snnTorch spikes), evaluated by the fused event-driven kernel on CPU."""
-    c1 = np.ascontiguousarray(cur1.detach().cpu().numpy(), np.float64)
-    B, (_, H1, W1) = c1.shape[0], c1.shape[1:]
-    t1 = np.array(np.broadcast_to(th1.detach().cpu().numpy(), c1.shape[1:]), np.float64, order="C")   # writable: one signature
-    w = conv2.weight.detach().cpu().numpy()
-    (kh, kw), (sh, sw), (ph, pw) = w.shape[2:], conv2.stride, conv2.padding
-    C2, OH, OW = w.shape[0], (H1 + 2 * ph - kh) // sh + 1, (W1 + 2 * pw - kw) // sw + 1
-    t2 = np.array(np.broadcast_to(th2.detach().cpu().numpy(), (C2, OH, OW)).transpose(1, 2, 0), np.float64, order="C")
-    cnt1, cnt2 = np.zeros((B, t1.size)), np.zeros((B, OH * OW, C2))
-    _if_step_scatter(c1.reshape(B, -1), t1.reshape(-1), tuple(int(k) for k in c1.shape[1:]),
-                     np.ascontiguousarray(w.transpose(1, 2, 3, 0)),
-                     np.array(conv2.bias.detach().cpu().numpy(), np.float64), t2, float(v_init), int(T),
-                     (int(sh), int(sw)), (int(ph), int(pw)), cnt1, cnt2)
-    return (torch.as_tensor(cnt1.reshape(c1.shape), dtype=torch.float32),
-            torch.as_tensor(cnt2.reshape(B, OH, OW, C2).transpose(0, 3, 1, 2), dtype=torch.float32).contiguous())
-
-
 class RateSTPNPolicy(nn.Module):
     """``logits, value, state, extras = module(obs, state)``; ``state=None`` starts an episode."""
 
@@ -284,8 +159,6 @@ class RateSTPNPolicy(nn.Module):
         self.f_max, self.norm_eps = float(st.f_max), float(st.norm_eps)
         self.register_buffer("h_threshold", torch.as_tensor(np.asarray(net.nodes["h"].threshold, np.float64)))
         self.hidden = st.hidden_size
-        #: inference on CPU through the fused kernel (:func:`rate_counts_fused`); False: the torch path
-        self.fused = KERNEL_AVAILABLE
 
     def init_state(self, batch: int, device=None):
         dev = device or self.W.device
@@ -305,19 +178,16 @@ class RateSTPNPolicy(nn.Module):
         # if1 over all T sub-steps first (its input is constant), then conv2 on all T spike maps in one
         # batched call (no feedback inside the conv segment, so the order is the same as step by step)
         fast = not torch.is_grad_enabled()                   # inference: the same steps as plain tensor ops
-        if fast and self.fused and cur1.device.type == "cpu" and _kernel_conv(self.conv2):
-            cnt1, cnt2 = rate_counts_fused(cur1, th1, self.conv2, th2, self.v_init, T)
+        spk1 = (if_steps(cur1, th1, self.v_init, T) if fast
+                else torch.stack(_leaky_steps(self.if1, cur1, th1, self.v_init, T)))   # (T, B, C1, H1, W1)
+        cur2 = self.conv2((spk1 * th1).flatten(0, 1)).unflatten(0, (T, B))
+        if fast:
+            cnt2 = if_steps(cur2, th2, self.v_init, T, per_step=True).sum(0)
         else:
-            spk1 = (if_steps(cur1, th1, self.v_init, T) if fast
-                    else torch.stack(_leaky_steps(self.if1, cur1, th1, self.v_init, T)))   # (T, B, C1, H1, W1)
-            cur2 = self.conv2((spk1 * th1).flatten(0, 1)).unflatten(0, (T, B))
-            if fast:
-                cnt2 = if_steps(cur2, th2, self.v_init, T, per_step=True).sum(0)
-            else:
-                cnt2 = torch.zeros_like(cur2[0])
-                for s2 in _leaky_steps(self.if2, cur2, th2, self.v_init, T, per_step=True):
-                    cnt2 = cnt2 + s2
-            cnt1 = spk1.sum(0)
+            cnt2 = torch.zeros_like(cur2[0])
+            for s2 in _leaky_steps(self.if2, cur2, th2, self.v_init, T, per_step=True):
+                cnt2 = cnt2 + s2
+        cnt1 = spk1.sum(0)
         r1 = cnt1 * th1 / T
         r2 = cnt2 * th2 / T
         xin = r2.reshape(B, -1)
@@ -346,9 +216,6 @@ class SnnTorchRunner:
         self.state = None
         self.logits_name = logits_node(net)
         self.fan2 = None
-        if self.module.fused and device == "cpu":   # the kernel's compilation (or cache load) before the first frame
-            warm = nn.Conv2d(1, 1, 1).double()
-            rate_counts_fused(torch.zeros(1, 1, 1, 1, dtype=torch.float64), torch.ones(1), warm, torch.ones(1), 0.5, 1)
 
     def reset(self):
         self.state = None
