@@ -373,20 +373,20 @@ class LavaRunner:
         return fan
 
     def _build(self, buffer_frames: int = 2):
-        from lava.proc.io.extractor import Extractor
         from lava.proc.io.injector import Injector
+
+        from lava_procs.io_models import FrameRecorder
 
         g_ = lava_processes(self.net, fixed_point=self.fixed_point, synapses=self.synapses, devices=self.devices,
                             step0=self._steps, counts0=self._counts)
         self.graph, self.device_layers = g_, g_.synapses
-        size = (buffer_frames + 1) * self.period
-        self.ext = {}
-        for name, _, _ in self.layers:
-            port = g_.records.get(name, g_.outputs[name])
-            self.ext[name] = Extractor(shape=port.shape, buffer_size=size)
-            port.connect(self.ext[name].in_port)
+        self._taps = [self._tap(name) for name, _, _ in self.layers]
+        self.rec = FrameRecorder(taps=self._taps, period=self.period,
+                                 buffer_frames=buffer_frames + 1)
+        for i, (name, _, _) in enumerate(self.layers):
+            g_.records.get(name, g_.outputs[name]).connect(getattr(self.rec, f"in_{i}"))
         self.in_shape = g_.input_port.shape
-        self.inj = Injector(shape=self.in_shape, buffer_size=size)
+        self.inj = Injector(shape=self.in_shape, buffer_size=(buffer_frames + 1) * self.period)
         self.inj.out_port.connect(g_.input_port)
         self._root = next(iter(g_.procs.values()))
         self._sent = {n: 0 for n, k in g_.kinds.items() if k in ("delta", "sigma_delta")}
@@ -394,8 +394,39 @@ class LavaRunner:
         self._cfg = self.run_config()
         self._runtime = LavaRuntime(self._root)
 
+    def _tap(self, name) -> dict:
+        """What the FrameRecorder keeps of layer ``name`` per frame (:func:`lava_procs.io_models.tap`):
+        a plastic layer's ``rec_out`` and a head's Sigma at its sub-step; a Delta/SigmaDelta
+        layer's payload sum, its event count and, per receiving SigmaDelta layer, its events times
+        their fan-out (in Lava's layout)."""
+        from lava_procs.io_models import tap
+
+        kind = self.graph.kinds[name]
+        if kind in ("plastic", "head"):
+            port = self.graph.records.get(name, self.graph.outputs[name])
+            return tap(port.shape, "row", self.depth[name] - 1)
+        shape = lava_shape(self.net.nodes[name].out_shape)
+        fans = [to_lava(self._fan[r].reshape(self.net.nodes[name].out_shape)).reshape(-1)
+                for r in self._receivers(name)]
+        return tap(shape, "sum", fans=fans)
+
+    def _receivers(self, name) -> list:
+        """The layers with a static synapse fed by layer ``name`` (their synaptic operations are
+        counted on its payloads)."""
+        return [r for r, _, src in self.layers if src == name and r in self._fan]
+
     def run_config(self):
-        return loihi2_run_config() if self.loihi2 else run_config(self.fixed_point)
+        """:func:`lava_procs.run_config` with Lava's Conv models that skip all-zero input steps
+        (:mod:`lava_procs.io_models`; the same numbers)."""
+        if self.loihi2:
+            return loihi2_run_config()
+        from lava.proc.conv.process import Conv
+
+        from lava_procs.io_models import PyConvModelSparseFixed, PyConvModelSparseFloat
+
+        cfg = run_config(self.fixed_point)
+        cfg.exception_proc_model_map[Conv] = PyConvModelSparseFixed if self.fixed_point else PyConvModelSparseFloat
+        return cfg
 
     def reset(self):
         """A new episode: the Lava graph is rebuilt (its state lives in the processes' Vars)."""
@@ -464,25 +495,35 @@ class LavaRunner:
         self.graph.run_first_frame(self._root, self._cfg)
 
     def _receive(self) -> StepOut:
-        """Decode one frame's ``period`` Extractor vectors of every layer."""
+        """Decode one frame's FrameRecorder vector: per layer its value, events, synaptic operations."""
         out = StepOut(None)
-        P, kinds = self.period, self.graph.kinds
-        recs = {name: np.stack([np.asarray(self.ext[name].receive(), np.float64) for _ in range(P)])
-                for name, _, _ in self.layers}
+        kinds, vec, k = self.graph.kinds, np.asarray(self.rec.receive(), np.float64), 0
+        rows, synops_in = {}, {}
+        for (name, _, _), t in zip(self.layers, self._taps):
+            n = int(np.prod(t["shape"]))
+            rows[name] = vec[k:k + n]
+            k += n
+            if kinds[name] in ("delta", "sigma_delta"):
+                recv = self._receivers(name)
+                cnt = vec[k:k + 1 + len(recv)]
+                k += 1 + len(recv)
+                rows[name] = (rows[name], int(cnt[0]))
+                synops_in.update({r: int(c) for r, c in zip(recv, cnt[1:])})
         for name, nodes, src in self.layers:
-            rec, kind, n = recs[name], kinds[name], self.graph.sizes[name]
+            kind = kinds[name]
             if kind == "plastic":
-                row = rec[self.depth[name] - 1]
+                row = rows[name]
+                n = len(row) - 2
                 val, events, synops = row[:n], int(row[n]), int(row[n + 1])
             elif kind == "head":
-                val = rec[self.depth[name] - 1] + self.graph.bias[name]
-                events, synops = 0, self._synops(name, recs[src], kinds[src])
+                val = rows[name] + self.graph.bias[name]
+                events, synops = 0, self._synops(name, src, rows, synops_in)
             else:
-                pay = rec.reshape(P, *lava_shape(self.net.nodes[name].out_shape))
-                pay = np.stack([to_lava(p) for p in pay]).reshape(P, -1)    # back to the (C, H, W) order
-                self._sent[name] = self._sent[name] + pay.sum(axis=0)
-                val, events = np.array(self._sent[name], np.float64), int(np.count_nonzero(pay))
-                synops = 0 if src is None else self._synops(name, recs[src], kinds[src])
+                pay, events = rows[name]
+                shape = self.net.nodes[name].out_shape
+                self._sent[name] = self._sent[name] + to_lava(pay.reshape(lava_shape(shape))).reshape(-1)
+                val = np.array(self._sent[name], np.float64)
+                synops = 0 if src is None else self._synops(name, src, rows, synops_in)
             if self.fixed_point:
                 out.raw[name] = np.rint(val).astype(np.int64)
                 val = val * 2.0 ** value_exponent(self.net, name)
@@ -490,15 +531,12 @@ class LavaRunner:
         out.logits = out.acts[logits_node(self.net)].copy()
         return out
 
-    def _synops(self, name, src_rec, src_kind) -> int:
-        """Events of the source in this frame's steps times their fan-out into layer ``name``."""
-        fan = self._fan[name]
-        if src_kind == "plastic":     # its h events are not on rec_out: the count times the fan-out
-            return int(src_rec[:, -2].sum() * fan[0])
-        src = next(s for n, _, s in self.layers if n == name)
-        pay = src_rec.reshape(len(src_rec), *lava_shape(self.net.nodes[src].out_shape))
-        active = np.stack([to_lava(p) for p in pay]).reshape(len(src_rec), -1) != 0
-        return int((active * fan).sum())
+    def _synops(self, name, src, rows, synops_in) -> int:
+        """Events of the source in this frame's steps times their fan-out into layer ``name`` (a
+        plastic source's h events are not on its rec_out: their count times the fan-out)."""
+        if self.graph.kinds[src] == "plastic":
+            return int(rows[src][-2] * self._fan[name][0])
+        return synops_in[name]
 
     @property
     def device_stats(self) -> dict:
