@@ -269,7 +269,7 @@ def lava_processes(net, fixed_point: bool = False, synapses: str = "ideal", devi
         elif "PlasticSTPN" in kinds_here:
             plastic = next(n for n in nodes if isinstance(net.nodes[n], g.PlasticSTPN))
             kw = dict(net=net, nodes=nodes, src=src, in_shape=lava_shape(net.nodes[src].out_shape),
-                      phase=depth[name] - 1, period=period, name=name)
+                      phase=depth[name] - 1, period=period, name=name, fixed=fixed_point)
             if plastic in devices:
                 fd = None
                 if fixed_point:   # the integer devices; the neurons read their 8-bit W mantissas

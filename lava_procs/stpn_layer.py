@@ -34,7 +34,6 @@ from types import SimpleNamespace
 
 import numpy as np
 
-import lava_procs  # noqa: F401  (Python 3.11 compatibility hook before lava)
 from lava.magma.core.decorator import implements, requires, tag
 from lava.magma.core.model.py.model import PyLoihiProcessModel
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort
@@ -82,13 +81,33 @@ class LayerSim(Simulator):
         st["dh"] = self.deltas[node.post]
 
 
+#: prepared LayerSims by (network, fixed, read-back weights): (net, weights, sim), the newest last
+_SIMS: dict = {}
+_SIMS_KEPT = 4
+
+
+def layer_sim(net, fixed: bool, weights: dict | None) -> LayerSim:
+    """The :class:`LayerSim` of ``net`` (its node tables take about a second to prepare in fixed
+    point), prepared once per network on the host: the workers Lava forks at every runtime start
+    inherit it (each mutates its own copy) instead of preparing it again."""
+    key = (id(net), bool(fixed), tuple(sorted((n, id(w)) for n, w in (weights or {}).items())))
+    if key not in _SIMS:
+        while len(_SIMS) >= _SIMS_KEPT:
+            _SIMS.pop(next(iter(_SIMS)))
+        _SIMS[key] = (net, weights, LayerSim(net, fixed, weights))
+    return _SIMS[key][2]
+
+
 class PlasticLayer(AbstractProcess):
     """``net``: the converted Network; ``nodes``: [flatten?, stpn, h]; ``src``: the SigmaDelta
     node whose payloads arrive on ``a_in`` (``in_shape``: its Lava (X, Y, C) shape);
     ``phase``/``period``: the sub-step of each frame at which the layer computes; ``weights``:
-    the read-back W of device pairs in a DeviceLayer (None: the ideal rule inside)."""
+    the read-back W of device pairs in a DeviceLayer (None: the ideal rule inside); ``fixed``:
+    the models it will run with (True: fixed_pt, False: floating_pt), to prepare their simulator on
+    the host (:func:`layer_sim`; None: each worker prepares its own)."""
 
-    def __init__(self, *, net, nodes, src, in_shape, phase: int, period: int, weights=None, name=None):
+    def __init__(self, *, net, nodes, src, in_shape, phase: int, period: int, weights=None, name=None,
+                 fixed: bool | None = None):
         plastic = next(n for n in nodes if type(net.nodes[n]).__name__ == "PlasticSTPN")
         H, K = net.nodes[plastic].W.shape
         I = K - H
@@ -104,6 +123,8 @@ class PlasticLayer(AbstractProcess):
         self.x = Var(shape=(I,), init=np.zeros(I))
         self.x_new = Var(shape=(I,), init=np.zeros(I))
         self.frames = Var(shape=(1,), init=0)
+        if fixed is not None:
+            layer_sim(net, fixed, self.proc_params["weights"])
 
 
 class DevicePlasticLayer(PlasticLayer):
@@ -128,7 +149,7 @@ class _PlasticModel(PyLoihiProcessModel):
         p = proc_params
         self.nodes, self.src, self.plastic, self.post = p["nodes"], p["src"], p["plastic"], p["post"]
         self.my_phase, self.my_period = int(p["phase"]), int(p["period"])   # "phase" is PyLoihiProcessModel's
-        self.sim = LayerSim(p["net"], self.FIXED, p["weights"])
+        self.sim = layer_sim(p["net"], self.FIXED, p["weights"])   # this worker's copy
         self.src_shape = (1, *p["net"].nodes[self.src].out_shape)         # (1, C, H, W) of the source
         self.dtype = np.int64 if self.FIXED else np.float64
         H = p["net"].nodes[self.plastic].W.shape[0]
