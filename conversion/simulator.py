@@ -14,7 +14,10 @@ source's events (u += W e); a source without events (Input, graded Scale) is rea
 
 ``fixed=True`` runs the integer specification of :mod:`conversion.fixed_point` with the network's
 ``fixed`` parameters (:func:`conversion.quantise.quantise`); values are then int64 and
-:class:`StepResult` also gives the outputs converted back to float.
+:class:`StepResult` also gives the outputs converted back to float.  With numba
+(:data:`conversion.plastic_kernels.ENABLED`) the "lava" sigma-delta nodes, the event-driven Conv2d
+synapses and the plastic layer run as fused integer kernels, the same integers; where one reports
+a value beyond its budget, that node's NumPy form runs instead and the monitor records.
 
 Counted per node (``sim.stats``): ``events`` (emitted events or spikes), ``synops`` (synaptic
 operations actually performed: events x fan-out, plus the plastic layer's activity-driven F z
