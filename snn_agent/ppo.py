@@ -35,7 +35,6 @@ import torch
 
 from snn_agent.a2c import Learner, UpdateStats
 from snn_agent.policy import detach_state, reset_state
-from snn_agent.stpn_bptt import core_sequence
 
 
 def gae(rewards, values, dones, bootstrap, discount: float, lam: float):
@@ -88,11 +87,17 @@ def index_state(state, idx):
 def rerun_sequence(policy, obs, start_state, dones):
     """Logits (T, b, A) and values (T, b) of ``policy`` over the stored sequence ``obs`` (T, b, 1,
     84, 84) from ``start_state``, with the state zeroed after every step whose ``dones`` (T, b;
-    numpy bool) is true; gradients flow through the whole sequence (the plain STPN's as one
-    autograd node, :func:`snn_agent.stpn_bptt.core_sequence`)."""
+    numpy bool) is true; gradients flow through the whole sequence."""
     T, b = obs.shape[:2]
     x = policy.features(obs.reshape((T * b,) + tuple(obs.shape[2:]))).view(T, b, -1)
-    hs = core_sequence(policy.core, x, start_state, dones)
+    state, hs = start_state, []
+    # unbind, not x[t]: the backward of T selects would build T zero-filled (T, b, I) gradients
+    for t, xt in enumerate(x.unbind(0)):
+        h, state, _ = policy.core(xt, state)
+        hs.append(h)
+        if dones[t].any():
+            state = reset_state(state, dones[t])
+    hs = torch.stack(hs)
     return policy.pi(hs), policy.v(hs).squeeze(-1)
 
 
