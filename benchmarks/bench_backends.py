@@ -5,7 +5,7 @@ and (``--games``) one full Pong game on every backend, frame by frame.
                                         [--backends B ...] [--quick] [--profile] [--out DIR]
 
 The default run covers every backend but brian2-cython: torch, numpy, numpy-fixed, snntorch,
-brian2 (runtime mode, its first 30 frames), brian2-standalone (one C++ compilation; its compile
+brian2 (runtime mode, numpy target, the whole sequence in one run()), brian2-standalone (one C++ compilation; its compile
 time is reported apart from its run time, and ``run frames/s`` counts the compiled run alone),
 lava, lava-fixed and loihi2; a backend that cannot run here is listed as unavailable, with why.
 ``--profile``: DIR/profile_<backend>.txt, the top functions by cumulative time of each backend's
@@ -18,9 +18,9 @@ recorded frames (unless --frames / --backends say otherwise).  Pin it to one cor
 Without NET, the shipped STPN checkpoint (artifacts/stpn) is converted with calibration on 300
 frames (sigma-delta with fixed point; snnTorch runs its rate form with the calibrated thresholds).
 ``--frames 20000`` records one whole game of the PyTorch policy (the recording stops at the game's
-end), so every backend is compared on a full game's frames (brian2 and brian2-cython on their first
-30 only: ~4 frames/s; brian2-standalone runs the whole recording in one compiled run).  brian2-cython
-and brian2-standalone (recorded sequences only, one C++ compilation) run when named.  Prints a
+end), so every backend is compared on a full game's frames (brian2-standalone runs the whole
+recording in one compiled run).  brian2-cython (Cython code objects, compiled on first use and
+cached by Brian2) runs when named.  Prints a
 table: backend, frames/s, ratio to numpy, action agreement with PyTorch, bit-exactness (fixed
 point), and with --games the score and length of the game; writes DIR/bench_backends.json after
 every backend (atomically), with the checkpoint's SHA-256 and the conversion's thresholds.
@@ -50,7 +50,6 @@ from mstpn_base.io import atomic_write_json  # noqa: E402
 
 ALL = ("torch", "numpy", "numpy-fixed", "snntorch", "brian2", "brian2-cython", "brian2-standalone", "lava",
        "lava-fixed", "loihi2")
-SLOW = {"brian2": 30, "brian2-cython": 30}   # frames of the speed run for the slow backends
 QUICK = ("torch", "numpy", "numpy-fixed", "snntorch", "lava", "lava-fixed")
 
 
@@ -92,7 +91,7 @@ def main(argv=None) -> int:
     for name in args.backends:
         row = dict(backend=name)
         try:
-            n = min(len(frames), SLOW.get(name, len(frames)))
+            n = len(frames)
             t0 = time.perf_counter()
             runner = registry.make_runner(name, net, **({"policy": policy} if name == "torch" else {}))
             row["build_s"] = time.perf_counter() - t0
