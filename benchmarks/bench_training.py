@@ -9,7 +9,9 @@ torch.compile'd step that `mstpn train` uses, and their ratio), PPO training age
 (compiled step; rollouts of --ppo-steps steps, 4 epochs, 4 minibatches of whole environments:
 one no-grad rollout plus 4 forward/backward passes per sample), each also as a fraction of the
 env's own steps/s (``_over_env``: 1 would mean training costs nothing beyond the emulator), and
-greedy inference steps/s.  One agent step = 4 emulator frames.  Run it under ``taskset -c N`` to
+greedy inference steps/s.  One agent step = 4 emulator frames.  The process keeps freed memory
+for reuse as `mstpn train` does (:func:`snn_agent.train.keep_freed_memory`); ``--malloc default``
+leaves glibc's default (freed blocks trimmed or unmapped) to measure the difference.  Run it under ``taskset -c N`` to
 measure one core.  A few minutes with the defaults (including compilation).
 """
 from __future__ import annotations
@@ -21,12 +23,16 @@ import numpy as np
 import torch
 
 
-def _timed(fn, seconds: float) -> float:
-    """Run ``fn`` (returns steps done) once to warm up, then repeatedly for ``seconds``; steps/s."""
+def _timed(fn, seconds: float, cpu: dict | None = None) -> float:
+    """Run ``fn`` (returns steps done) once to warm up, then repeatedly for ``seconds``; steps/s
+    of wall time.  ``cpu``: its key ``rate`` gets the steps per second of this process's CPU time
+    (all its threads; less sensitive than wall time to other jobs on the same core)."""
     fn()
-    n, t0 = 0, time.perf_counter()
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
         n += fn()
+    if cpu is not None:
+        cpu["rate"] = n / (time.process_time() - c0)
     return n / (time.perf_counter() - t0)
 
 
@@ -38,8 +44,13 @@ def main(argv=None) -> None:
     ap.add_argument("--models", default="stpn,mstpn,lstm")
     ap.add_argument("--algos", default="a2c,ppo")
     ap.add_argument("--ppo-steps", type=int, default=128, help="PPO rollout length [agent steps]")
+    ap.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                    help="keep freed memory for reuse (as training does) or glibc's default")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from snn_agent.train import keep_freed_memory
+
+    kept = args.malloc == "keep" and keep_freed_memory()
     from snn_agent.a2c import A2C
     from snn_agent.checkpoint import build_policy
     from snn_agent.config import RunConfig
@@ -48,7 +59,8 @@ def main(argv=None) -> None:
 
     B = args.num_envs
     algos = args.algos.split(",")
-    print(f"# torch {torch.__version__}, {args.threads} torch thread(s), {B} envs, 1 env thread")
+    print(f"# torch {torch.__version__}, {args.threads} torch thread(s), {B} envs, 1 env thread, "
+          f"freed memory {'kept' if kept else 'returned (glibc default)'}")
     env = PongVecEnv(RunConfig().env, B, seed=0, num_threads=1)
     env.reset()
     rng = np.random.default_rng(0)
@@ -57,8 +69,10 @@ def main(argv=None) -> None:
         env.step(rng.integers(0, env.n_actions, B))
         return B
 
-    env_sps = _timed(env_steps, args.seconds)
+    env_cpu: dict = {}
+    env_sps = _timed(env_steps, args.seconds, env_cpu)
     print(f"env_agent_steps_per_s {env_sps:.0f}")
+    print(f"env_agent_steps_per_cpu_s {env_cpu['rate']:.0f}")
     for kind in args.models.split(","):
         cfg = RunConfig.from_dict({"model": {"kind": kind}, "train": {"num_envs": B, "n_steps": 20}})
         pol = build_policy(cfg, seed=0)
@@ -86,9 +100,12 @@ def main(argv=None) -> None:
                 "algo": "ppo", "num_envs": B, "n_steps": args.ppo_steps, "num_minibatches": 4, "update_epochs": 4,
                 "lr": 2.5e-4, "grad_clip": 0.5}})
             box["learner"], box["st"] = PPO(pol, pcfg.train), pol.init_state(B)
-            tp = _timed(train_steps, args.seconds)
+            ppo_cpu: dict = {}
+            tp = _timed(train_steps, args.seconds, ppo_cpu)
             print(f"{kind}_ppo_agent_steps_per_s {tp:.0f}")
             print(f"{kind}_ppo_over_env {tp / env_sps:.3f}")
+            print(f"{kind}_ppo_agent_steps_per_cpu_s {ppo_cpu['rate']:.0f}")
+            print(f"{kind}_ppo_over_env_cpu {ppo_cpu['rate'] / env_cpu['rate']:.3f}")
         if hasattr(pol.core, "compile_step"):
             pol.core.step_fn = type(pol.core).step_fn        # back to eager for the inference number
         pol.eval()

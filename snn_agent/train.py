@@ -93,6 +93,34 @@ def read_curve(out: Path) -> list[dict]:
     return rows
 
 
+#: glibc mallopt parameters (malloc.h) and the values :func:`keep_freed_memory` sets
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: blocks up to this size come from the heap, not from fresh mmap'd pages (glibc's own maximum)
+MMAP_THRESHOLD_BYTES = 32 * 2**20
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
+
+    Every STPN step allocates its new F (B x H x K floats: 2.7 MB for 4 environments, 10.9 MB for
+    16) and PPO's update frees a whole sequence of them after each backward pass.  glibc serves
+    such blocks with mmap or trims them from the heap top, so the next sequence page-faults and
+    zero-fills the same memory again: a fresh (4, 64, 2656) tensor costs ~1.5 ms instead of ~0.2 ms
+    for a reused one.  With the trim threshold at its maximum and blocks below
+    :data:`MMAP_THRESHOLD_BYTES` taken from the heap, the process keeps its peak memory and reuses
+    it.  Values computed are unchanged (allocation only).  Returns False where the C library is
+    not glibc (nothing done)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
 class _Stop(BaseException):
     """SIGTERM, raised wherever the main thread is.  A BaseException like KeyboardInterrupt, so
     that no ``except Exception`` on the way (the compiled step's fallback, for one) swallows it."""
@@ -122,6 +150,7 @@ def _train(cfg: RunConfig, out, device: str = "cpu", resume: bool = False, progr
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise MstpnError("--device cuda requested but no CUDA device is available")
     torch.set_num_threads(cfg.train.threads)
+    keep_freed_memory()
     latest = out / LATEST
     prog = {"frames": 0, "agent_steps": 0, "updates": 0, "episodes": 0, "wall_s": 0.0,
             "recent_score": None, "best_score": None, "next_snapshot": cfg.train.snapshot_every_frames}
