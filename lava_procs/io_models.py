@@ -11,7 +11,9 @@ Lava's own:
   host reads per layer and frame by one read per frame;
 * :class:`PyConvModelSparseFloat` / :class:`PyConvModelSparseFixed`: lava's Conv models that skip
   the convolution in a time step whose input payloads are all zero (its output is then exactly
-  zero); a frame's events reach each Conv in one of its ``period`` steps.
+  zero; a frame's events reach each Conv in one of its ``period`` steps) and compute it otherwise
+  as one product (:func:`conv_lava`) instead of one scipy convolve2d per channel pair: fixed
+  point to the bit, float the same float64 sums in another order.
 """
 from __future__ import annotations
 
@@ -39,8 +41,26 @@ class PyLoihiInjectorModelInt(PyLoihiInjectorModel):
     out_port: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
 
 
+def conv_lava(x, weight, stride, padding) -> np.ndarray:
+    """Lava Conv's convolution (``lava.proc.conv.utils.conv_scipy``, dilation 1, one group) as one
+    product: x (X, Y, C), weight (O, KX, KY, C) -> (X', Y', O) with
+    out[i, j, o] = sum_{a, b, c} xp[s_x i + a, s_y j + b, c] * weight[o, KX-1-a, KY-1-b, c] (xp: x
+    zero-padded).  Integers: exact int64 (summed in float64 where max|x| * max_o sum|w_o| < 2**53,
+    so that every partial sum is an exact integer, as Lava sums them); float: float64, the same sum
+    in another order."""
+    kx, ky = weight.shape[1:3]
+    integer = np.issubdtype(x.dtype, np.integer) and np.issubdtype(weight.dtype, np.integer)
+    if integer and float(np.abs(x).max()) * float(np.abs(weight).sum(axis=(1, 2, 3)).max()) < 2.0 ** 53:
+        return conv_lava(x.astype(np.float64), weight.astype(np.float64), stride, padding).astype(np.int64)
+    xp = np.pad(x, ((padding[0], padding[0]), (padding[1], padding[1]), (0, 0)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kx, ky), axis=(0, 1))[::stride[0], ::stride[1]]
+    w = weight[:, ::-1, ::-1, :]                           # (O, KX, KY, C): correlation with the flipped kernel
+    return np.tensordot(win, w, axes=([2, 3, 4], [3, 1, 2]))
+
+
 class _SparseConv:
-    """Lava's Conv step, the convolution skipped when every input payload is zero."""
+    """Lava's Conv step: the convolution skipped when every input payload is zero, else
+    :func:`conv_lava` (dilation 1, one group; other settings: Lava's own kernel)."""
 
     def run_spk(self) -> None:
         self.a_out.send(self.a_buf)
@@ -48,10 +68,16 @@ class _SparseConv:
         if not s_in.any():
             self.a_buf = np.zeros_like(self.a_buf)
             return
-        from lava.proc.conv import utils
+        if self.num_message_bits.item() <= 0:
+            s_in = s_in.astype(bool)
+        if np.all(self.dilation == 1) and int(self.groups[0]) == 1:
+            t = np.int64 if np.issubdtype(self.weight.dtype, np.integer) else np.float64
+            a_out = conv_lava(s_in.astype(t), self.weight.astype(t), self.stride, self.padding).astype(self.weight.dtype)
+        else:
+            from lava.proc.conv import utils
 
-        a_out = utils.conv(s_in if self.num_message_bits.item() > 0 else s_in.astype(bool), self.weight,
-                           self.kernel_size, self.stride, self.padding, self.dilation, self.groups[0])
+            a_out = utils.conv(s_in, self.weight, self.kernel_size, self.stride, self.padding, self.dilation,
+                               self.groups[0])
         self.a_buf = self.clamp_precision(a_out)
 
 

@@ -416,8 +416,8 @@ class LavaRunner:
         return [r for r, _, src in self.layers if src == name and r in self._fan]
 
     def run_config(self):
-        """:func:`lava_procs.run_config` with Lava's Conv models that skip all-zero input steps
-        (:mod:`lava_procs.io_models`; the same numbers)."""
+        """:func:`lava_procs.run_config` with Lava's Conv models that skip all-zero input steps and
+        convolve as one product (:mod:`lava_procs.io_models`: fixed point to the bit)."""
         if self.loihi2:
             return loihi2_run_config()
         from lava.proc.conv.process import Conv

@@ -2,8 +2,9 @@
 
 * FrameRecorder: over 2 frames of 3 time steps, a "sum" tap gives each frame's payload sum, its
   nonzero count and the fan-weighted count; a "row" tap the vector of its sub-step;
-* the sparse Conv models (zero-input steps skipped) give Lava's Conv outputs to the bit, float and
-  fixed point, on a sequence with all-zero and nonzero input steps.
+* the sparse Conv models (zero-input steps skipped, the convolution as one product) give Lava's
+  Conv outputs on a sequence with all-zero and nonzero input steps: fixed point to the bit, float
+  within 1e-12 relative (the same float64 sums in another order).
 """
 import numpy as np
 import pytest
@@ -69,7 +70,7 @@ def test_frame_recorder_rejects_too_many_layers():
 
 
 @pytest.mark.parametrize("fixed", [False, True])
-def test_sparse_conv_equals_lavas_conv(fixed):
+def test_sparse_conv_matches_lavas_conv(fixed):
     from lava.proc.conv.models import PyConvModelFixed, PyConvModelFloat
     from lava.proc.conv.process import Conv
     from lava.proc.io.extractor import Extractor
@@ -103,4 +104,27 @@ def test_sparse_conv_equals_lavas_conv(fixed):
     ref = runner(PyConvModelFixed if fixed else PyConvModelFloat)
     got = runner(PyConvModelSparseFixed if fixed else PyConvModelSparseFloat)
     assert np.any(ref[1]) and not np.any(ref[2])       # a one-step delay: nonzero and zero outputs seen
-    np.testing.assert_array_equal(got, ref)
+    if fixed:
+        np.testing.assert_array_equal(got, ref)
+    else:                                              # the same float64 sums in another order
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("X, C, O, K, stride, pad", [(84, 1, 16, 8, 4, 0), (20, 16, 32, 4, 2, 0), (7, 3, 5, 3, 2, 1)])
+def test_conv_product_equals_lavas_kernel(X, C, O, K, stride, pad):
+    """Integers to the bit (float64 sums below 2**53, int64 above), floats within 1e-12 relative."""
+    from lava.proc.conv import utils
+
+    from lava_procs.io_models import conv_lava
+
+    rng = np.random.default_rng(X)
+    x = rng.integers(-2 ** 20, 2 ** 20, (X, X + 1, C)) * (rng.random((X, X + 1, C)) < 0.3)
+    w = rng.integers(-128, 128, (O, K, K + 1, C))
+    st, pd = (stride, stride + 1), (pad, pad)
+    ref = utils.conv(x.astype(np.int32), w.astype(np.int32), (K, K + 1), st, pd, (1, 1), 1)
+    np.testing.assert_array_equal(conv_lava(x, w, st, pd), ref)
+    big = x.astype(np.int64) * 2 ** 24                    # past 2**53: the int64 sum
+    np.testing.assert_array_equal(conv_lava(big, w, st, pd), conv_lava(x, w, st, pd) * 2 ** 24)
+    xf, wf = x * 1e-3, w * 0.013
+    np.testing.assert_allclose(conv_lava(xf, wf, st, pd), utils.conv(xf, wf, (K, K + 1), st, pd, (1, 1), 1),
+                               rtol=0, atol=1e-12 * np.abs(ref).max() * 1.3e-5)
