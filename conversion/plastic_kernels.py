@@ -20,10 +20,10 @@ define, these equations:
   NumPy int64 form).  round_div by a float estimate of the quotient and one integer correction;
   every element's remainder is verified afterwards, so the result is the exact floor or the
   kernel says it is not (then the caller runs the NumPy form).  The plasticity pass also sums,
-  on the new F, the next frame's S = sum_k G^2 and P = F z (this frame's z); the next forward
-  phase adds F dz over its events only (:func:`dot_events_int`), then N = isqrt(S) and
-  a = round_div((uW << sG) + F z, N) + b (:func:`stpn_forward_int`).  Integer sums are the same
-  in any order (int64, modulo 2**64), so these are the NumPy form's integers.
+  on the new F, the next frame's S = sum_k G^2 (G does not depend on z); the next forward phase
+  needs one pass for F z (:func:`dot_int`), then N = isqrt(S) and a = round_div((uW << sG) + F z,
+  N) + b (:func:`stpn_forward_int`).  Integer sums are the same in any order (int64, modulo
+  2**64), so these are the NumPy form's integers.
 - fixed point, the static layers: the "lava" sigma-delta rule
   (:func:`conversion.fixed_point.sigma_delta_lava`, :func:`sigma_delta_lava_int`) and the
   event-driven Conv2d synapse with the 24-bit wrap of a Lava Conv
@@ -172,13 +172,11 @@ def plasticity_int(F, N, lam, gamma, hp, z, s, k, f_max, wide_max, state_max, ou
 
 
 @_jit
-def plasticity_norm_int(F, N, lam, gamma, hp, z, W, sG, s, k, f_max, wide_max, state_max, out, S, P):
+def plasticity_norm_int(F, N, lam, gamma, hp, z, W, sG, s, k, f_max, wide_max, state_max, out, S):
     """:func:`plasticity_int` (same arguments, same counts returned) and, in the same pass, the
-    row sums of the next frame's forward phase on the new F: S[b, h] = sum_k ((W[h, k] << sG) +
-    out[b, h, k])^2 (the squared row norm, G = W << sG + F) and P[b, h] = sum_k out[b, h, k] z[b, k]
-    (F z with this frame's z; the next frame adds F dz of its events, :func:`dot_events_int`).
-    int64 sums (modulo 2**64, as the separate sums of :func:`norm_dot_int`); W, lam and gamma may be
-    any integer dtype (narrow copies read less memory)."""
+    next frame's squared row norms on the new F: S[b, h] = sum_k ((W[h, k] << sG) + out[b, h, k])^2
+    (G = W << sG + F; int64, modulo 2**64 as the sum of :func:`norm_dot_int`).  W, lam and gamma
+    may be any integer dtype (narrow copies read less memory)."""
     B, H, K = F.shape
     kl, kr = max(-k, 0), max(k, 0)
     half = (np.int64(1) << (kr - 1)) if kr > 0 else np.int64(0)
@@ -193,10 +191,8 @@ def plasticity_norm_int(F, N, lam, gamma, hp, z, W, sG, s, k, f_max, wide_max, s
             rinv = 1.0 / np.float64(den)
             hb = hp[b, h]
             s2 = np.int64(0)
-            pz = np.int64(0)
             for j in range(K):
-                zj = np.int64(z[b, j])
-                v, bad, p = _plastic_int_entry(F[b, h, j], n, den, rinv, lam[h, j], gamma[h, j], hb, zj,
+                v, bad, p = _plastic_int_entry(F[b, h, j], n, den, rinv, lam[h, j], gamma[h, j], hb, z[b, j],
                                                s, kl, kr, half, hi)
                 inexact += bad
                 hebb_over += np.int64(p > wide_max)
@@ -204,31 +200,8 @@ def plasticity_norm_int(F, N, lam, gamma, hp, z, W, sG, s, k, f_max, wide_max, s
                 out[b, h, j] = v
                 g = (np.int64(W[h, j]) << sG) + v
                 s2 += g * g
-                pz += v * zj
             S[b, h] = s2
-            P[b, h] = pz
     return inexact, hebb_over, f_over
-
-
-@_jit
-def dot_events_int(F, P, dz, Fz):
-    """Fz[b, h] = P[b, h] + sum over k with dz[b, k] != 0 of F[b, h, k] dz[b, k] (int64): F z of
-    the plastic layer from P = F z_prev (:func:`plasticity_norm_int`) and the events dz = z - z_prev,
-    work proportional to the events."""
-    B, H, K = F.shape
-    act = np.empty(K, np.int64)
-    for b in range(B):
-        na = 0
-        for k in range(K):
-            if dz[b, k] != 0:
-                act[na] = k
-                na += 1
-        for h in range(H):
-            acc = P[b, h]
-            for i in range(na):
-                k = act[i]
-                acc += F[b, h, k] * dz[b, k]
-            Fz[b, h] = acc
 
 
 @_jit
@@ -362,3 +335,15 @@ def stpn_forward_int(S, uW, Fz, sG, bias, wide_max, state_max, N, a):
             over += np.int64(abs(v) > state_max)
             a[b, h] = v
     return over
+
+
+@_jit
+def dot_int(F, z, Fz):
+    """Fz[b, h] = sum_k F[b, h, k] z[b, k] (int64): one sequential pass over F."""
+    B, H, K = F.shape
+    for b in range(B):
+        for h in range(H):
+            acc = np.int64(0)
+            for k in range(K):
+                acc += F[b, h, k] * z[b, k]
+            Fz[b, h] = acc

@@ -247,7 +247,7 @@ class Simulator:
     def reset(self, done=None):
         """Initial state for all batch elements (``done=None``) or those with ``done`` true."""
         self._mirror = {}          # float copies of integer state (fixed point), rebuilt on use
-        self._next = {}            # fixed point: {plastic node: (F, z, S, P)} of its last plasticity phase
+        self._next = {}            # fixed point: {plastic node: (F, S)} of its last plasticity phase
         if done is None:
             self.state = {n: self._fresh(n) for n in self.order}
             return
@@ -497,8 +497,7 @@ class Simulator:
         else:
             dz = np.concatenate([dx, dh], axis=1)
         W = pp["W"]
-        z_prev = st["z"]
-        st["z"] = z_prev + dz
+        st["z"] = st["z"] + dz
         if pk.ENABLED and pp["WT"].dtype == INT and st["uW"].dtype == INT:   # event-driven W z, int64 (exact)
             uW = np.array(st["uW"], INT)
             pk.add_events_int(np.ascontiguousarray(dz, INT), pp["WT"], uW)
@@ -516,7 +515,7 @@ class Simulator:
         if self.fixed:
             m = self.monitor
             sG = pp["sG"]
-            S, Fz = self._norm_and_dot_exact(n, F, z, z_prev, dz)
+            S, Fz = self._norm_and_dot_exact(n, F, z)
             if pk.ENABLED and 0 <= sG < 62:                  # the same integers in one pass, within the budgets
                 B = S.shape[0]
                 Nk, a = np.empty((B, H), INT), np.empty((B, H), INT)
@@ -558,20 +557,20 @@ class Simulator:
             mir = self._mirror[n] = (F, Ff, float(np.max(np.abs(F), initial=0)))
         return mir[1], mir[2]
 
-    def _norm_and_dot_exact(self, n, F, z, z_prev=None, dz=None):
+    def _norm_and_dot_exact(self, n, F, z):
         """Fixed point: the row sums of G^2 (G = W << sG + F) and F z, exact int64.  The row sums
         as |W << sG|^2 + 2 (W << sG).F + |F|^2, the two products in float64 (BLAS) where every
         partial sum is an integer below 2**52 (|F|^2: its total, a sum of squares; W.F: max |F|
         times the largest row sum of |W << sG|), else G^2 in int64.  With the kernels enabled:
-        where the last plasticity phase wrote F (and z = ``z_prev`` + ``dz`` since), its row sums
-        S and P = F z_prev and here F z = P + F dz over the events (the same int64 sums); else both
-        in one int64 pass (:func:`conversion.plastic_kernels.norm_dot_int`)."""
+        where the last plasticity phase wrote F, the row sums it computed and F z in one pass
+        (:func:`conversion.plastic_kernels.dot_int`); else both in one int64 pass
+        (:func:`conversion.plastic_kernels.norm_dot_int`)."""
         pp = self.plastic[n]
         nxt = self._next.pop(n, None)
-        if pk.ENABLED and nxt is not None and nxt[0] is F and nxt[1] is z_prev and dz is not None:
-            Fz = self._buffer(n, "Fz_i", nxt[3].shape, INT)
-            pk.dot_events_int(F, nxt[3], np.ascontiguousarray(dz, INT), Fz)
-            return nxt[2], Fz
+        if pk.ENABLED and nxt is not None and nxt[0] is F:
+            Fz = self._buffer(n, "Fz_i", nxt[1].shape, INT)
+            pk.dot_int(F, np.ascontiguousarray(z, INT), Fz)
+            return nxt[1], Fz
         if pk.ENABLED:
             shape = (F.shape[0], F.shape[1])
             S, Fz = self._buffer(n, "S_i", shape, INT), self._buffer(n, "Fz_i", shape, INT)
@@ -663,16 +662,15 @@ class Simulator:
         Fi = self._spare(n, "F", F)
         lam, gamma = self._narrow(pp, fp, "lam_q12"), self._narrow(pp, fp, "gamma_mant")
         B, H = N.shape
-        S, P = self._buffer(n, "S_next", (B, H), INT), self._buffer(n, "P_next", (B, H), INT)
-        z = np.ascontiguousarray(z, INT)
+        S = self._buffer(n, "S_next", (B, H), INT)
         bad = pk.plasticity_norm_int(np.ascontiguousarray(F, INT), np.ascontiguousarray(N, INT), lam, gamma,
-                                     np.ascontiguousarray(h, INT), z, pp["W_narrow"], pp["sG"], s, k, int(fp["f_max"]),
-                                     fx.WIDE_MAX, fx.STATE_MAX, Fi, S, P)
+                                     np.ascontiguousarray(h, INT), np.ascontiguousarray(z, INT), pp["W_narrow"],
+                                     pp["sG"], s, k, int(fp["f_max"]), fx.WIDE_MAX, fx.STATE_MAX, Fi, S)
         if any(bad):
             self._retire(n, "F", Fi)
             return None
         self._mirror.pop(n, None)                            # no float mirror on this path
-        self._next[n] = (Fi, z, S, P)                        # the next forward phase's row sums
+        self._next[n] = (Fi, S)                              # the next forward phase's row norms
         self._retire(n, "F", F)
         return Fi
 

@@ -1,6 +1,6 @@
 """The fused fixed-point kernels of the reference simulator (conversion.plastic_kernels: the
 "lava" sigma-delta rule, the event-driven conv synapse with the 24-bit wrap, the plastic layer's
-forward phase and its next-frame row sums) against the NumPy forms built from
+forward phase and its next-frame row norms) against the NumPy forms built from
 conversion.fixed_point, integer for integer; and the simulator with the kernels against the
 simulator without them: every value, event, state integer, counter and overflow event equal,
 batch 2 with a partial reset, and inputs that overflow a budget (the kernels hand over to the
@@ -130,8 +130,8 @@ def test_stpn_forward_kernel_equals_the_integer_forms():
 
 
 @needs_numba
-def test_plasticity_row_sums_and_event_dot():
-    """S and P of the plasticity pass are the row sums of the new F; F z = P + F dz."""
+def test_plasticity_row_sums_and_dot():
+    """S of the plasticity pass is the row sums of G^2 on the new F; dot_int is F z."""
     rng = np.random.default_rng(3)
     B, H, K, sG = 2, 6, 150, 14
     F = rng.integers(-2**20, 2**20, (B, H, K))
@@ -139,19 +139,16 @@ def test_plasticity_row_sums_and_event_dot():
     L, G = rng.integers(0, 4096, (H, K)), rng.integers(-128, 128, (H, K))
     W = rng.integers(-127, 128, (H, K))
     h, z = rng.integers(-2**12, 2**12, (B, H)), rng.integers(0, 2**19, (B, K)) * (rng.random((B, K)) < 0.7)
-    out, S, P = np.empty_like(F), np.empty((B, H), INT), np.empty((B, H), INT)
-    ref = np.empty_like(F)
+    out, S, ref = np.empty_like(F), np.empty((B, H), INT), np.empty_like(F)
     bad = pk.plasticity_norm_int(F, N, narrow_int(L), narrow_int(G), h, z, narrow_int(W), sG, 21, 17, -1,
-                                 fx.WIDE_MAX, fx.STATE_MAX, out, S, P)
+                                 fx.WIDE_MAX, fx.STATE_MAX, out, S)
     assert bad == pk.plasticity_int(F, N, L, G, h, z, 21, 17, -1, fx.WIDE_MAX, fx.STATE_MAX, ref) == (0, 0, 0)
     assert np.array_equal(out, ref)
     Gi = (W << sG) + out
     assert np.array_equal(S, np.einsum("bhk,bhk->bh", Gi, Gi))
-    assert np.array_equal(P, np.einsum("bhk,bk->bh", out, z))
-    dz = rng.integers(-2**10, 2**10, (B, K)) * (rng.random((B, K)) < 0.1)
     Fz = np.empty((B, H), INT)
-    pk.dot_events_int(out, P, dz, Fz)
-    assert np.array_equal(Fz, np.einsum("bhk,bk->bh", out, z + dz))
+    pk.dot_int(out, z, Fz)
+    assert np.array_equal(Fz, np.einsum("bhk,bk->bh", out, z))
 
 
 def _run(net, frames, B, enabled, monkeypatch, reset_at=None):
