@@ -38,7 +38,8 @@ bias on it fires act(bias) in the sub-steps before its first frame reaches it (t
 
 Closed loop: one blocking ``run(RunSteps(period))`` per frame.  A recorded sequence
 (:meth:`LavaRunner.run_frames`): the first frame as above, then one ``run(RunSteps(period * (n - 1)))``,
-the host streaming frames into the Injector and payloads out of the Extractors meanwhile.
+the host streaming frames into the Injector and one vector per frame out of the runner's
+:class:`lava_procs.io_models.FrameRecorder` meanwhile.
 
 Synapse models of the plastic layer: ``synapses="ideal"`` (the rule inside the layer) and
 ``synapses="device"``: the synapses are memristor device pairs in a
@@ -328,11 +329,12 @@ def check_synapses(synapses: str, fixed_point: bool) -> None:
 class LavaRunner:
     """Frame-by-frame Lava run of ``net``; ``fixed_point`` selects the fixed_pt models.
 
-    Each layer's OutPort is read by a lava Extractor every time step; the host decodes a frame's
-    ``period`` vectors: a Delta/SigmaDelta layer's value is the running sum of its payloads (what
-    its receivers hold), its events the nonzero payloads, its synaptic operations the source's
-    events times their fan-out; a head's value is bias + its Sigma at the head's sub-step; the
-    plastic layer reports its own (``rec_out``).
+    Every layer's OutPort is read in every time step by one
+    :class:`lava_procs.io_models.FrameRecorder`, which sends the host one vector per frame (``period``
+    steps): a Delta/SigmaDelta layer's value is the running sum of its payloads (what its receivers
+    hold), its events the nonzero payloads, its synaptic operations the source's events times their
+    fan-out; a head's value is bias + its Sigma at the head's sub-step; the plastic layer reports its
+    own (``rec_out``).  The Conv processes run the models of :meth:`run_config`.
 
     ``synapses="device"`` (float or fixed point) runs each plastic layer's synapses on memristor device
     pairs in a :class:`lava_procs.memristor.layer.DeviceLayer` (``runner.device_layers[node]``, its
@@ -457,7 +459,7 @@ class LavaRunner:
 
     def run_frames(self, frames):
         """A recorded sequence in one ``run(RunSteps(period * len(frames)))``: frames stream into the
-        Injector and outputs out of the Extractors while it runs (a fresh graph: a new episode)."""
+        Injector and outputs out of the FrameRecorder while it runs (a fresh graph: a new episode)."""
         from lava.magma.core.run_conditions import RunSteps
 
         frames = np.asarray(frames)
