@@ -467,12 +467,12 @@ class Simulator:
         payload leaves the state budget (the NumPy form then runs and its monitor records)."""
         node, st, fp = self.net.nodes[n], self.state[n], self.fp[n]
         flat = [np.ascontiguousarray(st[k], INT).reshape(-1) for k in ("act", "residue", "sent")]
-        act, res, y, sent, pay = (np.empty(u.shape, INT) for _ in range(5))
-        active = np.empty(u.size, INT)
+        out = np.empty((6, u.size), INT)                     # act, residue, y, sent, payload, active
         a_over, p_over, fired, na = pk.sigma_delta_lava_int(
             np.ascontiguousarray(u, INT).reshape(-1), node.activation == "relu", *flat, int(fp["vth"]),
-            int(fp["state_exp"]), fx.STATE_MAX, act.reshape(-1), res.reshape(-1), y.reshape(-1), sent.reshape(-1),
-            pay.reshape(-1), active)
+            int(fp["state_exp"]), fx.STATE_MAX, *out)
+        act, res, y, sent, pay = (a.reshape(u.shape) for a in out[:5])
+        active = out[5]
         if a_over or p_over:
             return False
         st["act"], st["residue"], st["y"], st["sent"] = act, res, y, sent
