@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mstpn_base import signals
 from mstpn_base.errors import DataFormatError, MstpnError
 from mstpn_base.io import atomic_path, atomic_write_json, atomic_write_text
 from snn_agent.a2c import A2C
@@ -295,13 +296,14 @@ def _train(cfg: RunConfig, out, device: str = "cpu", resume: bool = False, progr
             if time.monotonic() - t_ckpt >= cfg.train.checkpoint_every_s:
                 save_latest()
                 t_ckpt = time.monotonic()
-    except (KeyboardInterrupt, _Stop):
+    except (KeyboardInterrupt, _Stop) as exc:
         save_latest()
         log(f"stopped at {prog['frames']} frames; checkpoint saved to {latest} (continue with --resume)")
         if bar is not None:
             bar.close()
         env.close()
-        raise KeyboardInterrupt from None
+        # the command then ends with the status of the signal that stopped it (143 for SIGTERM)
+        raise (signals.Interrupted(signal.SIGTERM) if isinstance(exc, _Stop) else exc) from None
     finally:
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)

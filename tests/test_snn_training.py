@@ -1,6 +1,8 @@
 """Training: losses go down on tiny synthetic tasks, A2C resets state at episode ends, train() loop
 writes curve/checkpoints and resumes."""
 import csv
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -233,3 +235,34 @@ def test_a2c_run_writes_tensorboard_and_ignores_the_ppo_fields(tmp_path):
     assert "train/approx_kl" not in acc.Tags()["scalars"]          # A2C has no PPO statistics
     rows = list(csv.DictReader(open(tmp_path / "curve.csv")))
     assert [r["approx_kl"] for r in rows] == ["", "", ""]
+
+
+class _TermAt(BanditEnv):
+    """BanditEnv that sends this process SIGTERM at its ``at``-th step."""
+
+    def __init__(self, n, at):
+        super().__init__(n, length=3)
+        self.at, self.steps = at, 0
+
+    def step(self, a):
+        self.steps += 1
+        if self.steps == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().step(a)
+
+
+def test_sigterm_saves_the_checkpoint_and_is_reported_as_sigterm(tmp_path):
+    """A SIGTERM stops the run with its resume checkpoint saved and surfaces as Interrupted(SIGTERM),
+    so the command exits 143 and says SIGTERM (not 130 / SIGINT)."""
+    from mstpn_base import signals
+    from snn_agent.train import train
+
+    cfg = RunConfig.from_dict({"model": {"kind": "lstm", "hidden": 8}, "env": {"action_set": "updown"},
+                               "train": {"num_envs": 2, "n_steps": 4, "frames": 10**6, "log_every_updates": 1}})
+    factory = lambda c, seed: _TermAt(c.train.num_envs, at=10)  # noqa: E731
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(signals.Interrupted) as info:
+        train(cfg, tmp_path, progress=False, env_factory=factory, log=lambda *_: None)
+    assert info.value.signum == signal.SIGTERM
+    assert (tmp_path / "checkpoint_latest.safetensors").exists()
+    assert signal.getsignal(signal.SIGTERM) is before      # the run's own handler is removed again
