@@ -140,35 +140,17 @@ def _plastic_int_entry(f, n, den, rinv, L, gm, hb, zj, s, kl, kr, half, hi):
     return min(max(v, -hi), hi), bad, abs(p)
 
 
-@_jit
 def plasticity_int(F, N, lam, gamma, hp, z, s, k, f_max, wide_max, state_max, out):
     """out = clip(mul_q12(round_div(F << s, N), L) + rshift_round(gamma h z, k), +-f_max)
     (f_max < 0: no clip), int64.  Returns (inexact, hebb_over, f_over): the number of elements
     whose quotient estimate the correction did not make exact, of Hebbian products above
     ``wide_max`` and of new values above ``state_max`` in magnitude (out is then not the
     specification's value: the caller runs the NumPy form).  Branch-free inner loop
-    (:func:`_plastic_int_entry`)."""
+    (:func:`_plastic_int_entry`): :func:`plasticity_norm_int`
+    without the row norms."""
     B, H, K = F.shape
-    kl, kr = max(-k, 0), max(k, 0)
-    half = (np.int64(1) << (kr - 1)) if kr > 0 else np.int64(0)
-    hi = f_max if f_max >= 0 else np.int64(0x7FFFFFFFFFFFFFFF)
-    inexact = 0
-    hebb_over = 0
-    f_over = 0
-    for b in range(B):
-        for h in range(H):
-            n = N[b, h]
-            den = 2 * n
-            rinv = 1.0 / np.float64(den)
-            hb = hp[b, h]
-            for j in range(K):
-                v, bad, p = _plastic_int_entry(F[b, h, j], n, den, rinv, lam[h, j], gamma[h, j], hb, z[b, j],
-                                               s, kl, kr, half, hi)
-                inexact += bad
-                hebb_over += np.int64(p > wide_max)
-                f_over += np.int64(abs(v) > state_max)
-                out[b, h, j] = v
-    return inexact, hebb_over, f_over
+    return plasticity_norm_int(F, N, lam, gamma, hp, z, np.zeros((H, K), np.int8), 0, s, k, f_max, wide_max,
+                               state_max, out, np.empty((B, H), np.int64))
 
 
 @_jit

@@ -652,7 +652,7 @@ class Simulator:
 
     def _plasticity_kernel(self, n, F, N, h, z):
         """The fixed-point plasticity of :meth:`_plasticity_int`, bit for bit, by the fused int64
-        kernel :func:`conversion.plastic_kernels.plasticity_int` (None where it reports an inexact
+        kernel :func:`conversion.plastic_kernels.plasticity_norm_int` (None where it reports an inexact
         quotient or a value beyond a budget: the caller then runs the NumPy forms, whose monitor
         checks record the events)."""
         pp, fp = self.plastic[n], self.fp[n]

@@ -154,6 +154,15 @@ def _descendants(pid: int) -> set:
     return found
 
 
+def _kill_children_since(before) -> None:
+    """SIGKILL the multiprocessing children started since ``before`` (a test's clean-up)."""
+    import multiprocessing as mp
+
+    for p in mp.active_children():
+        if p not in before:
+            p.kill()
+
+
 def _alive(pids) -> set:
     left = set()
     for p in pids:
@@ -237,9 +246,7 @@ def test_signal_while_lava_starts_is_raised_once_started_and_nothing_is_left(net
         assert len(workers) >= 8
         assert not _alive(workers)
     finally:
-        for p in mp.active_children():
-            if p not in before:
-                p.kill()
+        _kill_children_since(before)
 
 
 @needs_lava
@@ -276,9 +283,7 @@ def test_signal_in_the_middle_of_a_var_set_does_not_hang_the_stop(net, monkeypat
         assert len(workers) >= 8
         assert not _alive(workers)
     finally:
-        for p in mp.active_children():
-            if p not in before:
-                p.kill()
+        _kill_children_since(before)
 
 
 # -- 4: --max-frames / --compare-frames ------------------------------------------------------------------------
