@@ -69,14 +69,12 @@ from conversion.backend import (StepOut, UnsupportedNetworkError, layer_depths, 
                                 value_exponent)
 from conversion.ops import conv_fanout
 from conversion.simulator import DEVICE_COUNTERS
-from lava_procs.layout import conv_kernel, lava_shape, to_lava  # noqa: F401  (to_lava: for users of the graph)
+from lava_procs.layout import conv_kernel, lava_shape, to_lava
 from lava_procs.lifecycle import LavaRuntime
 from mstpn_base.errors import BackendUnavailableError
 
 #: graded payloads between Lava processes (Conv/Dense num_message_bits)
 MESSAGE_BITS = 24
-
-
 
 
 @dataclass

@@ -43,7 +43,6 @@ Arithmetic: float64 in every model (Lava's ``LavaPyType(..., float)``).
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 import lava_procs
