@@ -11,8 +11,8 @@ one no-grad rollout plus 4 forward/backward passes per sample), each also as a f
 env's own steps/s (``_over_env``: 1 would mean training costs nothing beyond the emulator), and
 greedy inference steps/s.  One agent step = 4 emulator frames.  The process keeps freed memory
 for reuse as `mstpn train` does (:func:`snn_agent.train.keep_freed_memory`); ``--malloc default``
-leaves glibc's default (freed blocks trimmed or unmapped) to measure the difference.  Run it under ``taskset -c N`` to
-measure one core.  A few minutes with the defaults (including compilation).
+leaves glibc's default (freed blocks trimmed or unmapped) to measure the difference.  Run it
+under ``taskset -c N`` to measure one core.  A few minutes with the defaults (including compilation).
 """
 from __future__ import annotations
 
@@ -23,17 +23,15 @@ import numpy as np
 import torch
 
 
-def _timed(fn, seconds: float, cpu: dict | None = None) -> float:
-    """Run ``fn`` (returns steps done) once to warm up, then repeatedly for ``seconds``; steps/s
-    of wall time.  ``cpu``: its key ``rate`` gets the steps per second of this process's CPU time
-    (all its threads; less sensitive than wall time to other jobs on the same core)."""
+def _timed(fn, seconds: float) -> tuple[float, float]:
+    """Run ``fn`` (returns steps done) once to warm up, then repeatedly for ``seconds``: (steps per
+    second of wall time, steps per second of this process's CPU time: all its threads, less
+    sensitive than wall time to other jobs on the same core)."""
     fn()
     n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
         n += fn()
-    if cpu is not None:
-        cpu["rate"] = n / (time.process_time() - c0)
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
 
 
 def main(argv=None) -> None:
@@ -69,10 +67,9 @@ def main(argv=None) -> None:
         env.step(rng.integers(0, env.n_actions, B))
         return B
 
-    env_cpu: dict = {}
-    env_sps = _timed(env_steps, args.seconds, env_cpu)
+    env_sps, env_cpu = _timed(env_steps, args.seconds)
     print(f"env_agent_steps_per_s {env_sps:.0f}")
-    print(f"env_agent_steps_per_cpu_s {env_cpu['rate']:.0f}")
+    print(f"env_agent_steps_per_cpu_s {env_cpu:.0f}")
     for kind in args.models.split(","):
         cfg = RunConfig.from_dict({"model": {"kind": kind}, "train": {"num_envs": B, "n_steps": 20}})
         pol = build_policy(cfg, seed=0)
@@ -85,11 +82,11 @@ def main(argv=None) -> None:
 
         box["learner"] = learner
         if "a2c" in algos:
-            tr = _timed(train_steps, args.seconds)
+            tr = _timed(train_steps, args.seconds)[0]
         if hasattr(pol.core, "compile_step"):
             pol.core.compile_step()
         if "a2c" in algos:
-            trc = _timed(train_steps, args.seconds) if hasattr(pol.core, "compile_step") else tr
+            trc = _timed(train_steps, args.seconds)[0] if hasattr(pol.core, "compile_step") else tr
             if hasattr(pol.core, "compile_step"):
                 print(f"{kind}_train_compiled_agent_steps_per_s {trc:.0f}")
                 print(f"{kind}_compiled_over_eager {trc / tr:.2f}")
@@ -100,12 +97,11 @@ def main(argv=None) -> None:
                 "algo": "ppo", "num_envs": B, "n_steps": args.ppo_steps, "num_minibatches": 4, "update_epochs": 4,
                 "lr": 2.5e-4, "grad_clip": 0.5}})
             box["learner"], box["st"] = PPO(pol, pcfg.train), pol.init_state(B)
-            ppo_cpu: dict = {}
-            tp = _timed(train_steps, args.seconds, ppo_cpu)
+            tp, ppo_cpu = _timed(train_steps, args.seconds)
             print(f"{kind}_ppo_agent_steps_per_s {tp:.0f}")
             print(f"{kind}_ppo_over_env {tp / env_sps:.3f}")
-            print(f"{kind}_ppo_agent_steps_per_cpu_s {ppo_cpu['rate']:.0f}")
-            print(f"{kind}_ppo_over_env_cpu {ppo_cpu['rate'] / env_cpu['rate']:.3f}")
+            print(f"{kind}_ppo_agent_steps_per_cpu_s {ppo_cpu:.0f}")
+            print(f"{kind}_ppo_over_env_cpu {ppo_cpu / env_cpu:.3f}")
         if hasattr(pol.core, "compile_step"):
             pol.core.step_fn = type(pol.core).step_fn        # back to eager for the inference number
         pol.eval()
@@ -119,7 +115,7 @@ def main(argv=None) -> None:
             obs, _, _, _ = env.step(logits.argmax(-1).numpy())
             return B
 
-        inf = _timed(infer_steps, args.seconds / 2)
+        inf = _timed(infer_steps, args.seconds / 2)[0]
         if "a2c" in algos:
             print(f"{kind}_train_agent_steps_per_s {tr:.0f}" + (" (eager)" if hasattr(pol.core, "compile_step") else ""))
         print(f"{kind}_greedy_agent_steps_per_s {inf:.0f}")
