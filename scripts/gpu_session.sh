@@ -12,10 +12,10 @@
 # Each run stops after TIME_LIMIT seconds (default 420) and leaves a resume checkpoint, so a CPU
 # machine can carry it on:  mstpn train --out runs/<model>_gpu --resume --env-threads 1
 #
-# Each model trains with A2C from scratch (the reference's route; the shipped STPN / m-STPN were
-# distilled from the LSTM, artifacts/README.md), or with FROM_ARTIFACTS=1 from its shipped policy
+# Each model trains from scratch with recurrent PPO under sticky actions 0.25 (the training env's default;
+# ALGO=a2c: A2C with 5-step rollouts), or with FROM_ARTIFACTS=1 from its shipped policy
 # (artifacts/<model>/policy.safetensors: weights and frame count, fresh optimiser).
-# Environment: DEVICE (cuda), TIME_LIMIT (420 s), NUM_ENVS (64), ENV_THREADS (5 per run),
+# Environment: DEVICE (cuda), ALGO (ppo), TIME_LIMIT (420 s), NUM_ENVS (64), ENV_THREADS (5 per run),
 # MODELS ("stpn mstpn lstm"), SEED (0), FRAMES (50M: the end of the lr schedule), FROM_ARTIFACTS (0),
 # OUT (output folder; default out/gpu_session).
 set -uo pipefail
@@ -25,6 +25,9 @@ TIME_LIMIT=${TIME_LIMIT:-420}
 NUM_ENVS=${NUM_ENVS:-64}
 ENV_THREADS=${ENV_THREADS:-5}
 MODELS=${MODELS:-stpn mstpn lstm}
+ALGO=${ALGO:-ppo}
+ALGO_ARGS=(--algo "$ALGO")
+[ "$ALGO" = a2c ] && ALGO_ARGS+=(--n-steps 5)   # PPO keeps its own rollout length (128) and epochs
 SEED=${SEED:-0}
 OUT=${OUT:-out/gpu_session}
 mkdir -p "$OUT" runs
@@ -53,7 +56,7 @@ for m in $MODELS; do
         resume="--init-from artifacts/$m/policy.safetensors"
     fi
     mkdir -p "$run"
-    "$PY" -m snn_agent.cli train --model "$m" --action-set updown --num-envs "$NUM_ENVS" --n-steps 5 \
+    "$PY" -m snn_agent.cli train --model "$m" --action-set updown --num-envs "$NUM_ENVS" "${ALGO_ARGS[@]}" \
         --frames "${FRAMES:-50000000}" --seed "$SEED" --threads 1 --env-threads "$ENV_THREADS" --device "$DEVICE" \
         --checkpoint-every 60 --snapshot-every 1000000 --time-limit "$TIME_LIMIT" --out "$run" \
         --no-progress $resume > "$run/train.log" 2>&1 &
