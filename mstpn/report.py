@@ -18,16 +18,14 @@ the device model), so ``mstpn report`` reflects newly trained artifacts.
 from __future__ import annotations
 
 import base64
-import csv
 import re
 from pathlib import Path
-
-import numpy as np
 
 from mstpn_base.checks import is_number
 from mstpn_base.errors import DataFormatError, ParameterError
 from mstpn.experiments import experiment_lines
 from mstpn_base.io import atomic_path, atomic_write_text, read_json
+from snn_agent.curves import read_curve_csv
 
 #: the shipped policies, one folder per model (policy.safetensors, eval.json, curve.csv)
 DEFAULT_ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -178,19 +176,6 @@ def collect_models(artifacts: Path) -> list[dict]:
     return models
 
 
-def _curve(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    frames, score = [], []
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            for r in csv.DictReader(fh):
-                if r.get("score_mean20"):
-                    frames.append(float(r["frames"]))
-                    score.append(float(r["score_mean20"]))
-    except (ValueError, TypeError, csv.Error) as exc:  # UnicodeDecodeError is a ValueError
-        raise DataFormatError(f"{path}: not a training curve (columns frames, score_mean20): {exc}") from None
-    return np.asarray(frames), np.asarray(score)
-
-
 def _savefig(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -206,7 +191,7 @@ def plot_training_curves(models: list[dict], path: Path) -> bool:
     Each line says how the run trained and what its score is: A2C runs score the games of the
     sampling policy (sampled actions), distillation runs the student's greedy games; solid lines
     are distilled runs, dashed ones A2C."""
-    curves = [(m.get("curve_label", m["name"]), *_curve(m["curve"])) for m in models if "curve" in m]
+    curves = [(m.get("curve_label", m["name"]), *read_curve_csv(m["curve"])) for m in models if "curve" in m]
     curves = [c for c in curves if len(c[1])]
     if not curves:
         return False

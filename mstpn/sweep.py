@@ -547,9 +547,9 @@ def write_record(out, rec: dict) -> Path:
 def summarise(spec: dict, trials: list[dict], records: dict) -> dict:
     """Per protocol and per swept parameter value (pooled over seeds and the other parameters):
     trials, n games, mean, std and 95 % t-interval of the game scores
-    (:func:`snn_agent.evaluate.mean_ci`), truncated games, mean steps; and the same per full
+    (:func:`snn_agent.stats.mean_ci`), truncated games, mean steps; and the same per full
     parameter set."""
-    from snn_agent.evaluate import mean_ci
+    from snn_agent.stats import mean_ci
 
     names = swept(spec)
 

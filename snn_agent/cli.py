@@ -1,4 +1,4 @@
-"""``mstpn train`` and ``mstpn evaluate`` (registered by the dispatcher :mod:`mstpn.cli`)."""
+"""``mstpn train``, ``mstpn evaluate`` and ``mstpn curves`` (registered by the dispatcher :mod:`mstpn.cli`)."""
 from __future__ import annotations
 
 import sys
@@ -112,6 +112,19 @@ def register(subparsers) -> None:
                    help="backend that plays the converted network with --synapses device (default: numpy)")
     e.set_defaults(func=cmd_evaluate)
 
+    c = subparsers.add_parser("curves", help="training curves of several runs (seeds): mean, 95%% CI, frames to a score",
+                              description="Read the curve.csv of each training run folder, group the runs by what "
+                                          "they train (model, algorithm, sticky actions; config.json), and print "
+                                          "per group the final training score (mean, 95% CI over runs) and the "
+                                          "frames until each run's score (mean of its last 20 games) first reached "
+                                          "--threshold; --plot draws mean and 95% CI band against frames.")
+    c.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="training run folder (or its curve.csv)")
+    c.add_argument("--threshold", type=float, default=19.0, help="score [points] whose first crossing is reported")
+    c.add_argument("--plot", type=Path, metavar="PNG", help="write the curves as a PNG plot (default: none)")
+    add_out(c, metavar="JSON", help="write the summary as JSON (default: none)")
+    c.add_argument("--json", action="store_true", help="print the summary as JSON (default: a table per group)")
+    c.set_defaults(func=cmd_curves)
+
 
 _FLAG_TO_KEY = {"seed": ("train", "seed"), "frames": ("train", "frames"), "num_envs": ("train", "num_envs"),
                 "n_steps": ("train", "n_steps"), "lr": ("train", "lr"), "threads": ("train", "threads"),
@@ -211,6 +224,47 @@ def _check_init_from(args) -> None:
         if given is not None and given != stored:
             raise ParameterError(f"{flag} {given} contradicts --init-from {args.init_from}, which holds "
                                  f"{flag.lstrip('-')} {stored}; drop {flag} (the checkpoint sets it)")
+
+
+def cmd_curves(args) -> int:
+    from snn_agent import curves
+
+    if not -21.0 <= args.threshold <= 21.0:
+        raise ParameterError(f"--threshold must lie in Pong's score range [-21, 21], got {args.threshold:g}")
+    for path, flag in ((args.plot, "--plot"), (args.out, "--out")):
+        if path is not None:
+            check_output_file(path, flag)
+    runs = [curves.load_run(p) for p in args.runs]
+    summary = curves.summarise(runs, args.threshold)
+    if args.plot is not None:
+        if not any(r.frames.size for r in runs):
+            raise MstpnError("nothing to plot: no run has a logged score yet (each needs 20 finished games)")
+        curves.plot(runs, args.plot, args.threshold)
+    if args.out is not None:
+        atomic_write_json(args.out, {"threshold": args.threshold, "groups": summary})
+    if args.json:
+        print_json({"threshold": args.threshold, "groups": summary})
+        return 0
+    for g in summary:
+        print(f"{g['group']}: {g['n_runs']} run(s)")
+        for r in g["runs"]:
+            final = "-" if r["final_score_mean20"] is None else f"{r['final_score_mean20']:+.2f}"
+            reach = "not yet" if r["frames_to_threshold"] is None else f"{r['frames_to_threshold'] / 1e6:.2f}M frames"
+            print(f"  {r['run']} (seed {r['seed']}): {r['frames'] / 1e6:.2f}M frames, score {final}, "
+                  f">= {args.threshold:+g}: {reach}")
+        if g["final_score"] is not None:
+            print(f"  final score {_mean_ci_text(g['final_score'])}; reached {args.threshold:+g}: {g['reached']} of "
+                  f"{g['n_runs']}" + (f", after {_mean_ci_text(g['frames_to_threshold'], 1e6, 'M frames')}"
+                                      if g["frames_to_threshold"] else ""))
+    return 0
+
+
+def _mean_ci_text(ci: dict, scale: float = 1.0, unit: str = "") -> str:
+    text = f"{ci['mean'] / scale:+.2f}{unit}" if not unit else f"{ci['mean'] / scale:.2f}{unit}"
+    if ci["ci"] is None:
+        return text + " (n = 1, no CI)"
+    lo, hi = (v / scale for v in ci["ci"])
+    return text + f" (95% CI [{lo:.2f}, {hi:.2f}], n = {ci['n']})"
 
 
 def cmd_evaluate(args) -> int:
