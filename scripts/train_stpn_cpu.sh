@@ -1,18 +1,71 @@
 #!/usr/bin/env bash
-# CPU training run of the STPN Pong agent (A2C, 16 envs x 5 steps, 1 torch thread), in the background,
-# resumable.  Usage: bash scripts/train_stpn_cpu.sh        (starts, or resumes if runs/stpn_cpu has a run)
-# Log: runs/stpn_cpu/train.log   PID: runs/stpn_cpu/train.pid   Stop: kill $(cat runs/stpn_cpu/train.pid)
-# (SIGTERM saves a resume checkpoint first.)
+# The CPU training run of the STPN Pong agent from scratch: recurrent PPO under sticky actions 0.25
+# (16 envs x 128 steps, 4 epochs x 4 minibatches, lr 2.5e-4 decaying to 0 at 40M frames, seed 1),
+# one torch thread on core 1 at nice 10, in the background, carried on across machines.
+#
+#   bash scripts/train_stpn_cpu.sh start   resume runs/stpn_ppo_s1; if it has no checkpoint, first copy in
+#                                          the carried resume point (artifacts/training/stpn_ppo_s1); else
+#                                          start from scratch
+#   bash scripts/train_stpn_cpu.sh save    copy the run's latest resume point (weights + optimiser/RNG state,
+#                                          config, curve, tensorboard events) to artifacts/training/stpn_ppo_s1,
+#                                          for a commit; the run keeps going
+#   bash scripts/train_stpn_cpu.sh stop    SIGTERM (the run saves a resume checkpoint) and wait for it to exit
+#   bash scripts/train_stpn_cpu.sh status  the last logged line (frames, score_mean20, steps/s)
+#
+# Log: runs/stpn_ppo_s1/train.log.  The exact command is in artifacts/training/stpn_ppo_s1/COMMAND.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=runs/stpn_cpu
-mkdir -p "$OUT"
-RESUME=""
-[ -f "$OUT/checkpoint_latest.safetensors" ] && RESUME="--resume"
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-setsid nohup .venv/bin/python -m snn_agent.cli train --model stpn --action-set updown \
-    --num-envs 16 --n-steps 5 --frames 25000000 --seed 0 --threads 1 \
-    --checkpoint-every 180 --snapshot-every 500000 --device cpu --out "$OUT" --no-progress $RESUME \
-    >> "$OUT/train.log" 2>&1 < /dev/null &
-echo $! > "$OUT/train.pid"
-echo "started PID $(cat "$OUT/train.pid"), log $OUT/train.log"
+RUN=runs/stpn_ppo_s1
+CARRY=artifacts/training/stpn_ppo_s1
+PY=.venv/bin/python
+ARGS=(-m snn_agent.cli train --algo ppo --model stpn --action-set updown --num-envs 16 --n-steps 128
+      --frames 40000000 --seed 1 --threads 1 --checkpoint-every 300 --snapshot-every 2000000 --out "$RUN" --no-progress)
+
+running() { [ -f "$RUN/train.pid" ] && kill -0 "$(cat "$RUN/train.pid")" 2>/dev/null; }
+
+case "${1:-status}" in
+start)
+    if running; then echo "already running (PID $(cat "$RUN/train.pid"))"; exit 0; fi
+    mkdir -p "$RUN"
+    if [ ! -f "$RUN/checkpoint_latest.safetensors" ] && [ -f "$CARRY/checkpoint_latest.safetensors" ]; then
+        cp -r "$CARRY"/. "$RUN"/
+        echo "copied the carried resume point from $CARRY"
+    fi
+    RESUME=()
+    [ -f "$RUN/checkpoint_latest.safetensors" ] && RESUME=(--resume)
+    export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+    setsid nohup nice -n 10 taskset -c 1 "$PY" "${ARGS[@]}" "${RESUME[@]}" >> "$RUN/train.log" 2>&1 < /dev/null &
+    echo $! > "$RUN/train.pid"
+    echo "started PID $(cat "$RUN/train.pid") ${RESUME[*]}, log $RUN/train.log"
+    ;;
+save)
+    [ -f "$RUN/checkpoint_latest.safetensors" ] || { echo "no resume point in $RUN yet" >&2; exit 2; }
+    mkdir -p "$CARRY"
+    # the checkpoint and its optimiser state are written one after the other: copy until the pair matches
+    for _ in 1 2 3 4 5; do
+        cp "$RUN/checkpoint_latest.resume.pt" "$CARRY/" && cp "$RUN/checkpoint_latest.safetensors" "$CARRY/"
+        if "$PY" -c "import sys; from snn_agent.checkpoint import load_resume_state; load_resume_state(sys.argv[1])" \
+            "$CARRY/checkpoint_latest.safetensors" 2>/dev/null; then
+            cp "$RUN/config.json" "$RUN/curve.csv" "$RUN/curve.png" "$CARRY/"
+            rm -rf "$CARRY/tb" && cp -r "$RUN/tb" "$CARRY/tb"
+            "$PY" -c "import sys; from snn_agent.checkpoint import read_metadata; p = read_metadata(sys.argv[1])['progress']; print(f\"saved the resume point at {p['frames']} frames to $CARRY\")" \
+                "$CARRY/checkpoint_latest.safetensors"
+            exit 0
+        fi
+        sleep 5
+    done
+    echo "the checkpoint kept changing while it was copied; try again" >&2; exit 1
+    ;;
+stop)
+    if ! running; then echo "not running"; exit 0; fi
+    pid=$(cat "$RUN/train.pid"); kill -TERM "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 1; done
+    tail -n 1 "$RUN/train.log"
+    ;;
+status)
+    running && echo "running (PID $(cat "$RUN/train.pid"))" || echo "not running"
+    [ -f "$RUN/train.log" ] && grep '^{' "$RUN/train.log" | tail -n 1 | cut -c1-160 || true
+    ;;
+*)
+    echo "usage: bash scripts/train_stpn_cpu.sh {start|save|stop|status}" >&2; exit 2 ;;
+esac
