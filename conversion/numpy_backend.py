@@ -36,11 +36,17 @@ class SimRunner:
 
     def _counts(self) -> list:
         """(events, synops) of each layer so far (the sums over its nodes)."""
-        st = self.sim.stats
+        groups = self.__dict__.get("_stat_groups")
+        if groups is None or groups[0] is not self.sim.stats:     # each layer's counter dicts, bound once
+            st = self.sim.stats
+            groups = self._stat_groups = (st, [[st[n] for n in self.groups.get(name, [name])] for name in self.layers])
         out = []
-        for name in self.layers:
-            nodes = self.groups.get(name, [name])
-            out.append((sum(st[n]["events"] for n in nodes), sum(st[n]["synops"] for n in nodes)))
+        for cs in groups[1]:
+            ev = syn = 0
+            for c in cs:
+                ev += c["events"]
+                syn += c["synops"]
+            out.append((ev, syn))
         return out
 
     def step(self, obs) -> StepOut:

@@ -17,9 +17,9 @@ define, these equations:
 - fixed point, the integer specification of :mod:`conversion.fixed_point`: the row sums of G^2
   (G = W << sG + F) and F z in int64, and the plasticity q = round_div(F << s, N),
   mul_q12(q, L) + rshift_round(gamma h z, k), clipped to +-f_max, all in int64 (bit for bit the
-  NumPy int64 form).  round_div by a float estimate of the quotient and one integer correction;
-  every element's remainder is verified afterwards, so the result is the exact floor or the
-  kernel says it is not (then the caller runs the NumPy form).  The plasticity pass also sums,
+  NumPy int64 form).  round_div as the floor of one correctly rounded float64 division, exact
+  while the operands stay below 2**53 (checked per element: beyond, the kernel says it is not
+  exact and the caller runs the NumPy form).  The plasticity pass also sums,
   on the new F, the next frame's S = sum_k G^2 (G does not depend on z); the next forward phase
   needs one pass for F z (:func:`dot_int`), then N = isqrt(S) and a = round_div((uW << sG) + F z,
   N) + b (:func:`stpn_forward_int`).  Integer sums are the same in any order (int64, modulo
@@ -118,23 +118,28 @@ def _inline(f):
     return njit(cache=True, fastmath=False, nogil=True, inline="always")(f) if AVAILABLE else f
 
 
+#: float64 holds every integer below 2**53 exactly: round_div by one float division is exact for
+#: |num| + den below it (see :func:`_plastic_int_entry`)
+EXACT_DIV = 1 << 53
+
+
 @_inline
-def _plastic_int_entry(f, n, den, rinv, L, gm, hb, zj, s, kl, kr, half, hi):
+def _plastic_int_entry(f, n, den, fden, lim, L, gm, hb, zj, s, kl, kr, half, hi):
     """One synapse of :func:`plasticity_int`: (new F, inexact quotient (0/1), |gamma h z| (the
-    Hebbian product, for the budget check)).  round_div by the float estimate num / den, one
-    integer correction and the remainder check; mul_q12's sign by xor; the shift of the product
-    as (p << kl + half) >> kr; the clip to +-hi."""
+    Hebbian product, for the budget check)).
+
+    round_div(F << s, N) = floor(num / den) with num = 2 (F << s) + N, den = 2 N, as the floor of
+    the correctly rounded float64 quotient: with |num| + den < 2**53 (``lim`` = 2**53 - den) num
+    and den are exact in float64, and fl(num / den) cannot reach an integer num / den is not (its
+    distance to one, at least 1 / den, exceeds the rounding error, below (|num| / den + 1) 2**-53),
+    so the floor is exact; elsewhere the entry reports an inexact quotient.  mul_q12(q, L) =
+    trunc(q L / 4096) as (t + (4095 where t < 0)) >> 12 on t = q L; the shift of the product as
+    (p << kl + half) >> kr; the clip to +-hi."""
     num = 2 * (f << s) + n
-    x = np.float64(num) * rinv
-    q = np.int64(x)                                    # towards zero, then floor(x)
-    q -= np.int64(np.float64(q) > x)
-    r = num - q * den
-    q += np.int64(r >= den) - np.int64(r < 0)          # one correction step
-    r = num - q * den
-    bad = np.int64(r < 0) + np.int64(r >= den)         # q = floor(num / den) iff 0 <= r < den
-    L = np.int64(L)
-    sg = (q ^ L) >> 63                                 # -1 where the signs differ
-    m = (((abs(q) * abs(L)) >> DECAY_BITS) ^ sg) - sg  # mul_q12: towards zero
+    bad = np.int64(num >= lim) + np.int64(num <= -lim)
+    q = np.int64(np.floor(np.float64(num) / fden))
+    t = q * np.int64(L)
+    m = (t + ((t >> 63) & ((np.int64(1) << DECAY_BITS) - 1))) >> DECAY_BITS   # mul_q12: towards zero
     p = np.int64(gm) * hb * zj
     v = m + (((p << kl) + half) >> kr)                 # rshift_round(p, k)
     return min(max(v, -hi), hi), bad, abs(p)
@@ -146,8 +151,8 @@ def plasticity_int(F, N, lam, gamma, hp, z, s, k, f_max, wide_max, state_max, ou
     whose quotient estimate the correction did not make exact, of Hebbian products above
     ``wide_max`` and of new values above ``state_max`` in magnitude (out is then not the
     specification's value: the caller runs the NumPy form).  Branch-free inner loop
-    (:func:`_plastic_int_entry`): :func:`plasticity_norm_int`
-    without the row norms."""
+    (:func:`_plastic_int_entry`; an inexact quotient is one with |2 (F << s) + N| + 2 N >= 2**53):
+    :func:`plasticity_norm_int` without the row norms."""
     B, H, K = F.shape
     return plasticity_norm_int(F, N, lam, gamma, hp, z, np.zeros((H, K), np.int8), 0, s, k, f_max, wide_max,
                                state_max, out, np.empty((B, H), np.int64))
@@ -170,11 +175,12 @@ def plasticity_norm_int(F, N, lam, gamma, hp, z, W, sG, s, k, f_max, wide_max, s
         for h in range(H):
             n = N[b, h]
             den = 2 * n
-            rinv = 1.0 / np.float64(den)
+            fden = np.float64(den)
+            lim = EXACT_DIV - den
             hb = hp[b, h]
             s2 = np.int64(0)
             for j in range(K):
-                v, bad, p = _plastic_int_entry(F[b, h, j], n, den, rinv, lam[h, j], gamma[h, j], hb, z[b, j],
+                v, bad, p = _plastic_int_entry(F[b, h, j], n, den, fden, lim, lam[h, j], gamma[h, j], hb, z[b, j],
                                                s, kl, kr, half, hi)
                 inexact += bad
                 hebb_over += np.int64(p > wide_max)
@@ -329,3 +335,161 @@ def dot_int(F, z, Fz):
             for k in range(K):
                 acc += F[b, h, k] * z[b, k]
             Fz[b, h] = acc
+
+
+# -- the plastic layer's input phase (events into z and W z, then the row sums) -------------------
+@_jit
+def stpn_input_float(dx, dh, z0, uW0, WT, W, Wsq, F, z, uW, S, Fz):
+    """The float forward sums of the plastic layer from its input events, one call: dz = [dx ; dh],
+    z = z0 + dz, uW = uW0 + sum over k with dz[b, k] != 0 of dz[b, k] WT[k, :] (the event-driven
+    W z, ``WT`` = W^T; the sum in increasing k, then added to uW0), and the row sums of
+    :func:`norm_dot_float` on the new z.  Returns (non-zero dz, non-zero z) over the batch."""
+    B, I = dx.shape
+    H = dh.shape[1]
+    nd = 0
+    nz = 0
+    acc = np.empty(H)
+    for b in range(B):
+        acc[:] = 0.0
+        for k in range(I + H):
+            d = dx[b, k] if k < I else dh[b, k - I]
+            v = z0[b, k] + d
+            z[b, k] = v
+            nz += np.int64(v != 0)
+            if d != 0:
+                nd += 1
+                for j in range(H):
+                    acc[j] += d * WT[k, j]
+        for j in range(H):
+            uW[b, j] = uW0[b, j] + acc[j]
+    norm_dot_float(W, Wsq, F, z, S, Fz)
+    return nd, nz
+
+
+@_jit
+def stpn_input_int(dx, dh, sx, sh, z0, uW0, WT, Wsh, F, with_norm, z, uW, S, Fz):
+    """Fixed point, the input phase of the plastic layer in int64: dz = [dx << sx ; dh << sh], z =
+    z0 + dz, uW = uW0 + sum over the events of dz[b, k] WT[k, :], and Fz = F z on the new z
+    (``with_norm``: also S = sum_k (Wsh + F)^2, as :func:`norm_dot_int`; else S is left alone, the
+    last plasticity pass computed it).  Integer sums in any order: the NumPy form's integers.
+    Returns (non-zero dz, non-zero z)."""
+    B, I = dx.shape
+    H = dh.shape[1]
+    nd = 0
+    nz = 0
+    for b in range(B):
+        for j in range(H):
+            uW[b, j] = uW0[b, j]
+        for k in range(I + H):
+            d = (dx[b, k] << sx) if k < I else (dh[b, k - I] << sh)
+            v = z0[b, k] + d
+            z[b, k] = v
+            nz += np.int64(v != 0)
+            if d != 0:
+                nd += 1
+                for j in range(H):
+                    uW[b, j] += d * WT[k, j]
+    if with_norm:
+        norm_dot_int(Wsh, Wsh[0, :1], F, z, S, Fz)
+    else:
+        dot_int(F, z, Fz)
+    return nd, nz
+
+
+# -- the static layers of the float network ------------------------------------------------------
+@_jit
+def sigma_delta_float(y, sent0, thr, sent, e, active):
+    """The sigma-delta sender of :func:`conversion.semantics.sigma_delta` on flat float64 arrays
+    (``thr`` per unit, index i mod its size; y.size a multiple of it): e = y - sent0 where |y - sent0| > thr, else 0;
+    sent = sent0 + e.  Writes ``active[:n]`` (the firing indices); returns n (the events)."""
+    na = 0
+    n_thr = thr.size
+    for b in range(y.size // n_thr):
+        for j in range(n_thr):
+            i = b * n_thr + j
+            d = y[i] - sent0[i]
+            fire = abs(d) > thr[j]
+            v = d if fire else 0.0
+            e[i] = v
+            sent[i] = sent0[i] + v
+            if fire:
+                active[na] = i
+                na += 1
+    return na
+
+
+@_jit
+def conv_events_float(x, active, n_in, pos, kk, wt, fan, u, acc, du, unew):
+    """The event-driven float64 synapse of a Conv2d node, the loop of :func:`conv_events_int`
+    without the wrap: each output sums x[a] wt[kk, o] over the events a in the order of
+    ``active`` (as :meth:`conversion.ops.EventConv2d.scatter`'s bincount, the same sums); du in
+    (B, O n_pos) order, unew = u + du.  Returns the events' fan-out sum (synops)."""
+    B, n1, O = acc.shape
+    n_pos = n1 - 1
+    P = pos.shape[1]
+    acc[:] = 0.0
+    synops = 0
+    for i in range(active.size):
+        a = active[i]
+        b = a // n_in
+        unit = a - b * n_in
+        e = x[a]
+        synops += fan[unit]
+        for t in range(P):
+            p = pos[unit, t]
+            r = kk[unit, t]
+            for o in range(O):
+                acc[b, p, o] += wt[r, o] * e
+    for b in range(B):
+        for o in range(O):
+            for p in range(n_pos):
+                j = o * n_pos + p
+                d = acc[b, p, o]
+                du[b, j] = d
+                unew[b, j] = u[b, j] + d
+    return synops
+
+
+@_jit
+def sigma_delta_round_int(u, mode, shift, table, tshift, sent0, thr, state_max, y, sent, pay, active):
+    """Fixed point, rule "round" of a SigmaDelta node on flat int64 arrays: y = tanh_int(u) (mode
+    2, :func:`conversion.fixed_point.tanh_int` with ``table``, ``tshift``) or rshift_round(u,
+    shift) (mode 0, identity; mode 1, then max(., 0)); then the sender of
+    :func:`conversion.semantics.sigma_delta` (fire where |y - sent0| > thr).  Returns (y_over,
+    pay_over, n_active): the elements beyond ``state_max`` of y and of the payload (the caller
+    then runs the NumPy form) and the firing units, ``active[:n_active]``."""
+    y_over = 0
+    pay_over = 0
+    na = 0
+    last = table.size - 1
+    n_thr = thr.size
+    kl, kr = max(-shift, 0), max(shift, 0)
+    half = (np.int64(1) << (kr - 1)) if kr > 0 else np.int64(0)
+    fmask = (np.int64(1) << tshift) - 1
+    for i in range(u.size):
+        j = i % n_thr if i >= n_thr else i
+        a = u[i]
+        if mode == 2:
+            mag = abs(a)
+            k = mag >> tshift
+            if k < last:
+                v = table[k] + (((table[k + 1] - table[k]) * (mag & fmask)) >> tshift)
+            else:
+                v = table[last]
+            v = v if a > 0 else (-v if a < 0 else np.int64(0))
+        else:
+            v = ((a << kl) + half) >> kr
+            if mode == 1 and v < 0:
+                v = np.int64(0)
+        y_over += np.int64(abs(v) > state_max)
+        y[i] = v
+        d = v - sent0[i]
+        fire = abs(d) > thr[j]
+        p = d if fire else np.int64(0)
+        pay_over += np.int64(abs(p) > state_max)
+        pay[i] = p
+        sent[i] = sent0[i] + p
+        if fire:
+            active[na] = i
+            na += 1
+    return y_over, pay_over, na

@@ -92,6 +92,7 @@ class Simulator:
                 raise ParameterError("the fixed-point simulator runs the sigma-delta form only")
         self.monitor = monitor if monitor is not None else fx.OverflowMonitor()
         self.order = net.order
+        self._rest = tuple(self.order[1:])       # what step() advances
         self.src = {n: (None if isinstance(net.nodes[n], g.Input) else net.source(n)) for n in self.order}
         self.out_logits, self.out_value = self._outputs()
         self._prepare()
@@ -117,7 +118,8 @@ class Simulator:
     def _prepare(self):
         """Fan-outs, dense MAC counts and (fixed point) integer parameters per node."""
         net, self.fan, self.dense_macs, self.fp = self.net, {}, {}, {}
-        self.conv, self.plastic, self._buffers, self._conv_int = {}, {}, {}, {}
+        self.conv, self.plastic, self._buffers, self._conv_int, self._thr = {}, {}, {}, {}, {}
+        self._plans = {}           # step_nodes: {nodes: (their kernels, the plastic nodes among them)}
         #: Conv2d nodes that feed a "lava"-rule SigmaDelta: a Lava Conv computes them, and its fixed_pt
         #: model wraps each time step's output at 24 bits (fixed_point.wrap_signed)
         lava = set(sd_reset.lava_nodes(net)) if self.fixed else set()
@@ -134,6 +136,9 @@ class Simulator:
                 if self.fixed and np.issubdtype(np.asarray(self.fp[n]["weight_mant"]).dtype, np.integer):
                     self._conv_int[n] = conv_event_tables(self.fp[n]["weight_mant"], node.in_shape, node.stride,
                                                           node.padding) + (self.fan[n],)
+                elif not self.fixed:                        # the float event tables (weights float64)
+                    self._conv_int[n] = conv_event_tables(np.asarray(node.weight, np.float64), node.in_shape,
+                                                          node.stride, node.padding) + (self.fan[n],)
             elif isinstance(node, g.Affine):
                 self.fan[n] = np.full(node.weight.shape[1], node.weight.shape[0], INT)
                 self.dense_macs[n] = int(node.weight.size)
@@ -148,6 +153,10 @@ class Simulator:
                 pp["wabs_row"] = float(np.abs(pp["Wr_f"]).sum(axis=1).max(initial=0))
                 if self.fixed:
                     pp["W_narrow"] = narrow_int(pp["W"])
+            elif isinstance(node, g.SigmaDelta):
+                thr = self.fp[n]["threshold"] if self.fixed else node.threshold
+                self._thr[n] = np.ascontiguousarray(np.broadcast_to(thr, node.out_shape), INT if self.fixed
+                                                    else np.float64).reshape(-1)
         rate = [n for n in self.order if isinstance(net.nodes[n], g.RateIF)]
         self.segment = []
         if rate:
@@ -248,6 +257,7 @@ class Simulator:
         """Initial state for all batch elements (``done=None``) or those with ``done`` true."""
         self._mirror = {}          # float copies of integer state (fixed point), rebuilt on use
         self._next = {}            # fixed point: {plastic node: (F, S)} of its last plasticity phase
+        self._nnz_z = {}           # {plastic node: (z, its non-zero entries)} of this frame's forward phase
         if done is None:
             self.state = {n: self._fresh(n) for n in self.order}
             return
@@ -274,7 +284,7 @@ class Simulator:
                 raise ParameterError("observation contains NaN/inf")
             if self.fixed and np.any(obs != np.rint(obs)):
                 raise ParameterError("the fixed-point network takes integer pixel values")
-        self.step_nodes(self.order[1:], {inp: (obs, None)})
+        self.step_nodes(self._rest, {inp: (obs, None)})
         return self._result()
 
     def step_nodes(self, nodes, given: dict) -> None:
@@ -291,17 +301,29 @@ class Simulator:
         for n, (value, events) in given.items():
             self.values[n] = np.asarray(value).astype(dt)
             self.deltas[n] = None if events is None else np.asarray(events).astype(dt)
+        key = nodes if isinstance(nodes, tuple) else tuple(nodes)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._plan(key)
+        kernels, plastic = plan
+        for kernel, n in kernels:
+            kernel(n)
+        for n in plastic:
+            self._plasticity(n)
+        self.t += 1
+        self.frames += self.B
+
+    def _plan(self, nodes) -> tuple:
+        """([(kernel, node)] in evaluation order (a rate-coded segment as one entry), the plastic
+        nodes): what :meth:`step_nodes` calls for ``nodes``."""
+        kernels = []
         for n in nodes:
             if n in self.segment:
                 if n == self.segment[0]:
-                    self._rate_segment()
+                    kernels.append((lambda _n: self._rate_segment(), n))
                 continue
-            getattr(self, "_" + type(self.net.nodes[n]).__name__)(n)
-        for n in nodes:
-            if isinstance(self.net.nodes[n], g.PlasticSTPN):
-                self._plasticity(n)
-        self.t += 1
-        self.frames += self.B
+            kernels.append((getattr(self, "_" + type(self.net.nodes[n]).__name__), n))
+        return kernels, [n for n in nodes if isinstance(self.net.nodes[n], g.PlasticSTPN)]
 
     def _result(self) -> StepResult:
         lo = self.values[self.out_logits]
@@ -391,16 +413,25 @@ class Simulator:
         self.values[n], self.deltas[n] = st["u"], du
 
     def _conv_events(self, n, d, active):
-        """Fixed point: (u, du, synops) of the event branch of :meth:`_syn` for a Conv2d node by
-        :func:`conversion.plastic_kernels.conv_events_int` (the integer scatter table, the 24-bit
-        wrap of a Lava Conv, u + du); None where the events' synapses outnumber the dense MACs
-        or a value leaves its budget (the NumPy form then runs and its monitor records)."""
+        """(u, du, synops) of the event branch of :meth:`_syn` for a Conv2d node in one pass:
+        fixed point by :func:`conversion.plastic_kernels.conv_events_int` (the integer scatter
+        table, the 24-bit wrap of a Lava Conv, u + du), float by
+        :func:`conversion.plastic_kernels.conv_events_float` (the sums of the NumPy scatter, in
+        its order); None where the events' synapses outnumber the dense MACs or (fixed point) a
+        value leaves its budget (the NumPy form then runs and its monitor records)."""
         pos, kk, wt, fan = self._conv_int[n]
         B, shape = d.shape[0], self.net.nodes[n].out_shape
         n_in, O = pos.shape[0], wt.shape[1]
         if active.size * pos.shape[1] * O > self.dense_macs[n] * B:
             return None
         n_pos = self.dense_macs[n] // (O * wt.shape[0])          # output positions
+        if not self.fixed:
+            du, unew = np.empty((B,) + shape), np.empty((B,) + shape)
+            acc = self._buffer(n, "acc", (B, n_pos + 1, O))
+            syn = pk.conv_events_float(np.ascontiguousarray(d, np.float64).reshape(-1), np.asarray(active, INT), n_in,
+                                       pos, kk, wt, fan, np.ascontiguousarray(self.state[n]["u"], np.float64).reshape(B, -1),
+                                       acc, du.reshape(B, -1), unew.reshape(B, -1))
+            return unew, du, syn
         du, unew = np.empty((B,) + shape, INT), np.empty((B,) + shape, INT)
         u = np.ascontiguousarray(self.state[n]["u"], INT)
         acc = self._buffer(n, "acc", (B, n_pos + 1, O), INT)
@@ -423,6 +454,8 @@ class Simulator:
         if self.fixed and "act" in st:
             self._sigma_delta_lava(n, u)
             return
+        if pk.ENABLED and self._sigma_delta_kernel(n, node, st, u):
+            return
         if self.fixed:
             fp = self.fp[n]
             if node.activation == "tanh":
@@ -443,6 +476,44 @@ class Simulator:
         st["y"], st["sent"] = y, sent
         self._count(n, "events", fire.sum())
         self.values[n], self.deltas[n] = st["sent"], e
+
+    def _sigma_delta_kernel(self, n, node, st, u) -> bool:
+        """:meth:`_SigmaDelta` in one pass that also keeps the flat indices of the events: float by
+        :func:`conversion.plastic_kernels.sigma_delta_float` after the activation of
+        :mod:`conversion.semantics` (the same operations); fixed point (rule "round") by
+        :func:`conversion.plastic_kernels.sigma_delta_round_int`.  False, state untouched, where a
+        value leaves the state budget (the NumPy form then runs and its monitor records)."""
+        thr, sent0 = self._thr[n], st["sent"]
+        if not self.fixed:
+            if u.dtype != np.float64 or sent0.dtype != np.float64:
+                return False
+            y = np.ascontiguousarray(sem.activation(NUMPY, node.activation, u))
+            sent, e = np.empty(y.shape), np.empty(y.shape)
+            active = np.empty(y.size, INT)
+            na = pk.sigma_delta_float(y.reshape(-1), np.ascontiguousarray(sent0).reshape(-1), thr, sent.reshape(-1),
+                                      e.reshape(-1), active)
+        else:
+            fp = self.fp[n]
+            if node.activation == "tanh":
+                mode, shift, table, tshift = 2, 0, fp["lut"], int(fp["lut_shift"])
+            else:
+                mode, shift, table, tshift = int(node.activation == "relu"), int(fp["out_exp"]) - int(fp["in_exp"]), \
+                    self._thr[n][:1], 0
+            if not (0 <= tshift < 63 and -63 < shift < 63):
+                return False
+            y, sent, e = (np.empty(u.shape, INT) for _ in range(3))
+            active = np.empty(u.size, INT)
+            y_over, p_over, na = pk.sigma_delta_round_int(
+                np.ascontiguousarray(u, INT).reshape(-1), mode, shift, np.asarray(table, INT), tshift,
+                np.ascontiguousarray(sent0, INT).reshape(-1), thr, fx.STATE_MAX, y.reshape(-1), sent.reshape(-1),
+                e.reshape(-1), active)
+            if y_over or p_over:
+                return False
+        st["y"], st["sent"] = y, sent
+        self.stats[n]["events"] += na
+        self.values[n], self.deltas[n] = sent, e
+        self._active[n] = (e, active[:na])
+        return True
 
     def _sigma_delta_lava(self, n, u):
         """Rule "lava" (:func:`conversion.fixed_point.sigma_delta_lava`): act = act(u) in u units,
@@ -490,6 +561,8 @@ class Simulator:
             dx = self.values[s] - st["z"][:, :I]
         dh = st["dh"]
         pp = self.plastic[n]
+        if pk.ENABLED and n not in self.devices and self._stpn_kernel(n, node, st, pp, dx, dh):
+            return
         if self.fixed:
             fp = self.fp[n]
             ez = int(fp["z_exp"])
@@ -548,6 +621,59 @@ class Simulator:
         st["a"] = a
         self.values[n], self.deltas[n] = a, None
 
+    def _stpn_kernel(self, n, node, st, pp, dx, dh) -> bool:
+        """The forward phase of :meth:`_PlasticSTPN` with the input events, W z and the row sums
+        in one pass (:func:`conversion.plastic_kernels.stpn_input_float`; fixed point
+        :func:`conversion.plastic_kernels.stpn_input_int`, then
+        :func:`conversion.plastic_kernels.stpn_forward_int`, the row norms of the last plasticity
+        pass where it computed them).  False, state untouched, where the operands are not the
+        kernels' (or, fixed point, a value leaves its budget: the NumPy form then runs and its
+        monitor records)."""
+        H, K = node.W.shape
+        F, z0, uW0 = st["F"], st["z"], st["uW"]
+        B = z0.shape[0]
+        dt = INT if self.fixed else np.float64
+        if not (F.dtype == z0.dtype == uW0.dtype == pp["WT"].dtype == dt and F.flags.c_contiguous):
+            return False
+        z, uW = np.empty((B, K), dt), np.empty((B, H), dt)
+        if self.fixed:
+            fp = self.fp[n]
+            ez, sG = int(fp["z_exp"]), pp["sG"]
+            sx, sh = int(fp["x_exp"]) - ez, int(fp["h_exp"]) - ez
+            if not (0 <= sx < 63 and 0 <= sh < 63 and 0 <= sG < 62):
+                return False
+            nxt = self._next.pop(n, None)
+            fresh = nxt is None or nxt[0] is not F
+            S = self._buffer(n, "S_i", (B, H), INT) if fresh else nxt[1]
+            Fz = self._buffer(n, "Fz_i", (B, H), INT)
+            nd, nz = pk.stpn_input_int(np.ascontiguousarray(dx, INT), np.ascontiguousarray(dh, INT), sx, sh,
+                                       np.ascontiguousarray(z0), np.ascontiguousarray(uW0), pp["WT"], pp["Wsh"], F,
+                                       fresh, z, uW, S, Fz)
+            Nk, a = np.empty((B, H), INT), np.empty((B, H), INT)
+            bias = pp.get("bias_c")
+            if bias is None:
+                bias = pp["bias_c"] = np.ascontiguousarray(np.broadcast_to(np.asarray(fp["bias"], INT), (H,)))
+            if pk.stpn_forward_int(S, uW, Fz, sG, bias, fx.WIDE_MAX, fx.STATE_MAX, Nk, a):
+                if not fresh:
+                    self._next[n] = nxt                      # the NumPy form reads the same row norms
+                return False
+            st["N"] = Nk
+        else:
+            S, Fz = self._buffer(n, "S", (B, H)), self._buffer(n, "Fz", (B, H))
+            nd, nz = pk.stpn_input_float(np.ascontiguousarray(dx, np.float64), np.ascontiguousarray(dh, np.float64),
+                                         np.ascontiguousarray(z0), np.ascontiguousarray(uW0), pp["WT"], pp["Wr_f"],
+                                         pp["Wsq"], F, z, uW, S, Fz)
+            st["N"] = sem.stpn_norm(NUMPY, S, node.norm_eps)
+            a = sem.stpn_preactivation(uW + Fz, st["N"], node.b)
+        st["z"], st["uW"], st["a"] = z, uW, a
+        self._nnz_z[n] = (z, nz)
+        c = self.stats[n]
+        c["synops"] += H * (nd + nz)                          # W z of the events, F z over active units
+        c["dense"] += self.dense_macs[n] * B
+        c["plastic_ops"] += H * K * B                         # row norm (every synapse)
+        self.values[n], self.deltas[n] = a, None
+        return True
+
     def _float_mirror(self, n, F) -> tuple[np.ndarray, float]:
         """Fixed point: F (int64) as float64 (exact) and max |F|, kept from the last plasticity step."""
         mir = self._mirror.get(n)
@@ -598,7 +724,8 @@ class Simulator:
         H, K = node.W.shape
         post = self.state[node.post]
         h, z, F = post["y"], st["z"], st["F"]
-        nz = np.count_nonzero(z) * H
+        got = self._nnz_z.pop(n, None)
+        nz = (got[1] if got is not None and got[0] is z else np.count_nonzero(z)) * H
         self._count(n, "plastic_ops", H * K * self.B + nz)   # decay of every synapse + Hebbian on active ones
         self._count(n, "hebbian", nz)                         # Hebbian increments (memristor update pulses)
         self._count(n, "plastic_dense", 3 * H * K * self.B)  # norm, decay, Hebbian of the dense network
@@ -851,7 +978,8 @@ def conv_event_tables(weight, in_shape, stride, padding) -> tuple:
     """(pos, kk, wt) of a Conv2d for :func:`conversion.plastic_kernels.conv_events_int`: for each
     input unit (c, y, x) (flat, C H W order) the output positions p = i Wo + j whose window covers
     it and the kernel entry kk = (c kh + a) kw + b it meets there (y = i sh + a - ph, x = j sw + b -
-    pw), padded with the sink position Ho Wo; ``wt`` = the weights as (C kh kw, O)."""
+    pw), padded with the sink position Ho Wo; ``wt`` = the weights as (C kh kw, O) (integer
+    weights: the narrowest integer dtype; float: float64)."""
     w = np.asarray(weight)
     O, C, kh, kw = w.shape
     _, H, W = in_shape
@@ -871,7 +999,8 @@ def conv_event_tables(weight, in_shape, stride, padding) -> tuple:
                         pos[unit, cnt[unit]] = i * Wo + j
                         kk[unit, cnt[unit]] = (c * kh + a) * kw + b
                         cnt[unit] += 1
-    return pos, kk, narrow_int(w.reshape(O, C * kh * kw).T)
+    wt = w.reshape(O, C * kh * kw).T
+    return pos, kk, (narrow_int(wt) if np.issubdtype(w.dtype, np.integer) else np.ascontiguousarray(wt, np.float64))
 
 
 def narrow_int(a) -> np.ndarray:
