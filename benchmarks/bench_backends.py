@@ -2,7 +2,7 @@
 and (``--games``) one full Pong game on every backend, frame by frame.
 
     python benchmarks/bench_backends.py [NET.nir | --checkpoint CKPT] [--frames 100] [--games]
-                                        [--backends B ...] [--quick] [--profile] [--out DIR]
+                                        [--backends B ...] [--quick] [--profile] [--repeats R] [--out DIR]
 
 The default run covers every backend but brian2-cython: torch, numpy, numpy-fixed, snntorch,
 brian2 (runtime mode, numpy target, the whole sequence in one run()), brian2-standalone (one C++ compilation; its compile
@@ -10,6 +10,10 @@ time is reported apart from its run time, and ``run frames/s`` counts the compil
 lava, lava-fixed and loihi2; a backend that cannot run here is listed as unavailable, with why.
 ``--profile``: DIR/profile_<backend>.txt, the top functions by cumulative time of each backend's
 run (cProfile).
+
+``--repeats R``: R rounds over the backends (each round runs every backend once, in the order
+given); frames/s is the median over the rounds and each ratio to numpy the median of the ratios
+measured within one round, so a change of the machine's load between rounds cancels.
 
 ``--quick``: the fast backends only (torch, numpy, numpy-fixed, snntorch, lava, lava-fixed) on 200
 recorded frames (unless --frames / --backends say otherwise).  Pin it to one core for stable numbers
@@ -62,6 +66,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fast backends only, 200 frames")
     ap.add_argument("--games", action="store_true", help="play one full game on every backend")
     ap.add_argument("--profile", action="store_true", help="write DIR/profile_<backend>.txt (cProfile, top functions)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="rounds over all backends; frames/s is the median over rounds and each ratio the median of "
+                         "the per-round ratios (robust to a machine whose load changes)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("bench_out"))
     args = ap.parse_args(argv)
@@ -87,49 +94,28 @@ def main(argv=None) -> int:
             "command": " ".join(sys.argv)}
     ref = C.run_sequence(registry.make_runner("torch", net, policy=policy), frames, "torch")
     oracle = C.run_sequence(registry.make_runner("numpy-fixed", net), frames, "numpy-fixed") if net.fixed else None
-    rows = []
-    for name in args.backends:
-        row = dict(backend=name)
-        try:
-            n = len(frames)
-            t0 = time.perf_counter()
-            runner = registry.make_runner(name, net, **({"policy": policy} if name == "torch" else {}))
-            row["build_s"] = time.perf_counter() - t0
-            try:
-                res = profiled(lambda: C.run_sequence(runner, frames[:n], name),
-                               args.out / f"profile_{name}.txt" if args.profile else None)
-                for key in ("compile_s", "run_s"):                # brian2-standalone: compilation apart
-                    if getattr(runner, key, None) is not None:
-                        row[key] = float(getattr(runner, key))
-                if row.get("run_s"):
-                    row["run_fps"] = n / row["run_s"]
-                if args.games and not getattr(runner, "standalone", False):   # standalone: sequences only
-                    g = play_game(runner, net, seed=args.seed, progress=print)
-                    row.update(score=g["score"], game_steps=g["steps"], game_s=g["seconds"],
-                               game_fps=g["steps"] / g["seconds"], finished=not g["truncated"])
-            finally:
-                runner.close()
-            sub = C.RunResult("torch", logits=ref.logits[:n])
-            c = C.compare_runs(res, sub, oracle if name in registry.fixed_backends() else None)
-            row.update(frames=n, fps=res.fps, agreement=c.agreement_torch, bit_exact=c.bit_exact,
-                       max_logit_err=c.logit_max_abs)
-        except MstpnError as exc:
-            row["error"] = f"{type(exc).__name__}: {exc}"
-        rows.append(row)
-        print(row, flush=True)
-        save(args.out / "bench_backends.json", info, rows)
-    base = next((r["fps"] for r in rows if r["backend"] == "numpy" and "fps" in r), None)
+    rounds = []
+    for k in range(args.repeats):      # each round runs every backend once, in the order given
+        rows = [bench_one(name, args, net, policy, frames, ref, oracle, games=args.games and k == 0)
+                for name in args.backends]
+        rounds.append(rows)
+        save(args.out / "bench_backends.json", info, combine(rounds))
+    rows = combine(rounds)
     print("\n| backend | frames | frames/s | x numpy | actions = torch | bit-exact | game score | game steps | game steps/s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
             print(f"| {r['backend']} | - | - | - | - | - | - | - | {r['error'][:90]} |")
             continue
-        ratio = r["fps"] / base if base else float("nan")
-        r["ratio_to_numpy"] = ratio if base else None   # no numpy row: no ratio (JSON has no NaN)
+        ratio = r["ratio_to_numpy"] if r.get("ratio_to_numpy") is not None else float("nan")
         print(f"| {r['backend']} | {r['frames']} | {r['fps']:.1f} | {ratio:.3f} | {r['agreement']:.1%} | "
               f"{'-' if r['bit_exact'] is None else r['bit_exact']} | {r.get('score', '-')} | "
               f"{r.get('game_steps', '-')} | {r.get('game_fps', float('nan')):.1f} |")
+    if args.repeats > 1:
+        print(f"# {args.repeats} rounds: frames/s is the median over rounds, x numpy the median of the per-round ratios")
+        for r in rows:
+            if r.get("ratio_rounds"):
+                print(f"#   {r['backend']}: x numpy per round " + " ".join(f"{x:.3f}" for x in r["ratio_rounds"]))
     for r in rows:
         if "compile_s" in r:
             print(f"{r['backend']}: compile {r['compile_s']:.1f} s, compiled run {r.get('run_s', 0):.2f} s "
@@ -139,6 +125,67 @@ def main(argv=None) -> int:
         print("unavailable: " + "; ".join(f"{r['backend']} ({r['error']})" for r in missing))
     save(args.out / "bench_backends.json", info, rows)
     return 0
+
+
+def bench_one(name, args, net, policy, frames, ref, oracle, games: bool) -> dict:
+    """One backend: build its runner, run the recorded ``frames`` (timed), optionally one game;
+    frames/s, agreement with torch, bit-exactness; ``error`` where it cannot run here."""
+    row = dict(backend=name)
+    try:
+        n = len(frames)
+        t0 = time.perf_counter()
+        runner = registry.make_runner(name, net, **({"policy": policy} if name == "torch" else {}))
+        row["build_s"] = time.perf_counter() - t0
+        try:
+            res = profiled(lambda: C.run_sequence(runner, frames[:n], name),
+                           args.out / f"profile_{name}.txt" if args.profile else None)
+            for key in ("compile_s", "run_s"):                # brian2-standalone: compilation apart
+                if getattr(runner, key, None) is not None:
+                    row[key] = float(getattr(runner, key))
+            if row.get("run_s"):
+                row["run_fps"] = n / row["run_s"]
+            if games and not getattr(runner, "standalone", False):   # standalone: sequences only
+                g = play_game(runner, net, seed=args.seed, progress=print)
+                row.update(score=g["score"], game_steps=g["steps"], game_s=g["seconds"],
+                           game_fps=g["steps"] / g["seconds"], finished=not g["truncated"])
+        finally:
+            runner.close()
+        sub = C.RunResult("torch", logits=ref.logits[:n])
+        c = C.compare_runs(res, sub, oracle if name in registry.fixed_backends() else None)
+        row.update(frames=n, fps=res.fps, agreement=c.agreement_torch, bit_exact=c.bit_exact,
+                   max_logit_err=c.logit_max_abs)
+    except MstpnError as exc:
+        row["error"] = f"{type(exc).__name__}: {exc}"
+    print(row, flush=True)
+    return row
+
+
+def combine(rounds: list[list[dict]]) -> list[dict]:
+    """One row per backend from the rounds: the median frames/s over rounds, and the ratio to the
+    numpy row as the median of the per-round ratios (each measured minutes apart at most, so a
+    change of the machine's load between rounds cancels); with several rounds, every round's
+    frames/s and ratio as well.  Errors come from the first round."""
+    out = []
+    for i, first in enumerate(rounds[0]):
+        if "error" in first:
+            out.append(first)
+            continue
+        runs = [r[i] for r in rounds if "error" not in r[i]]
+        row = dict(first)
+        row["fps"] = float(np.median([r["fps"] for r in runs]))
+        ratios = []
+        for rnd in rounds:
+            base = next((r["fps"] for r in rnd if r["backend"] == "numpy" and "fps" in r), None)
+            if base and "fps" in rnd[i]:
+                ratios.append(rnd[i]["fps"] / base)
+        row["ratio_to_numpy"] = float(np.median(ratios)) if ratios else None   # no numpy row: no ratio
+        if len(rounds) > 1:
+            row["fps_rounds"] = [r["fps"] for r in runs]
+            row["ratio_rounds"] = ratios
+        if any("run_fps" in r for r in runs):
+            row["run_fps"] = float(np.median([r["run_fps"] for r in runs if "run_fps" in r]))
+        out.append(row)
+    return out
 
 
 def profiled(fn, path: Path | None, top: int = 25):
