@@ -4,18 +4,21 @@ Built from a converted :class:`conversion.graph.Network` (sigma-delta form, floa
 
 * every SigmaDelta node is a ``NeuronGroup`` with ``u`` (integrated synaptic input, initialised to
   the bias), ``y = act(u)`` (a subexpression), ``sent`` and a per-unit ``thr``; its event is Brian2's
-  native threshold/reset: ``threshold='abs(y - sent) > thr'``, ``reset='sent = sent + (y - sent)'``.
-  The graded payload is read by the synapses as ``y_pre - sent_pre`` (the synapses slot comes
-  before the reset slot, so this is the event's value e);
-* Conv2d and Affine nodes are ``Synapses`` with precomputed connectivity (i, j, w): every (input
-  unit, output unit, kernel weight) triple of the convolution (409,600 synapses for conv1,
-  663,552 for conv2), ``on_pre='u_post += w * (y_pre - sent_pre)'``; a Scale node is folded into
-  the next synapse's weights.  Affine -> Output heads are NeuronGroups whose ``u`` is read;
+  native threshold, ``threshold='abs(y - sent) > thr'``, and its event code (the reset, run in the
+  ``before_synapses`` slot) stores the graded payload once per sending unit, ``payload = y - sent``,
+  then ``sent = sent + (y - sent)``;
+* Conv2d and Affine nodes are ``Synapses`` with precomputed connectivity (i, j, w), ordered by
+  source unit, and one (zero) delay: every (input unit, output unit, kernel weight) triple of the
+  convolution (409,600 synapses for conv1, 663,552 for conv2),
+  ``on_pre='u_post += w * payload_pre'``; a Scale node is folded into the next synapse's weights.
+  Affine -> Output heads are NeuronGroups whose ``u`` is read;
 * the plastic STPN layer is two ``Synapses`` objects (x -> h, 2592 x 64, and the recurrent
-  h -> h, 64 x 64) carrying per-synapse W, F, lam, gamma.  Row norms and G z are native Brian2
+  h -> h, 64 x 64) carrying per-synapse W, F, lam, gamma (synapse f H + h holds entry (h, f),
+  so that consecutive synapses add into different units).  Row norms and G z are native Brian2
   *summed variables* (``n2_post = (W + F)**2``, ``dot_post = (W + F) * z``); the neuron-side
   operations (N = sqrt(sum) + eps, a = dot / N + b, y = tanh(a)) are ``run_regularly`` code of the
-  h NeuronGroup; the plasticity F <- clip(lam F / N + gamma y z, +-f_max) (ideal synapse model) is
+  h NeuronGroup; the plasticity F <- clip(lam F / N + gamma y z, +-f_max) (no clip for f_max = inf;
+  ideal synapse model) is
   ``run_regularly`` code of the Synapses (slot ``end``, after the neurons).  Everything is Brian2 code generation
   (numpy or cython target); nothing runs in a Python ``network_operation``.
 
@@ -30,8 +33,10 @@ arrived, and then a second time).  The STPN layer computes once per frame, in th
 (after the x events of the layer below arrived): its h group and both Synapses objects (summed
 variables, plasticity) run on a frame clock (dt = period steps) whose ticks are exactly those steps
 (multiples of period, hence the offset of 1), so their dense code runs once per frame, not in every
-step.  cpp_standalone starts at step 0 instead, an idle step (all gates 0), and its monitors record
-on the frame clock.
+step, and ungated; run_loop's network operation runs on it too.  cpp_standalone starts at step 0
+instead: it runs that idle step (all gates 0) first, with the frame clock's objects off, then the
+frames, so that the frame clock's objects start at its tick 1 as in runtime mode; its monitors
+record on the frame clock (the input layer's x is the frame itself and is not recorded).
 
 One run: :meth:`Brian2Runner.run_loop` plays a closed loop in a single ``run()`` -- a
 ``NetworkOperation`` in the ``end`` slot of every frame's last step reads the frame's outputs, hands
@@ -42,7 +47,13 @@ way.  Measured on the 2-core CPU machine, 2026-12, 20 frames of the shipped STPN
 identifier hashing), 0.17 s a ``gc.collect`` per run and only ~0.04 s the simulation itself (of that
 ~85 % the dense plastic layer computed in all 4 sub-steps); 100 recorded frames: 2.3 frames/s
 before, 38-60 frames/s in one run with the frame clock (NumPy reference 140-750 frames/s on the
-same, shared machine).
+same, shared machine).  Later (Brian2's per-code-object profile, 200 recorded frames, one core):
+the x -> h plasticity, both summed variables of x -> h and the conv2 pathway took ~70 % of the
+runtime (numpy target) run and ~80 % of the compiled one; hence the source-major synapse orders
+(the summed variables' accumulation and an event's synapses run through memory in order), the
+payload per sending unit instead of per synapse, the ungated frame-clock code, one delay instead of
+one per synapse, the zero-length run at build (code generation out of the frames' run) and the
+frozen garbage collector during a run (Brian2 collects at every run()).
 
 Device synapses (``synapses="device"``, :mod:`conversion.device_layer`): each synapse (h, f) of the
 plastic layer carries a differential pair of devices (p, m) -- per device the volatile state
@@ -79,6 +90,8 @@ counterpart.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import signal
 import time
 
@@ -100,19 +113,30 @@ def _act_expr(kind: str) -> str:
     return code_of(sem.activation(Brian2Ops(), kind, Sym("u")))
 
 
-def _sender(value: str) -> dict:
-    """Threshold and reset of a sigma-delta group sending ``value`` (x or y), generated from
-    :func:`conversion.semantics.sigma_delta`; the reset also counts the event and its fan-out."""
-    _, sent, fire = sem.sigma_delta(Brian2Ops(), Sym(value), Sym("sent"), Sym("thr"))
-    return dict(threshold=f"{code_of(fire)} == 1 and gate == 1",
-                reset=f"sent = {code_of(sent)}\nnev += 1\nnsyn += fan")
+def _sender(value: str, gated: bool = True) -> dict:
+    """Threshold of a sigma-delta group sending ``value`` (x or y), generated from
+    :func:`conversion.semantics.sigma_delta`.  ``gated``: the threshold holds in the group's
+    sub-step only (its ``gate``); a group on the frame clock computes in that sub-step only and
+    needs no gate.  The event's code: :func:`_send`."""
+    _, _, fire = sem.sigma_delta(Brian2Ops(), Sym(value), Sym("sent"), Sym("thr"))
+    return dict(threshold=f"{code_of(fire)} == 1" + (" and gate == 1" if gated else ""))
+
+
+def _send(grp, value: str) -> None:
+    """The event code of a sigma-delta group (its reset), generated from
+    :func:`conversion.semantics.change` and :func:`conversion.semantics.sigma_delta`: the payload
+    ``payload`` (the change, once per sending unit), the new ``sent``, and the counts of the event and
+    its fan-out.  It runs before the synapses slot, whose pathways read ``payload_pre``
+    (:func:`_payload`), so that the change is computed per unit, not per synapse."""
+    _, sent, _ = sem.sigma_delta(Brian2Ops(), Sym(value), Sym("sent"), Sym("thr"))
+    grp.run_on_event("spike", f"payload = {code_of(sem.change(Sym(value), Sym('sent')))}\nsent = {code_of(sent)}\n"
+                              "nev += 1\nnsyn += fan", when="before_synapses")
 
 
 def _payload(pre) -> str:
-    """The graded payload a synapse reads on an event: the sender's change (semantics.change),
-    read in the synapses slot, before the sender's reset."""
-    value = "x_pre" if "x" in pre.variables else "y_pre"
-    return code_of(sem.change(Sym(value), Sym("sent_pre")))
+    """The graded payload a synapse reads on an event: the sender's change, which the sender's
+    event code (:func:`_send`) stored in its ``payload`` before the synapses slot."""
+    return "payload_pre"
 
 
 def _gate(phase: int) -> str:
@@ -162,6 +186,9 @@ class Brian2Runner:
         self.standalone = target == "cpp_standalone"
         self.synapses = synapses
         self.build_s = self.compile_s = self.run_s = self.sim_s = self.read_s = None   # standalone (s)
+        #: ``profile = True``: runs record Brian2's per-code-object times; after a run ``profile_s``
+        #: lists (code object, seconds) of that run, largest first (Brian2's ``profiling_info``)
+        self.profile, self.profile_s = False, None
         #: device model: per plastic node its Devices, Mapping and Brian2 objects
         self.devices, self.mappings, self.plastic = {}, {}, {}
         if synapses not in ("ideal", "device"):
@@ -230,8 +257,10 @@ class Brian2Runner:
                     ns["frames_in"] = b2.TimedArray(np.asarray(input_frames, np.float64),
                                                     dt=self.period * self.clock.dt)
                     x_eq = "x = frames_in(t - frame_offset * dt, i) : 1"
-                grp = b2.NeuronGroup(n_out, x_eq + "\nsent : 1\nthr : 1 (constant)\nnev : 1\nnsyn : 1\nfan : 1 (constant)\n"
-                                     + _gate(0), **_sender("x"), clock=self.clock, name=f"g_{name}", namespace=ns)
+                grp = b2.NeuronGroup(n_out, x_eq + "\nsent : 1\npayload : 1\nthr : 1 (constant)\nnev : 1\nnsyn : 1\n"
+                                     "fan : 1 (constant)\n" + _gate(0), **_sender("x"), clock=self.clock,
+                                     name=f"g_{name}", namespace=ns)
+                _send(grp, "x")
                 grp.thr = last.threshold.reshape(-1)
                 groups[name] = grp
                 objs.append(grp)
@@ -254,8 +283,9 @@ class Brian2Runner:
             n_u = int(np.prod(sn.out_shape))
             if isinstance(last, g.SigmaDelta):
                 eqs = (f"u : 1\ny = {_act_expr(last.activation)} : 1\nsent : 1\nthr : 1 (constant)\n"
-                       "nev : 1\nnsyn : 1\nfan : 1 (constant)\n" + _gate(depth[name] - 1))
+                       "payload : 1\nnev : 1\nnsyn : 1\nfan : 1 (constant)\n" + _gate(depth[name] - 1))
                 grp = b2.NeuronGroup(n_u, eqs, **_sender("y"), clock=self.clock, name=f"g_{name}", namespace=ns)
+                _send(grp, "y")
                 grp.thr = np.broadcast_to(last.threshold.reshape(-1), (n_u,))
             else:   # Output: its u is read
                 grp = b2.NeuronGroup(n_u, "u : 1", clock=self.clock, name=f"g_{name}", namespace=ns)
@@ -269,8 +299,13 @@ class Brian2Runner:
                 j, i = np.meshgrid(np.arange(sn.weight.shape[0]), np.arange(sn.weight.shape[1]), indexing="ij")
                 i, j = i.ravel(), j.ravel()
                 w = sn.weight[j, i] * scale
+            # synapses ordered by source unit: an event's synapses are contiguous in memory (each
+            # (source, target) pair has one synapse, so every target's sum runs in the same order)
+            order = np.argsort(i, kind="stable")
+            i, j, w = i[order], j[order], w[order]
+            # one delay for all synapses (0: the event arrives in the step it is sent), not one per synapse
             syn = b2.Synapses(pre, grp, "w : 1 (constant)", on_pre=f"u_post += w * {_payload(pre)}",
-                              clock=self.clock, name=f"s_{name}", namespace=ns)
+                              delay=0 * b2.ms, clock=self.clock, name=f"s_{name}", namespace=ns)
             syn.connect(i=i, j=j)
             syn.w = w
             fan[src] = fan.get(src, 0) + np.bincount(i, minlength=len(pre))
@@ -281,9 +316,10 @@ class Brian2Runner:
         self.groups = groups
         self.fan = fan
         if not self.standalone:   # run_loop's frame boundary, active only during run_loop
+            # on the frame clock: it ticks in the last step of every frame only (multiples of period)
             self._loop = None
-            self._boundary = b2.NetworkOperation(self._frame_boundary, clock=self.clock, when="end", order=10_000,
-                                                 name="frame_boundary")
+            self._boundary = b2.NetworkOperation(self._frame_boundary, clock=self.frame_clock, when="end",
+                                                 order=10_000, name="frame_boundary")
             self._boundary.active = False
             objs.append(self._boundary)
         self.network = b2.Network(*objs)
@@ -292,6 +328,9 @@ class Brian2Runner:
         self.namespace = ns
         self._frames = 0
         if not self.standalone:
+            # a run of no steps generates every code object (cython: compiles it) now; Brian2 caches
+            # the generated code, so the set-up of the runs that play frames costs less
+            self._run(0 * b2.ms)
             self.network.store("episode_start")   # reset() = restore (state and t = 0)
 
     def _build_stpn(self, net, nodes, src, groups, objs, ns):
@@ -310,30 +349,37 @@ class Brian2Runner:
         ns.update(stpn_eps=st.norm_eps, f_max=st.f_max)  # period is in ns already
         phase = self.depth[nodes[-1]] - 1
         clock = self.frame_clock if phase == self.period - 1 else self.clock
-        # on the frame clock, every tick but tick 0 (before frame 0) is the layer's sub-step
-        gate = "gate = int(int(t / dt + 0.5) >= 1) : integer" if clock is not self.clock else _gate(phase)
+        # on the frame clock every tick is the layer's sub-step (the runs start after tick 0, see
+        # _build): its code runs ungated; on the step clock a gate selects the sub-step
+        gated = clock is self.clock
         eqs = "\n".join([
             "a : 1", "y : 1", "sent : 1", "zprev : 1", "rownorm : 1", "b : 1 (constant)", "thr : 1 (constant)",
-            "nev : 1", "nsyn : 1", "fan : 1 (constant)",
-            "n2x : 1", "n2h : 1", "dotx : 1", "doth : 1", gate])
+            "payload : 1", "nev : 1", "nsyn : 1", "fan : 1 (constant)",
+            "n2x : 1", "n2h : 1", "dotx : 1", "doth : 1"] + ([_gate(phase)] if gated else []))
         # device model: the "plastic" event of every h unit, once per frame in the layer's sub-step,
         # triggers the synapses' plasticity pathway
-        events = {"events": {"plastic": "gate == 1"}} if self.devices else {}
-        h = b2.NeuronGroup(H, eqs, **_sender("y"), clock=clock, name=f"g_{nodes[-1]}", namespace=ns, **events)
+        events = {"events": {"plastic": "gate == 1" if gated else "True"}} if self.devices else {}
+        h = b2.NeuronGroup(H, eqs, **_sender("y", gated), clock=clock, name=f"g_{nodes[-1]}", namespace=ns, **events)
+        _send(h, "y")
         h.b = st.b
         h.thr = np.broadcast_to(post.threshold.reshape(-1), (H,))
         # neuron-side operations, once per frame, before the threshold of that step (the masks
         # select exactly: x * 1 + 0 == x; "+ (1 - gate)" keeps the divisions finite when gated off)
         # neuron-side operations (semantics.stpn_*), once per frame, before the threshold of that
-        # step; gated by masks that select exactly (x * 1 + 0 == x), and "+ (1 - gate)" keeps the
-        # divisions finite when gated off
+        # step; on the step clock gated by masks that select exactly (x * 1 + 0 == x), and
+        # "+ (1 - gate)" keeps the divisions finite when gated off
         ops, gate = Brian2Ops(), Sym("gate")
+
+        def sel(new, old):       # the new value in the layer's sub-step, else the old one
+            return ops.where(gate, new, old) if gated else new
+
         norm = sem.stpn_norm(ops, Sym("n2x") + Sym("n2h"), Sym("stpn_eps"))
-        pre_act = sem.stpn_preactivation(Sym("dotx") + Sym("doth"), Sym("rownorm") + (1 - gate), Sym("b"))
-        h.run_regularly(ops.code(zprev=ops.where(gate, Sym("sent"), Sym("zprev")),
-                                 rownorm=ops.where(gate, norm, Sym("rownorm")),
-                                 a=ops.where(gate, pre_act, Sym("a")),
-                                 y=ops.where(gate, sem.activation(ops, "tanh", Sym("a")), Sym("y"))),
+        pre_act = sem.stpn_preactivation(Sym("dotx") + Sym("doth"),
+                                         Sym("rownorm") + (1 - gate) if gated else Sym("rownorm"), Sym("b"))
+        h.run_regularly(ops.code(zprev=sel(Sym("sent"), Sym("zprev")),
+                                 rownorm=sel(norm, Sym("rownorm")),
+                                 a=sel(pre_act, Sym("a")),
+                                 y=sel(sem.activation(ops, "tanh", Sym("a")), Sym("y"))),
                         when="before_thresholds", name=f"rr_{nodes[-1]}")
         x_payload = "x_pre" if "x" in pre_x.variables else "sent_pre"
         # the plasticity's z: x -> h: x_sent (the source layer's sent value); h -> h: h_sent of the
@@ -356,26 +402,32 @@ class Brian2Runner:
         # (once per frame, in its last sub-step, after the neurons computed y and N)
         path = (lambda tag: dict(on_post={"plasticity": pairs[tag].code}, on_event={"plasticity": "plastic"})
                 ) if pairs else (lambda tag: {})
+        # synapse (f, h) of the (H, K) matrix is synapse f * H + h: consecutive synapses add into
+        # different h units, so the summed variables' accumulation has no chain of dependent
+        # additions into one unit (each row's sum runs over f in the same order either way)
         sx = b2.Synapses(pre_x, h, model("x"), clock=clock, name="s_stpn_x", namespace=ns, **path("x"))
-        jx, ix = np.meshgrid(np.arange(H), np.arange(I), indexing="ij")
+        ix, jx = np.meshgrid(np.arange(I), np.arange(H), indexing="ij")
         sx.connect(i=ix.ravel(), j=jx.ravel())
         sh = b2.Synapses(h, h, model("h"), clock=clock, name="s_stpn_h", namespace=ns, **path("h"))
-        jh, ih = np.meshgrid(np.arange(H), np.arange(H), indexing="ij")
+        ih, jh = np.meshgrid(np.arange(H), np.arange(H), indexing="ij")
         sh.connect(i=ih.ravel(), j=jh.ravel())
         W = st.W if dev is None else dev.W           # device: the read-back long-term weights
         for syn, cols, tag in ((sx, slice(0, I), "x"), (sh, slice(I, K), "h")):
-            syn.W = W[:, cols].reshape(-1)
-            syn.lam = st.lam[:, cols].reshape(-1)
-            syn.gamma = st.gamma[:, cols].reshape(-1)
+            syn.W = _synapse_order(W[:, cols])
+            syn.lam = _synapse_order(st.lam[:, cols])
+            syn.gamma = _synapse_order(st.gamma[:, cols])
             for name, arr in (pairs[tag].constants.items() if pairs else ()):
-                setattr(syn, name, arr[:, cols].reshape(-1))
+                setattr(syn, name, _synapse_order(arr[:, cols]))
         if not pairs:
             # the plasticity phase, after the neurons fired (z of this frame: x_sent and h_sent(prev))
             for syn, z in ((sx, z_of["x"]), (sh, z_of["h"])):
                 ops, gate = Brian2Ops(), Sym("gate_post")
-                F_new = sem.stpn_plasticity(ops, Sym("F"), Sym("rownorm_post") + (1 - gate), Sym("lam"),
-                                            Sym("gamma"), Sym("y_post"), Sym(z), f_max=Sym("f_max"))
-                syn.run_regularly(ops.code(F=ops.where(gate, F_new, Sym("F"))), when="end", name=f"rr_{syn.name}")
+                norm_post = Sym("rownorm_post") + (1 - gate) if gated else Sym("rownorm_post")
+                # f_max = inf: no clip (clip(x, -inf, inf) == x), as stpn_plasticity's f_max None
+                F_new = sem.stpn_plasticity(ops, Sym("F"), norm_post, Sym("lam"), Sym("gamma"), Sym("y_post"),
+                                            Sym(z), f_max=None if np.isposinf(st.f_max) else Sym("f_max"))
+                syn.run_regularly(ops.code(F=ops.where(gate, F_new, Sym("F")) if gated else F_new), when="end",
+                                  name=f"rr_{syn.name}")
         else:
             self.plastic[stpn_name] = dict(synapses={"x": sx, "h": sh}, cols={"x": slice(0, I), "h": slice(I, K)},
                                            pairs=pairs, shape=(H, K))
@@ -403,7 +455,7 @@ class Brian2Runner:
                 continue
             for tag, syn in info["synapses"].items():
                 for side, var in info["pairs"][tag].noise.items():
-                    setattr(syn, var, noise[side][0][:, info["cols"][tag]].reshape(-1))
+                    setattr(syn, var, _synapse_order(noise[side][0][:, info["cols"][tag]]))
 
     def _count_step(self) -> None:
         for n in self.plastic:
@@ -415,7 +467,7 @@ class Brian2Runner:
         """A per-synapse variable of plastic ``node`` as an (H, K) array (x -> h columns, then h -> h)."""
         info = self.plastic[node]
         H, _ = info["shape"]
-        return np.concatenate([np.asarray(getattr(info["synapses"][t], name)[:]).reshape(H, -1) for t in ("x", "h")],
+        return np.concatenate([np.asarray(getattr(info["synapses"][t], name)[:]).reshape(-1, H).T for t in ("x", "h")],
                               axis=1)
 
     def device_state(self, node: str = "stpn") -> dict:
@@ -475,29 +527,44 @@ class Brian2Runner:
         try:
             self._build(input_frames=frames)
             mons, spikes = {}, {}
-            for name, _, _ in self.layers:
+            for name, _, _ in self.layers[1:]:    # the input layer's x is the frame itself: not recorded
                 grp = self.groups[name]
                 mons[name] = b2.StateMonitor(grp, self._value_name(grp), record=True, when="end",   # frame ends
                                              clock=self.frame_clock, name=f"m_{name}")
+            for name, grp in self.groups.items():
                 if "nev" in grp.variables:
                     spikes[name] = b2.SpikeMonitor(grp, name=f"spk_{name}")
             self.network.add(*mons.values(), *spikes.values())
-            n_steps = self.offset + len(frames) * self.period
-            self.network.run(n_steps * self.clock.dt, namespace=self.namespace)
+            # the idle step 0 (every gate 0) with the frame clock's objects off: they start at its
+            # tick 1, the last step of frame 0, as in runtime mode (which starts at step 1)
+            on_frame_clock = [o for o in self.network.sorted_objects if o.clock is self.frame_clock]
+            for o in on_frame_clock:
+                o.active = False
+            with _gc_frozen():
+                self.network.run(self.offset * self.clock.dt, namespace=self.namespace, profile=self.profile)
+                for o in on_frame_clock:
+                    o.active = True
+                self.network.run(len(frames) * self.period * self.clock.dt, namespace=self.namespace,
+                                 profile=self.profile)
             try:
                 b2.device.build(directory=directory, compile=True, run=True, debug=False, with_output=False)
             except Exception as exc:  # noqa: BLE001 - compiler missing or failing: say so
                 raise BackendUnavailableError(f"brian2 cpp_standalone could not build or run the C++ project in "
                                               f"{directory}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+            if self.profile:
+                self._read_profile()
             timers = b2.device.timers
             self.compile_s = sum(v or 0.0 for v in timers["compile"].values())
             self.run_s = float(timers["run_binary"] or 0.0)
             self.sim_s = float(b2.device._last_run_time or 0.0)
             self.build_s = time.perf_counter() - t0 - self.compile_s - self.run_s
             t0 = time.perf_counter()
-            # frame k ends at step offset + k period + period - 1 = (k + 1) period: frame-clock record k + 1
-            values = {n: np.asarray(getattr(m, self._value_name(self.groups[n]))[:, 1:len(frames) + 1]).T
+            # frame k ends at step offset + k period + period - 1 = (k + 1) period: frame-clock tick
+            # k + 1, the monitors' record k
+            values = {n: np.asarray(getattr(m, self._value_name(self.groups[n]))[:, :len(frames)]).T
                       for n, m in mons.items()}
+            values[self.layers[0][0]] = frames
+            values = {n: values[n] for n, _, _ in self.layers}
             outs = [StepOut(None) for _ in frames]
             for name, mon in spikes.items():
                 frame_of = (np.asarray(np.round(np.asarray(mon.t / self.clock.dt)), int) - self.offset) // self.period
@@ -525,9 +592,15 @@ class Brian2Runner:
         """``network.run(duration)``; a run that Brian2 stopped early (its Ctrl-C handler, if the
         preference set in :func:`_b2` was changed back) raises Interrupted instead of returning
         a partial frame."""
-        self.network.run(duration, namespace=self.namespace)
+        with _gc_frozen():
+            self.network.run(duration, namespace=self.namespace, profile=self.profile)
+        if self.profile:
+            self._read_profile()
         if self.b2.Network._globally_stopped:
             raise signals.Interrupted(signal.SIGINT)
+
+    def _read_profile(self) -> None:
+        self.profile_s = [(name, float(sec)) for name, sec in self.network.profiling_info]
 
     def step(self, obs) -> StepOut:
         """One frame: ``period`` Brian2 steps in one ``run()`` (closed loops: :meth:`run_loop`)."""
@@ -545,7 +618,8 @@ class Brian2Runner:
 
     def _begin_frame(self, obs) -> dict:
         """Write frame ``obs`` into the input group (and the step's c2c draws); the counts before it."""
-        self.groups[self.layers[0][0]].x = np.asarray(obs, np.float64).reshape(-1)
+        # written into the device's array directly (Brian2's unit-checked setattr costs ~0.2 ms)
+        self.groups[self.layers[0][0]].variables["x"].set_value(np.asarray(obs, np.float64).reshape(-1))
         if self.devices:
             self._write_noise()
         return self._counts()
@@ -581,7 +655,7 @@ class Brian2Runner:
         if int(max_frames) < 1:
             raise MstpnError(f"max_frames must be >= 1, got {max_frames}")
         start = self._frames
-        self._loop = dict(on_frame=on_frame, last=start + int(max_frames), sub=0, error=None,
+        self._loop = dict(on_frame=on_frame, last=start + int(max_frames), error=None,
                           before=self._begin_frame(obs))
         self._boundary.active = True
         try:
@@ -594,12 +668,9 @@ class Brian2Runner:
         return self._frames - start
 
     def _frame_boundary(self) -> None:
-        """The network operation of :meth:`run_loop`, in every step's ``end`` slot after all
-        other objects; acts in a frame's last step only."""
+        """The network operation of :meth:`run_loop`, in the ``end`` slot of every frame's last
+        step (the frame clock), after all other objects."""
         loop = self._loop
-        loop["sub"] += 1
-        if loop["sub"] % self.period:
-            return
         try:
             out = self._end_frame(loop["before"])
             nxt = loop["on_frame"](out)
@@ -625,6 +696,24 @@ def make_cython_runner(net, synapses: str = "ideal", device=None, **_):
 
 def make_standalone_runner(net, directory=None, synapses: str = "ideal", device=None, **_):
     return Brian2Runner(net, target="cpp_standalone", directory=directory, synapses=synapses, device=device)
+
+
+@contextlib.contextmanager
+def _gc_frozen():
+    """Brian2's ``Network.run`` starts with a full ``gc.collect()`` (0.2-0.5 s in a process that
+    holds a policy and its recordings); inside this context the objects that existed before it are
+    frozen (``gc.freeze``), so that collection scans only what was created since."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _synapse_order(a) -> np.ndarray:
+    """An (H, n) block of the plastic layer's matrix as per-synapse values: synapse f * H + h
+    holds a[h, f] (the order in which :meth:`Brian2Runner._build_stpn` connects them)."""
+    return np.ascontiguousarray(np.asarray(a).T).reshape(-1)
 
 
 def _values(group, name: str) -> np.ndarray:
