@@ -13,6 +13,11 @@ greedy inference steps/s.  One agent step = 4 emulator frames.  The process keep
 for reuse as `mstpn train` does (:func:`snn_agent.train.keep_freed_memory`); ``--malloc default``
 leaves glibc's default (freed blocks trimmed or unmapped) to measure the difference.  Run it
 under ``taskset -c N`` to measure one core.  A few minutes with the defaults (including compilation).
+
+``--stpn-kernel`` compares, in the same run, the STPN's two training steps: the torch.compile'd
+(inductor) step and the fused numba kernels (snn_agent/stpn_kernel.py, what ``compile_step``
+selects): forward and backward ms per layer step (b = 4 games, 128-step sequences as in a PPO
+minibatch) and PPO training agent steps/s, alternating the two ``--rounds`` times, with the ratios.
 """
 from __future__ import annotations
 
@@ -44,6 +49,9 @@ def main(argv=None) -> None:
     ap.add_argument("--ppo-steps", type=int, default=128, help="PPO rollout length [agent steps]")
     ap.add_argument("--malloc", choices=("keep", "default"), default="keep",
                     help="keep freed memory for reuse (as training does) or glibc's default")
+    ap.add_argument("--stpn-kernel", action="store_true",
+                    help="only the STPN: inductor step vs numba kernels, per layer step and PPO, same run")
+    ap.add_argument("--rounds", type=int, default=3, help="alternations for --stpn-kernel")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from snn_agent.train import keep_freed_memory
@@ -70,6 +78,10 @@ def main(argv=None) -> None:
     env_sps, env_cpu = _timed(env_steps, args.seconds)
     print(f"env_agent_steps_per_s {env_sps:.0f}")
     print(f"env_agent_steps_per_cpu_s {env_cpu:.0f}")
+    if args.stpn_kernel:
+        _stpn_kernel_vs_inductor(env, env_sps, B, args)
+        env.close()
+        return
     for kind in args.models.split(","):
         cfg = RunConfig.from_dict({"model": {"kind": kind}, "train": {"num_envs": B, "n_steps": 20}})
         pol = build_policy(cfg, seed=0)
@@ -120,6 +132,69 @@ def main(argv=None) -> None:
             print(f"{kind}_train_agent_steps_per_s {tr:.0f}" + (" (eager)" if hasattr(pol.core, "compile_step") else ""))
         print(f"{kind}_greedy_agent_steps_per_s {inf:.0f}")
     env.close()
+
+
+def _layer_step_ms(layer, b: int, T: int) -> tuple[float, float]:
+    """(forward, backward) ms per step of ``layer`` (its current ``step_fn``) over a T-step sequence of b games with
+    gradients, a loss on every h (the Pong torso's 2,592 features, random)."""
+    g = torch.Generator().manual_seed(0)
+    xs = torch.rand(T, b, layer.input_size, generator=g)
+    st = layer.init_state(b)
+    t0 = time.perf_counter()
+    hs = []
+    for x in xs.unbind(0):
+        h, st, _ = layer(x, st)
+        hs.append(h)
+    loss = torch.stack(hs).square().sum()
+    t1 = time.perf_counter()
+    layer.zero_grad(set_to_none=True)
+    loss.backward()
+    t2 = time.perf_counter()
+    return 1e3 * (t1 - t0) / T, 1e3 * (t2 - t1) / T
+
+
+def _stpn_kernel_vs_inductor(env, env_sps, B, args) -> None:
+    from snn_agent.checkpoint import build_policy
+    from snn_agent.config import RunConfig
+    from snn_agent.ppo import PPO
+    from snn_agent.stpn import compiled_stpn_step, training_stpn_step
+
+    steps = {"inductor": compiled_stpn_step(), "kernel": training_stpn_step()}
+    pcfg = RunConfig.from_dict({"model": {"kind": "stpn"}, "train": {
+        "algo": "ppo", "num_envs": B, "n_steps": args.ppo_steps, "num_minibatches": 4, "update_epochs": 4,
+        "lr": 2.5e-4, "grad_clip": 0.5}})
+    pol = build_policy(pcfg, seed=0)
+    core = pol.core
+
+    layer_ms = {k: [] for k in steps}
+    ppo = {k: [] for k in steps}
+    box = {"obs": env.reset(), "st": pol.init_state(B), "learner": PPO(pol, pcfg.train)}
+
+    def train_steps():
+        box["obs"], box["st"], _, n = box["learner"].step(env, box["obs"], box["st"], 0)
+        return n
+
+    for name, fn in steps.items():               # compile / warm up both
+        core.step_fn = fn
+        _layer_step_ms(core, 4, 8)
+    for _ in range(args.rounds):
+        for name, fn in steps.items():
+            core.step_fn = fn
+            layer_ms[name].append(_layer_step_ms(core, 4, 128))
+            ppo[name].append(_timed(train_steps, args.seconds)[0])
+    for name in steps:
+        fwd = np.median([m[0] for m in layer_ms[name]])
+        bwd = np.median([m[1] for m in layer_ms[name]])
+        print(f"stpn_{name}_forward_ms_per_step {fwd:.3f}")
+        print(f"stpn_{name}_backward_ms_per_step {bwd:.3f}")
+        print(f"stpn_{name}_ppo_agent_steps_per_s {np.median(ppo[name]):.1f}")
+        print(f"stpn_{name}_ppo_over_env {np.median(ppo[name]) / env_sps:.3f}")
+    med = {k: (np.median([m[0] for m in v]), np.median([m[1] for m in v])) for k, v in layer_ms.items()}
+    print(f"stpn_forward_inductor_over_kernel {med['inductor'][0] / med['kernel'][0]:.2f}")
+    print(f"stpn_backward_inductor_over_kernel {med['inductor'][1] / med['kernel'][1]:.2f}")
+    print(f"stpn_ppo_kernel_over_inductor {np.median(ppo['kernel']) / np.median(ppo['inductor']):.2f}")
+    print("stpn_ppo_rounds_inductor " + " ".join(f"{v:.1f}" for v in ppo["inductor"]))
+    print("stpn_ppo_rounds_kernel " + " ".join(f"{v:.1f}" for v in ppo["kernel"]))
 
 
 if __name__ == "__main__":

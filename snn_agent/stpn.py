@@ -110,6 +110,24 @@ def compiled_stpn_step():
     return _COMPILED_STEP
 
 
+_TRAINING_STEP = None
+
+
+def training_stpn_step():
+    """The step that :meth:`STPN.compile_step` selects: on the CPU, where numba is installed, the
+    fused forward/backward kernels of :mod:`snn_agent.stpn_kernel` for every call they cover
+    (recorded gradients, float32/float64, no ``f_max``, ``hebb_noise`` or ``energy``) and
+    :func:`compiled_stpn_step` for the others (no-grad rollouts, the m-STPN's clipped and noisy
+    steps, CUDA tensors); :func:`compiled_stpn_step` alone without numba."""
+    global _TRAINING_STEP
+    if _TRAINING_STEP is None:
+        from snn_agent import stpn_kernel
+
+        compiled = compiled_stpn_step()
+        _TRAINING_STEP = stpn_kernel.kernel_step(compiled) if stpn_kernel.AVAILABLE else compiled
+    return _TRAINING_STEP
+
+
 def reset_state(state: STPNState, done) -> STPNState:
     """Zero the state of batch elements whose episode ended (``done`` (B,) bool): F_0 = 0, h_0 = 0."""
     keep = (~torch.as_tensor(done, dtype=torch.bool, device=state.h.device)).to(state.h.dtype)
@@ -157,8 +175,9 @@ class STPN(nn.Module):
                          torch.zeros(batch_size, H, K, dtype=dtype, device=device))
 
     def compile_step(self) -> None:
-        """Run this layer's step through :func:`compiled_stpn_step` (training speed)."""
-        self.step_fn = compiled_stpn_step()
+        """Run this layer's step through :func:`training_stpn_step` (training speed): the numba
+        kernels where they apply, else :func:`compiled_stpn_step`."""
+        self.step_fn = training_stpn_step()
 
     def effective_params(self) -> dict:
         """The tensors W, b, lam, gamma exactly as :func:`stpn_step` uses them, and ``f_max``."""
