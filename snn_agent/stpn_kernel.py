@@ -182,11 +182,13 @@ def fused_stpn_step(W, b, lam, gamma, x, h, F, *, norm_eps: float):
 
 def covers(tensors, f_max, hebb_noise, energy) -> bool:
     """Whether the kernel computes this call: no f_max clipping, no Hebbian noise, no energy
-    proxy, gradients recorded, all tensors on the CPU in one dtype, float32 or float64."""
-    if f_max is not None or hebb_noise is not None or energy or not torch.is_grad_enabled():
+    proxy, all tensors on the CPU in one dtype, float32 or float64.  With or without gradients:
+    PPO's no-grad rollout then runs the same forward kernel as its re-run with gradients, so the
+    first pass's probability ratios are exactly 1."""
+    if f_max is not None or hebb_noise is not None or energy:
         return False
     dtype = tensors[0].dtype
-    return (dtype in (torch.float32, torch.float64) and any(t.requires_grad for t in tensors)
+    return (dtype in (torch.float32, torch.float64)
             and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors))
 
 

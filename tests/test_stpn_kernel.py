@@ -204,8 +204,8 @@ def test_backward_accumulates_like_autograd_grad():
 
 
 def test_dispatch_sends_uncovered_calls_to_the_fallback():
-    """f_max, hebb_noise, energy, no recorded gradient, mixed or half dtypes go to the fallback;
-    the rest to the kernel (whose grad_fn is the Function's)."""
+    """f_max, hebb_noise, energy, mixed or half dtypes go to the fallback; the rest to the
+    kernel (whose grad_fn is the Function's), without gradients too, with the same values."""
     calls = []
 
     def fallback(*args, **kw):
@@ -221,12 +221,15 @@ def test_dispatch_sends_uncovered_calls_to_the_fallback():
     step(W, b, lam, gamma, x, h, F, hebb_noise=torch.ones(3, 5, dtype=F64))
     step(W, b, lam, gamma, x, h, F, energy=True)
     with torch.no_grad():
-        step(W, b, lam, gamma, x, h, F)
+        h0, F0, _ = step(W, b, lam, gamma, x, h, F)
+    assert len(calls) == 3 and h0.grad_fn is None
+    h1, F1, _ = step(W, b, lam, gamma, x, h, F)
+    assert torch.equal(h0, h1) and torch.equal(F0, F1)     # the same kernel: bit for bit
     step(W, b, lam, gamma, x.float(), h, F)
     half = [t.detach().half() for t in (W, b, lam, gamma, x, h, F)]
     half[0].requires_grad_()
     step(*half)
-    assert len(calls) == 6
+    assert len(calls) == 5
 
 
 def test_compile_step_selects_the_kernel_for_the_stpn_only():
