@@ -203,8 +203,9 @@ def _compiles(dtype) -> bool:
             g = torch.Generator().manual_seed(0)
             args = [torch.rand(s, dtype=dtype, generator=g, requires_grad=True)
                     for s in ((2, 3), (2,), (2, 3), (2, 3), (1, 1), (1, 2), (1, 2, 3))]
-            h, F, ex = fused_stpn_step(*args, norm_eps=1e-16)
-            torch.autograd.grad((h.sum() + F.sum() + ex["norm"].sum() + ex["pre"].sum()), args)
+            with torch.enable_grad():      # the first call may come from a no-grad rollout
+                h, F, ex = fused_stpn_step(*args, norm_eps=1e-16)
+                torch.autograd.grad((h.sum() + F.sum() + ex["norm"].sum() + ex["pre"].sum()), args)
             _READY[dtype] = True
         except Exception as exc:  # noqa: BLE001 - any numba failure: fall back, visibly
             warnings.warn(f"the numba STPN kernel failed ({type(exc).__name__}: {exc}); using the "

@@ -246,3 +246,20 @@ def test_compile_step_selects_the_kernel_for_the_stpn_only():
     m.compile_step()
     h, state, _ = m(x)
     assert type(h.grad_fn).__name__ != "STPNStepFunctionBackward"
+
+
+def test_a_first_call_without_gradients_still_selects_the_kernel(monkeypatch):
+    """The kernels' one-time check runs with gradients even when the first call is PPO's no-grad
+    rollout; a failing check would send every later call to the fallback, with a warning."""
+    import warnings
+
+    monkeypatch.setattr(sk, "_READY", {})
+    step = sk.kernel_step(lambda *a, **k: pytest.fail("the fallback ran"))
+    W, b, lam, gamma = _params(3, 5)
+    x, h, F = torch.randn(2, 2, dtype=F64), torch.zeros(2, 3, dtype=F64), torch.zeros(2, 3, 5, dtype=F64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.no_grad():
+            step(W, b, lam, gamma, x, h, F)
+        h1, _, _ = step(W, b, lam, gamma, x, h, F)
+    assert sk._READY == {F64: True} and type(h1.grad_fn).__name__ == "STPNStepFunctionBackward"
