@@ -116,15 +116,15 @@ _TRAINING_STEP = None
 def training_stpn_step():
     """The step that :meth:`STPN.compile_step` selects: on the CPU, where numba is installed, the
     fused forward/backward kernels of :mod:`snn_agent.stpn_kernel` for every call they cover
-    (recorded gradients, float32/float64, no ``f_max``, ``hebb_noise`` or ``energy``) and
-    :func:`compiled_stpn_step` for the others (no-grad rollouts, the m-STPN's clipped and noisy
+    (float32/float64 on the CPU, with or without gradients, no ``f_max``, ``hebb_noise`` or
+    ``energy``) and :func:`compiled_stpn_step` for the others (the m-STPN's clipped and noisy
     steps, CUDA tensors); :func:`compiled_stpn_step` alone without numba."""
     global _TRAINING_STEP
     if _TRAINING_STEP is None:
         from snn_agent import stpn_kernel
 
         compiled = compiled_stpn_step()
-        _TRAINING_STEP = stpn_kernel.kernel_step(compiled) if stpn_kernel.AVAILABLE else compiled
+        _TRAINING_STEP = stpn_kernel.kernel_step(compiled, NORM_EPS) if stpn_kernel.AVAILABLE else compiled
     return _TRAINING_STEP
 
 

@@ -214,18 +214,17 @@ def _compiles(dtype) -> bool:
     return _READY[dtype]
 
 
-def kernel_step(fallback):
+def kernel_step(fallback, default_eps: float = 1e-16):
     """A step function with :func:`snn_agent.stpn.stpn_step`'s signature: the kernels where
-    :func:`covers` holds (and they compile), ``fallback`` for every other call."""
+    :func:`covers` holds (and they compile), ``fallback`` for every other call; ``default_eps``:
+    the row-norm epsilon where the call gives none (the STPN's NORM_EPS)."""
 
     def step(W, b, lam, gamma, x, h, F, *, f_max=None, hebb_noise=None, energy=False,
              norm_eps=None):
         kw = {} if norm_eps is None else {"norm_eps": norm_eps}
         tensors = (W, b, lam, gamma, x, h, F)
         if covers(tensors, f_max, hebb_noise, energy) and _compiles(F.dtype):
-            from snn_agent.stpn import NORM_EPS
-
-            return fused_stpn_step(*tensors, norm_eps=NORM_EPS if norm_eps is None else norm_eps)
+            return fused_stpn_step(*tensors, norm_eps=default_eps if norm_eps is None else norm_eps)
         return fallback(*tensors, f_max=f_max, hebb_noise=hebb_noise, energy=energy, **kw)
 
     return step
