@@ -263,3 +263,19 @@ def test_a_first_call_without_gradients_still_selects_the_kernel(monkeypatch):
             step(W, b, lam, gamma, x, h, F)
         h1, _, _ = step(W, b, lam, gamma, x, h, F)
     assert sk._READY == {F64: True} and type(h1.grad_fn).__name__ == "STPNStepFunctionBackward"
+
+
+def test_a_sample_gets_the_same_bits_in_any_batch():
+    """PPO rolls out 16 games without gradients and re-runs them in minibatches of 4 with
+    gradients: through the kernel a game's step is bit-identical in both, so the first pass's
+    probability ratios are exactly 1."""
+    torch.manual_seed(0)
+    layer = STPN(40, 8)
+    layer.compile_step()
+    x = torch.randn(16, 40)
+    h, F = torch.randn(16, 8) * 0.3, torch.randn(16, 8, 48) * 0.01
+    with torch.no_grad():
+        h16, s16, _ = layer(x, STPNState(h, F))
+    h4, s4, _ = layer(x[4:8], STPNState(h[4:8], F[4:8]))
+    assert h4.grad_fn is not None
+    assert torch.equal(h16[4:8], h4.detach()) and torch.equal(s16.F[4:8], s4.F.detach())
