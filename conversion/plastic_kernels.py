@@ -247,6 +247,29 @@ def sigma_delta_lava_int(u, relu, act0, res0, sent0, vth, S, state_max, act, res
     return act_over, pay_over, fired, na
 
 
+@_inline
+def _scatter_events(x, active, n_in, pos, kk, wt, fan, acc):
+    """The event loop of the Conv2d kernels: acc[b, p, :] += x[a] wt[kk[unit, i], :] for each
+    event a of ``active`` (in that order) and each output position p = pos[unit, i] its window
+    covers; returns the events' fan-out sum.  int64 x and acc: exact integer sums (int32 weights
+    promote to int64); float64: the NumPy scatter's order of addition."""
+    P = pos.shape[1]
+    O = acc.shape[2]
+    synops = 0
+    for i in range(active.size):
+        a = active[i]
+        b = a // n_in
+        unit = a - b * n_in
+        e = x[a]
+        synops += fan[unit]
+        for t in range(P):
+            p = pos[unit, t]
+            r = kk[unit, t]
+            for o in range(O):
+                acc[b, p, o] += wt[r, o] * e
+    return synops
+
+
 @_jit
 def conv_events_int(x, active, n_in, pos, kk, wt, fan, u, wrap_bits, state_max, acc, du, unew):
     """The event-driven integer synapse of a Conv2d node, position-major: for each event a =
@@ -260,20 +283,8 @@ def conv_events_int(x, active, n_in, pos, kk, wt, fan, u, wrap_bits, state_max, 
     fan-out sum, sum fan[unit]."""
     B, n1, O = acc.shape
     n_pos = n1 - 1
-    P = pos.shape[1]
     acc[:] = 0
-    synops = 0
-    for i in range(active.size):
-        a = active[i]
-        b = a // n_in
-        unit = a - b * n_in
-        e = np.int64(x[a])
-        synops += fan[unit]
-        for t in range(P):
-            p = pos[unit, t]
-            r = kk[unit, t]
-            for o in range(O):
-                acc[b, p, o] += np.int64(wt[r, o]) * e
+    synops = _scatter_events(x, active, n_in, pos, kk, wt, fan, acc)
     du_over = 0
     u_over = 0
     half = (np.int64(1) << (wrap_bits - 1)) if wrap_bits > 0 else np.int64(0)
@@ -426,20 +437,8 @@ def conv_events_float(x, active, n_in, pos, kk, wt, fan, u, acc, du, unew):
     (B, O n_pos) order, unew = u + du.  Returns the events' fan-out sum (synops)."""
     B, n1, O = acc.shape
     n_pos = n1 - 1
-    P = pos.shape[1]
     acc[:] = 0.0
-    synops = 0
-    for i in range(active.size):
-        a = active[i]
-        b = a // n_in
-        unit = a - b * n_in
-        e = x[a]
-        synops += fan[unit]
-        for t in range(P):
-            p = pos[unit, t]
-            r = kk[unit, t]
-            for o in range(O):
-                acc[b, p, o] += wt[r, o] * e
+    synops = _scatter_events(x, active, n_in, pos, kk, wt, fan, acc)
     for b in range(B):
         for o in range(O):
             for p in range(n_pos):
