@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=runs/stpn_ppo_s1
-CARRY=artifacts/training/stpn_ppo_s1
+CARRY=${CARRY:-artifacts/training/stpn_ppo_s1}
 PY=.venv/bin/python
 ARGS=(-m snn_agent.cli train --algo ppo --model stpn --action-set updown --num-envs 16 --n-steps 128
       --frames 40000000 --seed 1 --threads 1 --checkpoint-every 300 --snapshot-every 2000000 --out "$RUN" --no-progress)
@@ -48,8 +48,21 @@ save)
             "$CARRY/checkpoint_latest.safetensors" 2>/dev/null; then
             cp "$RUN/config.json" "$RUN/curve.csv" "$RUN/curve.png" "$CARRY/"
             rm -rf "$CARRY/tb" && cp -r "$RUN/tb" "$CARRY/tb"
-            "$PY" -c "import sys; from snn_agent.checkpoint import read_metadata; p = read_metadata(sys.argv[1])['progress']; print(f\"saved the resume point at {p['frames']} frames to $CARRY\")" \
-                "$CARRY/checkpoint_latest.safetensors"
+            # one line per save in COMMAND.txt: date, frames, the last logged training score and speed
+            "$PY" - "$CARRY" <<'PYEOF'
+import csv, datetime, sys
+from pathlib import Path
+from snn_agent.checkpoint import read_metadata
+carry = Path(sys.argv[1])
+frames = read_metadata(carry / "checkpoint_latest.safetensors")["progress"]["frames"]
+rows = [r for r in csv.DictReader(open(carry / "curve.csv")) if int(float(r["frames"])) <= frames]
+last = rows[-1] if rows else {}
+line = (f"# {datetime.date.today()}: saved at {frames} frames, score_mean20 {last.get('score_mean20', '-')}, "
+        f"{last.get('steps_per_s', '-')} agent steps/s")
+with open(carry / "COMMAND.txt", "a") as fh:
+    fh.write(line + "\n")
+print(f"saved the resume point at {frames} frames to {carry}")
+PYEOF
             exit 0
         fi
         sleep 5
