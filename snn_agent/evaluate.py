@@ -59,7 +59,6 @@ def describe_protocol(p: dict) -> str:
                                   if p["seeds_overlap_training"] else " (never used in training)"))
 
 
-@torch.no_grad()
 def _check_games(env_cfg: EnvConfig, episodes: int, seed: int, max_frames: int | None) -> None:
     """ParameterError unless ``episodes`` games seeded ``seed``.. can be played within ``max_frames``."""
     if episodes < 1:
@@ -70,12 +69,14 @@ def _check_games(env_cfg: EnvConfig, episodes: int, seed: int, max_frames: int |
         raise ParameterError(f"max_frames must be at least one agent step ({env_cfg.frameskip} frames)")
 
 
+@torch.no_grad()
 def evaluate(policy: Policy, env_cfg: EnvConfig, episodes: int = EVAL_EPISODES, seed: int = EVAL_SEED_BASE,
              max_frames: int | None = None, gif=None, num_envs: int = 8, progress: bool = True,
              threads: int = 1) -> dict:
     """Play ``episodes`` greedy games in ``env_cfg`` as given (use :func:`protocol_env` for the
     standard protocol); returns mean, std (ddof 1), 95 % CI, per-episode scores, lengths,
-    truncated and ``protocol``."""
+    truncated and ``protocol``.  Without autograd: a graph kept across a game's steps would hold
+    every step's short-term weights F (8 games x 680 KB per step for the Pong STPN)."""
     from snn_agent.envs import PongVecEnv
 
     _check_games(env_cfg, episodes, seed, max_frames)

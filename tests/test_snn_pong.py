@@ -52,6 +52,25 @@ def test_evaluate_is_deterministic_and_caps_frames(ckpt, tmp_path):
     assert gif[:3] == b"GIF" and len(gif) > 1000
 
 
+def test_evaluate_builds_no_autograd_graph(ckpt, monkeypatch):
+    """A graph kept across a game's steps holds every step's F: a long sticky-action game of the
+    Pong STPN with 8 games in parallel ran out of 24 GB that way."""
+    from snn_agent.checkpoint import load_policy
+
+    pol, meta = load_policy(ckpt[0])
+    seen = []
+    forward = type(pol.core).forward
+
+    def spy(self, *a, **k):
+        h, state, extras = forward(self, *a, **k)
+        seen.append(torch.is_grad_enabled() or h.requires_grad or state.F.requires_grad)
+        return h, state, extras
+
+    monkeypatch.setattr(type(pol.core), "forward", spy)
+    evaluate(pol, meta["config"].env, episodes=1, seed=5, max_frames=40, num_envs=1, progress=False)
+    assert seen and not any(seen)
+
+
 def test_cli_evaluate_and_errors(ckpt, tmp_path, capsys):
     out = tmp_path / "e.json"
     rc = main(["evaluate", str(ckpt[0]), "--episodes", "2", "--max-frames", "200", "--json", str(out),
