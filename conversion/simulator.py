@@ -118,7 +118,7 @@ class Simulator:
     def _prepare(self):
         """Fan-outs, dense MAC counts and (fixed point) integer parameters per node."""
         net, self.fan, self.dense_macs, self.fp = self.net, {}, {}, {}
-        self.conv, self.plastic, self._buffers, self._conv_int, self._thr = {}, {}, {}, {}, {}
+        self.conv, self.plastic, self._buffers, self._conv_tables, self._thr = {}, {}, {}, {}, {}
         self._plans = {}           # step_nodes: {nodes: (their kernels, the plastic nodes among them)}
         #: Conv2d nodes that feed a "lava"-rule SigmaDelta: a Lava Conv computes them, and its fixed_pt
         #: model wraps each time step's output at 24 bits (fixed_point.wrap_signed)
@@ -134,10 +134,10 @@ class Simulator:
                 self.conv[n] = EventConv2d(self.fp[n]["weight_mant"] if self.fixed else node.weight, node.in_shape,
                                            node.stride, node.padding)
                 if self.fixed and np.issubdtype(np.asarray(self.fp[n]["weight_mant"]).dtype, np.integer):
-                    self._conv_int[n] = conv_event_tables(self.fp[n]["weight_mant"], node.in_shape, node.stride,
+                    self._conv_tables[n] = conv_event_tables(self.fp[n]["weight_mant"], node.in_shape, node.stride,
                                                           node.padding) + (self.fan[n],)
                 elif not self.fixed:                        # the float event tables (weights float64)
-                    self._conv_int[n] = conv_event_tables(np.asarray(node.weight, np.float64), node.in_shape,
+                    self._conv_tables[n] = conv_event_tables(np.asarray(node.weight, np.float64), node.in_shape,
                                                           node.stride, node.padding) + (self.fan[n],)
             elif isinstance(node, g.Affine):
                 self.fan[n] = np.full(node.weight.shape[1], node.weight.shape[0], INT)
@@ -395,7 +395,7 @@ class Simulator:
             self._count(n, "synops", self.dense_macs[n] * self.B)
         else:
             active = self._active_of(s, d)
-            fast = self._conv_events(n, d, active) if pk.ENABLED and n in self._conv_int else None
+            fast = self._conv_events(n, d, active) if pk.ENABLED and n in self._conv_tables else None
             if fast is not None:                              # the same integers, one fused pass
                 st["u"], du, syn = fast
                 self._count(n, "synops", syn)
@@ -419,7 +419,7 @@ class Simulator:
         :func:`conversion.plastic_kernels.conv_events_float` (the sums of the NumPy scatter, in
         its order); None where the events' synapses outnumber the dense MACs or (fixed point) a
         value leaves its budget (the NumPy form then runs and its monitor records)."""
-        pos, kk, wt, fan = self._conv_int[n]
+        pos, kk, wt, fan = self._conv_tables[n]
         B, shape = d.shape[0], self.net.nodes[n].out_shape
         n_in, O = pos.shape[0], wt.shape[1]
         if active.size * pos.shape[1] * O > self.dense_macs[n] * B:
