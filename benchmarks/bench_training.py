@@ -18,6 +18,8 @@ under ``taskset -c N`` to measure one core.  A few minutes with the defaults (in
 (inductor) step and the fused numba kernels (snn_agent/stpn_kernel.py, what ``compile_step``
 selects): forward and backward ms per layer step (b = 4 games, 128-step sequences as in a PPO
 minibatch) and PPO training agent steps/s, alternating the two ``--rounds`` times, with the ratios.
+``--kernel-model mstpn`` does the same for the m-STPN (clip, c2c noise, quantised W), whose
+reference arm also recomputes W, lam, gamma at every step instead of once per sequence.
 """
 from __future__ import annotations
 
@@ -52,6 +54,9 @@ def main(argv=None) -> None:
     ap.add_argument("--stpn-kernel", action="store_true",
                     help="only the STPN: inductor step vs numba kernels, per layer step and PPO, same run")
     ap.add_argument("--rounds", type=int, default=3, help="alternations for --stpn-kernel")
+    ap.add_argument("--kernel-model", choices=("stpn", "mstpn"), default="stpn",
+                    help="the layer --stpn-kernel measures (mstpn: reference = inductor step with W, lam, "
+                         "gamma recomputed every step, as before the kernels covered it)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from snn_agent.train import keep_freed_memory
@@ -157,10 +162,11 @@ def _stpn_kernel_vs_inductor(env, env_sps, B, args) -> None:
     from snn_agent.checkpoint import build_policy
     from snn_agent.config import RunConfig
     from snn_agent.ppo import PPO
-    from snn_agent.stpn import compiled_stpn_step, training_stpn_step
+    from snn_agent.stpn import STPN, compiled_stpn_step, training_stpn_step
 
     steps = {"inductor": compiled_stpn_step(), "kernel": training_stpn_step()}
-    pcfg = RunConfig.from_dict({"model": {"kind": "stpn"}, "train": {
+    kind = args.kernel_model
+    pcfg = RunConfig.from_dict({"model": {"kind": kind}, "train": {
         "algo": "ppo", "num_envs": B, "n_steps": args.ppo_steps, "num_minibatches": 4, "update_epochs": 4,
         "lr": 2.5e-4, "grad_clip": 0.5}})
     pol = build_policy(pcfg, seed=0)
@@ -174,27 +180,33 @@ def _stpn_kernel_vs_inductor(env, env_sps, B, args) -> None:
         box["obs"], box["st"], _, n = box["learner"].step(env, box["obs"], box["st"], 0)
         return n
 
-    for name, fn in steps.items():               # compile / warm up both
-        core.step_fn = fn
+    def use(name):
+        core.step_fn = steps[name]
+        if kind == "mstpn":       # the reference recomputes the constrained parameters every step
+            core.effective_params = (lambda: STPN.effective_params(core)) if name == "inductor" else \
+                type(core).effective_params.__get__(core)
+
+    for name in steps:                           # compile / warm up both
+        use(name)
         _layer_step_ms(core, 4, 8)
     for _ in range(args.rounds):
-        for name, fn in steps.items():
-            core.step_fn = fn
+        for name in steps:
+            use(name)
             layer_ms[name].append(_layer_step_ms(core, 4, 128))
             ppo[name].append(_timed(train_steps, args.seconds)[0])
     for name in steps:
         fwd = np.median([m[0] for m in layer_ms[name]])
         bwd = np.median([m[1] for m in layer_ms[name]])
-        print(f"stpn_{name}_forward_ms_per_step {fwd:.3f}")
-        print(f"stpn_{name}_backward_ms_per_step {bwd:.3f}")
-        print(f"stpn_{name}_ppo_agent_steps_per_s {np.median(ppo[name]):.1f}")
-        print(f"stpn_{name}_ppo_over_env {np.median(ppo[name]) / env_sps:.3f}")
+        print(f"{kind}_{name}_forward_ms_per_step {fwd:.3f}")
+        print(f"{kind}_{name}_backward_ms_per_step {bwd:.3f}")
+        print(f"{kind}_{name}_ppo_agent_steps_per_s {np.median(ppo[name]):.1f}")
+        print(f"{kind}_{name}_ppo_over_env {np.median(ppo[name]) / env_sps:.3f}")
     med = {k: (np.median([m[0] for m in v]), np.median([m[1] for m in v])) for k, v in layer_ms.items()}
-    print(f"stpn_forward_inductor_over_kernel {med['inductor'][0] / med['kernel'][0]:.2f}")
-    print(f"stpn_backward_inductor_over_kernel {med['inductor'][1] / med['kernel'][1]:.2f}")
-    print(f"stpn_ppo_kernel_over_inductor {np.median(ppo['kernel']) / np.median(ppo['inductor']):.2f}")
-    print("stpn_ppo_rounds_inductor " + " ".join(f"{v:.1f}" for v in ppo["inductor"]))
-    print("stpn_ppo_rounds_kernel " + " ".join(f"{v:.1f}" for v in ppo["kernel"]))
+    print(f"{kind}_forward_inductor_over_kernel {med['inductor'][0] / med['kernel'][0]:.2f}")
+    print(f"{kind}_backward_inductor_over_kernel {med['inductor'][1] / med['kernel'][1]:.2f}")
+    print(f"{kind}_ppo_kernel_over_inductor {np.median(ppo['kernel']) / np.median(ppo['inductor']):.2f}")
+    print(f"{kind}_ppo_rounds_inductor " + " ".join(f"{v:.1f}" for v in ppo["inductor"]))
+    print(f"{kind}_ppo_rounds_kernel " + " ".join(f"{v:.1f}" for v in ppo["kernel"]))
 
 
 if __name__ == "__main__":

@@ -116,9 +116,9 @@ _TRAINING_STEP = None
 def training_stpn_step():
     """The step that :meth:`STPN.compile_step` selects: on the CPU, where numba is installed, the
     fused forward/backward kernels of :mod:`snn_agent.stpn_kernel` for every call they cover
-    (float32/float64 on the CPU, with or without gradients, no ``f_max``, ``hebb_noise`` or
-    ``energy``) and :func:`compiled_stpn_step` for the others (the m-STPN's clipped and noisy
-    steps, CUDA tensors); :func:`compiled_stpn_step` alone without numba."""
+    (float32/float64 on the CPU, with or without gradients, the m-STPN's ``f_max`` clip and
+    per-synapse ``hebb_noise`` too; no ``energy``) and :func:`compiled_stpn_step` for the others
+    (the energy proxy, CUDA tensors); :func:`compiled_stpn_step` alone without numba."""
     global _TRAINING_STEP
     if _TRAINING_STEP is None:
         from snn_agent import stpn_kernel

@@ -1,10 +1,15 @@
 """Fused CPU kernels (numba) for one STPN step, forward and backward, as a ``torch.autograd.Function``.
 
-Same equations as :func:`snn_agent.stpn.stpn_step` (without ``f_max``, ``hebb_noise`` and
-``energy``); per batch element, z = [x; h] (K), G = W + F (H x K):
+Same equations as :func:`snn_agent.stpn.stpn_step` (without ``energy``); per batch element,
+z = [x; h] (K), G = W + F (H x K):
 
     s[h] = ||G[h, :]||_2,  N = s + eps,  d = G z,  a = d / N + b,  y = tanh(a),
-    F'   = lam (.) (F / N) + gamma (.) (y z^T).
+    u    = lam (.) (F / N) + gamma (.) (y z^T),   F' = clip(u, -f_max, f_max)
+
+(f_max = inf for the plain STPN).  The m-STPN's cycle-to-cycle factor on the Hebbian term, one
+per synapse shared by the batch (H x K), enters as gamma (.) noise in place of gamma (autograd
+takes the product's gradient); the clip's gradient passes where -f_max <= u <= f_max, as
+torch.clamp's, so the backward first zeroes P = dL/dF' elsewhere (:func:`_unclipped_grad`).
 
 The training step is bandwidth-bound on the (B, H, K) short-term weights.  The forward kernel
 visits one row G[h, :] at a time: a first loop over k reads F for both the row norm and the row
@@ -47,9 +52,10 @@ _JIT = njit(cache=True, nogil=True, fastmath={"reassoc"}) if AVAILABLE else (lam
 
 
 @_JIT
-def _forward(W, bias, lam, gamma, z, F, eps, one, F_new, s_out, N_out, d_out, pre_out, y_out):
+def _forward(W, bias, lam, gamma, z, F, eps, one, f_max, F_new, s_out, N_out, d_out, pre_out, y_out):
     """Fills F_new (B, H, K) and s, N, d, pre, y (B, H) from W, lam, gamma (H, K), bias (H),
-    z (B, K), F (B, H, K); ``eps`` and ``one`` are scalars of the arrays' dtype."""
+    z (B, K), F (B, H, K); ``eps``, ``one`` and ``f_max`` (inf: no clip) are scalars of the
+    arrays' dtype."""
     B, H, K = F.shape
     for h in range(H):
         for b in range(B):
@@ -70,7 +76,23 @@ def _forward(W, bias, lam, gamma, z, F, eps, one, F_new, s_out, N_out, d_out, pr
             y_out[b, h] = y
             inv = one / n
             for k in range(K):
-                F_new[b, h, k] = lam[h, k] * (F[b, h, k] * inv) + gamma[h, k] * (y * z[b, k])
+                u = lam[h, k] * (F[b, h, k] * inv) + gamma[h, k] * (y * z[b, k])
+                F_new[b, h, k] = min(max(u, -f_max), f_max)
+
+
+@_JIT
+def _unclipped_grad(lam, gamma, z, F, N_in, y_in, one, f_max, P, out):
+    """out = P where -f_max <= u <= f_max, else 0: the clip's gradient; u recomputed by the same
+    operations as in :func:`_forward` (so bit for bit the same u)."""
+    B, H, K = F.shape
+    zero = one - one
+    for h in range(H):
+        for b in range(B):
+            inv = one / N_in[b, h]
+            y = y_in[b, h]
+            for k in range(K):
+                u = lam[h, k] * (F[b, h, k] * inv) + gamma[h, k] * (y * z[b, k])
+                out[b, h, k] = P[b, h, k] if (u >= -f_max and u <= f_max) else zero
 
 
 @_JIT
@@ -134,17 +156,20 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 class STPNStepFunction(torch.autograd.Function):
-    """``h_new, F_new, norm, pre = STPNStepFunction.apply(W, b, lam, gamma, z, F, eps)``: one STPN
-    step on contiguous CPU tensors of one dtype (float32 or float64).  Every output is
-    differentiable (``norm`` and ``pre`` too); gradients for W, b, lam, gamma, z, F."""
+    """``h_new, F_new, norm, pre = STPNStepFunction.apply(W, b, lam, gamma, z, F, eps, f_max)``:
+    one STPN step on contiguous CPU tensors of one dtype (float32 or float64); ``f_max`` None: no
+    clip.  Every output is differentiable (``norm`` and ``pre`` too); gradients for W, b, lam,
+    gamma, z, F."""
 
     @staticmethod
-    def forward(ctx, W, b, lam, gamma, z, F, eps):
+    def forward(ctx, W, b, lam, gamma, z, F, eps, f_max=None):
         B, H, K = F.shape
         dt = np.dtype(str(F.dtype).replace("torch.", ""))
         F_new = torch.empty_like(F, memory_format=torch.contiguous_format)
         s, N, d, pre, y = (torch.empty(B, H, dtype=F.dtype) for _ in range(5))
+        ctx.f_max = None if f_max is None else dt.type(f_max)
         _forward(_np(W), _np(b), _np(lam), _np(gamma), _np(z), _np(F), dt.type(eps), dt.type(1),
+                 dt.type(np.inf) if f_max is None else ctx.f_max,
                  F_new.numpy(), s.numpy(), N.numpy(), d.numpy(), pre.numpy(), y.numpy())
         ctx.save_for_backward(W, lam, gamma, z, F, s, N, d, y)
         ctx.set_materialize_grads(False)
@@ -160,6 +185,11 @@ class STPNStepFunction(torch.autograd.Function):
             return torch.zeros(B, H, dtype=F.dtype) if g is None else g
 
         P = torch.zeros_like(F) if gF_new is None else gF_new
+        if gF_new is not None and ctx.f_max is not None:
+            Pm = torch.empty(B, H, K, dtype=F.dtype)
+            _unclipped_grad(_np(lam), _np(gamma), _np(z), _np(F), N.numpy(), y.numpy(), dt.type(1),
+                            ctx.f_max, _np(P), Pm.numpy())
+            P = Pm
         dF = torch.empty(B, H, K, dtype=F.dtype)
         dz = torch.empty(B, K, dtype=F.dtype)
         db = torch.empty(H, dtype=F.dtype)
@@ -169,24 +199,32 @@ class STPNStepFunction(torch.autograd.Function):
                   dF.numpy(), dz.numpy(), db.numpy(), dW.numpy(), dlam.numpy(), dgamma.numpy())
         need = ctx.needs_input_grad
         return (dW if need[0] else None, db if need[1] else None, dlam if need[2] else None,
-                dgamma if need[3] else None, dz if need[4] else None, dF if need[5] else None, None)
+                dgamma if need[3] else None, dz if need[4] else None, dF if need[5] else None, None, None)
 
 
-def fused_stpn_step(W, b, lam, gamma, x, h, F, *, norm_eps: float):
-    """:func:`snn_agent.stpn.stpn_step` without f_max, hebb_noise and energy, through the kernels:
-    ``(h_new, F_new, {"z", "norm", "pre"})``, every value differentiable."""
+def fused_stpn_step(W, b, lam, gamma, x, h, F, *, norm_eps: float, f_max=None, hebb_noise=None):
+    """:func:`snn_agent.stpn.stpn_step` without energy, through the kernels: ``(h_new, F_new,
+    {"z", "norm", "pre"})``, every value differentiable; ``hebb_noise`` of shape (H, K) or
+    (1, H, K) (one factor per synapse, shared by the batch)."""
     z = torch.cat([x, h], dim=-1)
-    h_new, F_new, norm, pre = STPNStepFunction.apply(W, b, lam, gamma, z, F, norm_eps)
+    if hebb_noise is not None:
+        gamma = gamma * hebb_noise.reshape(gamma.shape)
+    h_new, F_new, norm, pre = STPNStepFunction.apply(W, b, lam, gamma, z, F, norm_eps, f_max)
     return h_new, F_new, {"z": z, "norm": norm, "pre": pre}
 
 
 def covers(tensors, f_max, hebb_noise, energy) -> bool:
-    """Whether the kernel computes this call: no f_max clipping, no Hebbian noise, no energy
-    proxy, all tensors on the CPU in one dtype, float32 or float64.  With or without gradients:
-    PPO's no-grad rollout then runs the same forward kernel as its re-run with gradients, so the
-    first pass's probability ratios are exactly 1."""
-    if f_max is not None or hebb_noise is not None or energy:
+    """Whether the kernel computes this call: no energy proxy, Hebbian noise (if any) one factor
+    per synapse shared by the batch ((H, K) or (1, H, K)), all tensors on the CPU in one dtype,
+    float32 or float64.  With or without gradients: PPO's no-grad rollout then runs the same
+    forward kernel as its re-run with gradients, so the plain STPN's first-pass probability
+    ratios are exactly 1."""
+    if energy:
         return False
+    if hebb_noise is not None:
+        if tuple(hebb_noise.shape) not in (tuple(tensors[0].shape), (1, *tensors[0].shape)):
+            return False
+        tensors = (*tensors, hebb_noise)
     dtype = tensors[0].dtype
     return (dtype in (torch.float32, torch.float64)
             and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors))
@@ -196,7 +234,7 @@ _READY: dict = {}
 
 
 def _compiles(dtype) -> bool:
-    """Compile (or load from numba's cache) both kernels for ``dtype`` and run them once on tiny
+    """Compile (or load from numba's cache) the kernels for ``dtype`` and run them once on tiny
     tensors; False, with one RuntimeWarning, where that raises."""
     if dtype not in _READY:
         try:
@@ -204,8 +242,9 @@ def _compiles(dtype) -> bool:
             args = [torch.rand(s, dtype=dtype, generator=g, requires_grad=True)
                     for s in ((2, 3), (2,), (2, 3), (2, 3), (1, 1), (1, 2), (1, 2, 3))]
             with torch.enable_grad():      # the first call may come from a no-grad rollout
-                h, F, ex = fused_stpn_step(*args, norm_eps=1e-16)
-                torch.autograd.grad((h.sum() + F.sum() + ex["norm"].sum() + ex["pre"].sum()), args)
+                for f_max in (None, 0.5):          # the plain step, and the clip's gradient kernel
+                    h, F, ex = fused_stpn_step(*args, norm_eps=1e-16, f_max=f_max)
+                    torch.autograd.grad((h.sum() + F.sum() + ex["norm"].sum() + ex["pre"].sum()), args)
             _READY[dtype] = True
         except Exception as exc:  # noqa: BLE001 - any numba failure: fall back, visibly
             warnings.warn(f"the numba STPN kernel failed ({type(exc).__name__}: {exc}); using the "
@@ -224,7 +263,8 @@ def kernel_step(fallback, default_eps: float = 1e-16):
         kw = {} if norm_eps is None else {"norm_eps": norm_eps}
         tensors = (W, b, lam, gamma, x, h, F)
         if covers(tensors, f_max, hebb_noise, energy) and _compiles(F.dtype):
-            return fused_stpn_step(*tensors, norm_eps=default_eps if norm_eps is None else norm_eps)
+            return fused_stpn_step(*tensors, norm_eps=default_eps if norm_eps is None else norm_eps,
+                                   f_max=f_max, hebb_noise=hebb_noise)
         return fallback(*tensors, f_max=f_max, hebb_noise=hebb_noise, energy=energy, **kw)
 
     return step

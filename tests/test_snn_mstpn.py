@@ -126,3 +126,42 @@ def test_other_step_duration_changes_lambda_range():
     fast = DeviceMapping(DeviceParams(), dt=1 / 60)
     slow = DeviceMapping(DeviceParams(), dt=1 / 15)
     assert fast.lam_min > slow.lam_min and fast.lam_max > slow.lam_max
+
+
+def test_effective_params_cached_within_a_sequence_and_refreshed_after_each_change():
+    """The constrained W, lam, gamma are computed once per sequence and reused by its steps; an
+    optimiser step, a load, a second backward without a step, a grad-mode switch and a deep copy
+    all see correct values (each compared with a freshly built layer of the same raw values)."""
+    import copy
+
+    layer = _layer(noise=False).double()
+    x = torch.randn(3, 6, dtype=torch.float64)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.5)
+
+    def fresh_loss():
+        ref = copy.deepcopy(layer)
+        ref.__dict__.pop("_param_cache", None)
+        h, st, _ = ref(x)
+        h, st, _ = ref(x, st)
+        return h.sum() + st.F.sum()
+
+    for _ in range(3):
+        h, st, _ = layer(x)
+        assert layer.effective_params()["W"] is layer.effective_params()["W"]   # reused, not recomputed
+        h, st, _ = layer(x, st)
+        loss = h.sum() + st.F.sum()
+        assert loss.item() == fresh_loss().item()
+        opt.zero_grad()
+        loss.backward()
+        h, st, _ = layer(x)                     # a second forward/backward before the step
+        (h.sum() + layer(x, st)[1].F.sum()).backward()
+        opt.step()                              # changes every raw parameter
+    with torch.no_grad():
+        w_nograd = layer.effective_params()["W"]
+    assert w_nograd.grad_fn is None and layer.effective_params()["W"].grad_fn is not None
+    copy.deepcopy(layer)                        # the cached graph tensors are not copied
+    state = {k: v + 0.01 for k, v in layer.state_dict().items()}
+    layer.load_state_dict(state)
+    h, st, _ = layer(x)
+    h, st, _ = layer(x, st)
+    assert (h.sum() + st.F.sum()).item() == fresh_loss().item()

@@ -204,8 +204,9 @@ def test_backward_accumulates_like_autograd_grad():
 
 
 def test_dispatch_sends_uncovered_calls_to_the_fallback():
-    """f_max, hebb_noise, energy, mixed or half dtypes go to the fallback; the rest to the
-    kernel (whose grad_fn is the Function's), without gradients too, with the same values."""
+    """energy, per-game Hebbian noise (B, H, K), mixed or half dtypes go to the fallback; the rest
+    (f_max and per-synapse noise (H, K) included) to the kernel (whose grad_fn is the
+    Function's), without gradients too, with the same values."""
     calls = []
 
     def fallback(*args, **kw):
@@ -217,8 +218,12 @@ def test_dispatch_sends_uncovered_calls_to_the_fallback():
     x, h, F = torch.randn(2, 2, dtype=F64), torch.zeros(2, 3, dtype=F64), torch.zeros(2, 3, 5, dtype=F64)
     h1, _, _ = step(W, b, lam, gamma, x, h, F)
     assert not calls and type(h1.grad_fn).__name__ == "STPNStepFunctionBackward"
-    step(W, b, lam, gamma, x, h, F, f_max=0.5)
-    step(W, b, lam, gamma, x, h, F, hebb_noise=torch.ones(3, 5, dtype=F64))
+    for kw in ({"f_max": 0.5}, {"hebb_noise": torch.ones(3, 5, dtype=F64)},
+               {"hebb_noise": torch.ones(1, 3, 5, dtype=F64), "f_max": 0.1}):
+        h1, _, _ = step(W, b, lam, gamma, x, h, F, **kw)
+        assert not calls and type(h1.grad_fn).__name__ == "STPNStepFunctionBackward"
+    step(W, b, lam, gamma, x, h, F, hebb_noise=torch.ones(2, 3, 5, dtype=F64))
+    step(W, b, lam, gamma, x, h, F, hebb_noise=torch.ones(3, 5))
     step(W, b, lam, gamma, x, h, F, energy=True)
     with torch.no_grad():
         h0, F0, _ = step(W, b, lam, gamma, x, h, F)
@@ -232,9 +237,9 @@ def test_dispatch_sends_uncovered_calls_to_the_fallback():
     assert len(calls) == 5
 
 
-def test_compile_step_selects_the_kernel_for_the_stpn_only():
-    """STPN.compile_step runs the kernel in training; the m-STPN (f_max, noise) keeps the compiled
-    torch step, and its gradients are those of the eager step."""
+def test_compile_step_selects_the_kernel_for_stpn_and_mstpn():
+    """STPN.compile_step runs the kernel in training, for the m-STPN (f_max, per-synapse noise)
+    too; the m-STPN's gradients through it equal those of its eager step to 1e-10 relative."""
     from snn_agent.device_constrained import MSTPN
 
     layer = STPN(6, 4).double()
@@ -242,10 +247,22 @@ def test_compile_step_selects_the_kernel_for_the_stpn_only():
     x = torch.randn(2, 6, dtype=F64)
     h, state, _ = layer(x)
     assert type(h.grad_fn).__name__ == "STPNStepFunctionBackward"
-    m = MSTPN(6, 4, noise=False).double()
-    m.compile_step()
-    h, state, _ = m(x)
-    assert type(h.grad_fn).__name__ != "STPNStepFunctionBackward"
+    torch.manual_seed(3)
+    m = MSTPN(6, 4).double()
+    state = STPNState(torch.randn(2, 4, dtype=F64) * 0.5, torch.randn(2, 4, 10, dtype=F64) * m.f_max)
+    grads = {}
+    for kind in ("eager", "kernel"):
+        if kind == "kernel":
+            m.compile_step()
+        torch.manual_seed(4)                   # the same c2c noise draws in both
+        h, st, _ = m(x, state)
+        h2, st2, _ = m(x, st)
+        if kind == "kernel":
+            assert type(h2.grad_fn).__name__ == "STPNStepFunctionBackward"
+        loss = (h2 * torch.arange(4.0, dtype=F64)).sum() + (st2.F.sin()).sum()
+        grads[kind] = torch.autograd.grad(loss, list(m.parameters()))
+    for a, r in zip(grads["kernel"], grads["eager"]):
+        assert _rel(a, r) < 1e-10
 
 
 def test_a_first_call_without_gradients_still_selects_the_kernel(monkeypatch):
@@ -279,3 +296,80 @@ def test_a_sample_gets_the_same_bits_in_any_batch():
     h4, s4, _ = layer(x[4:8], STPNState(h[4:8], F[4:8]))
     assert h4.grad_fn is not None
     assert torch.equal(h16[4:8], h4.detach()) and torch.equal(s16.F[4:8], s4.F.detach())
+
+
+def _noisy_clipped(f_max, noises):
+    """Steps with the m-STPN's options: a clip at ``f_max`` and the t-th (H, K) noise factor at
+    step t (the same in the eager and the kernel sequence)."""
+    def make(base):
+        it = iter(noises)
+
+        def step(W, b, lam, gamma, x, h, F):
+            return base(W, b, lam, gamma, x, h, F, f_max=f_max, hebb_noise=next(it))
+        return step
+    return make(stpn_step), make(lambda *a, **k: sk.fused_stpn_step(*a, norm_eps=NORM_EPS, **k))
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_clipped_noisy_steps_match_eager_autograd_float64(case):
+    """The m-STPN's step: F' clipped to +-f_max (f_max chosen so that 20-60 %% of F' saturates)
+    and a per-synapse noise factor on the Hebbian term; values and every gradient (noise's
+    too) equal eager autograd to 1e-10 relative over chained steps with resets."""
+    g = torch.Generator().manual_seed(200 + case)
+    B, I, H, T = (int(torch.randint(lo, hi + 1, (1,), generator=g)) for lo, hi in ((1, 5), (1, 7), (1, 6), (2, 5)))
+    K = I + H
+    params = _params(H, K, seed=case)
+    inputs = _inputs(B, I, H, T, seed=case)
+    f_max = 0.12
+    noises = [(1 + 0.3 * torch.randn(H, K, generator=g, dtype=F64)).clamp_min(0).requires_grad_()
+              for _ in range(T)]
+    eager, kernel = _noisy_clipped(f_max, noises)
+    with torch.no_grad():
+        _, F1, _ = stpn_step(*params, inputs[0][0], inputs[1], inputs[2], f_max=f_max, hebb_noise=noises[0])
+        saturated = (F1.abs() == f_max).double().mean().item()
+    assert 0.2 < saturated < 0.6
+    results = {}
+    for name, step in (("eager", eager), ("kernel", kernel)):
+        xs, h0, F0, dones, wh, wF = inputs
+        loss = _sequence(step, params, xs, h0, F0, dones, wh, wF)
+        results[name] = (loss.detach(), torch.autograd.grad(loss, list(params) + list(xs) + [h0, F0] + noises))
+    (l_ref, g_ref), (l_k, g_k) = results["eager"], results["kernel"]
+    assert abs(l_k - l_ref) <= 1e-10 * abs(l_ref)
+    for a, r in zip(g_k, g_ref):
+        assert _rel(a, r) < 1e-10
+
+
+def test_gradcheck_with_clip():
+    """gradcheck of the Function with f_max (entries away from the clip's kinks by > 1e-3)."""
+    B, I, H = 2, 2, 3
+    K = I + H
+    params = _params(H, K, seed=9)
+    g = torch.Generator().manual_seed(6)
+    z = torch.randn(B, K, generator=g, dtype=F64, requires_grad=True)
+    F = (torch.randn(B, H, K, generator=g, dtype=F64) * 0.3).requires_grad_()
+    f_max = 0.1
+    _, F1, _, _ = sk.STPNStepFunction.apply(*params, z, F, NORM_EPS, None)
+    assert ((F1.abs() - f_max).abs() > 1e-3).all() and (F1.abs() > f_max).any() and (F1.abs() < f_max).any()
+    assert torch.autograd.gradcheck(lambda *a: sk.STPNStepFunction.apply(*a, NORM_EPS, f_max),
+                                    (*params, z, F), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_clip_gradient_passes_at_the_bound_as_torch_clamp():
+    """An update landing exactly on f_max keeps its gradient (torch.clamp's rule); beyond, 0."""
+    W = torch.zeros(1, 2, dtype=F64, requires_grad=True)
+    b = torch.zeros(1, dtype=F64, requires_grad=True)
+    lam = torch.ones(1, 2, dtype=F64, requires_grad=True)
+    gamma = torch.zeros(1, 2, dtype=F64, requires_grad=True)
+    x, h = torch.zeros(1, 1, dtype=F64), torch.zeros(1, 1, dtype=F64)
+    F = torch.tensor([[[0.5, 2.0]]], dtype=F64, requires_grad=True)
+    for step in (stpn_step, _kernel_with_options):
+        _, free, _ = step(W, b, lam, gamma, x, h, F)
+        f_max = free[0, 0, 0].item()                  # the first update lands on the bound exactly
+        _, F1, _ = step(W, b, lam, gamma, x, h, F, f_max=f_max)
+        (g,) = torch.autograd.grad(F1.sum(), [lam])
+        assert F1[0, 0, 0].item() == f_max and F1[0, 0, 1].item() == f_max < free[0, 0, 1].item()
+        assert g[0, 0].item() == free[0, 0, 0].item() and g[0, 1].item() == 0.0
+
+
+def _kernel_with_options(*args, **kw):
+    return sk.fused_stpn_step(*args, norm_eps=NORM_EPS, **kw)
