@@ -157,8 +157,7 @@ class MSTPN(STPN):
         return params
 
     def __getstate__(self):
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        state = dict(state)
+        state = dict(super().__getstate__())
         state.pop("_param_cache", None)       # tensors in a graph cannot be deep-copied or pickled
         return state
 

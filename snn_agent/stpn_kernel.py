@@ -213,7 +213,7 @@ def fused_stpn_step(W, b, lam, gamma, x, h, F, *, norm_eps: float, f_max=None, h
     return h_new, F_new, {"z": z, "norm": norm, "pre": pre}
 
 
-def covers(tensors, f_max, hebb_noise, energy) -> bool:
+def covers(tensors, hebb_noise, energy) -> bool:
     """Whether the kernel computes this call: no energy proxy, Hebbian noise (if any) one factor
     per synapse shared by the batch ((H, K) or (1, H, K)), all tensors on the CPU in one dtype,
     float32 or float64.  With or without gradients: PPO's no-grad rollout then runs the same
@@ -262,7 +262,7 @@ def kernel_step(fallback, default_eps: float = 1e-16):
              norm_eps=None):
         kw = {} if norm_eps is None else {"norm_eps": norm_eps}
         tensors = (W, b, lam, gamma, x, h, F)
-        if covers(tensors, f_max, hebb_noise, energy) and _compiles(F.dtype):
+        if covers(tensors, hebb_noise, energy) and _compiles(F.dtype):
             return fused_stpn_step(*tensors, norm_eps=default_eps if norm_eps is None else norm_eps,
                                    f_max=f_max, hebb_noise=hebb_noise)
         return fallback(*tensors, f_max=f_max, hebb_noise=hebb_noise, energy=energy, **kw)

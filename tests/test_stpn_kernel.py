@@ -56,8 +56,8 @@ def _inputs(B, I, H, T, dtype=F64, seed=1, nonzero_state=True):
     return xs, h0, F0, dones, wh, wF
 
 
-def _kernel(W, b, lam, gamma, x, h, F):
-    return sk.fused_stpn_step(W, b, lam, gamma, x, h, F, norm_eps=NORM_EPS)
+def _kernel(W, b, lam, gamma, x, h, F, **options):
+    return sk.fused_stpn_step(W, b, lam, gamma, x, h, F, norm_eps=NORM_EPS, **options)
 
 
 def _grads(step, params, inputs, use_extras=False):
@@ -307,12 +307,12 @@ def _noisy_clipped(f_max, noises):
         def step(W, b, lam, gamma, x, h, F):
             return base(W, b, lam, gamma, x, h, F, f_max=f_max, hebb_noise=next(it))
         return step
-    return make(stpn_step), make(lambda *a, **k: sk.fused_stpn_step(*a, norm_eps=NORM_EPS, **k))
+    return make(stpn_step), make(_kernel)
 
 
 @pytest.mark.parametrize("case", range(6))
 def test_clipped_noisy_steps_match_eager_autograd_float64(case):
-    """The m-STPN's step: F' clipped to +-f_max (f_max chosen so that 20-60 %% of F' saturates)
+    """The m-STPN's step: F' clipped to +-f_max (f_max chosen so that 20-60 % of F' saturates)
     and a per-synapse noise factor on the Hebbian term; values and every gradient (noise's
     too) equal eager autograd to 1e-10 relative over chained steps with resets."""
     g = torch.Generator().manual_seed(200 + case)
@@ -362,14 +362,10 @@ def test_clip_gradient_passes_at_the_bound_as_torch_clamp():
     gamma = torch.zeros(1, 2, dtype=F64, requires_grad=True)
     x, h = torch.zeros(1, 1, dtype=F64), torch.zeros(1, 1, dtype=F64)
     F = torch.tensor([[[0.5, 2.0]]], dtype=F64, requires_grad=True)
-    for step in (stpn_step, _kernel_with_options):
+    for step in (stpn_step, _kernel):
         _, free, _ = step(W, b, lam, gamma, x, h, F)
         f_max = free[0, 0, 0].item()                  # the first update lands on the bound exactly
         _, F1, _ = step(W, b, lam, gamma, x, h, F, f_max=f_max)
         (g,) = torch.autograd.grad(F1.sum(), [lam])
         assert F1[0, 0, 0].item() == f_max and F1[0, 0, 1].item() == f_max < free[0, 0, 1].item()
         assert g[0, 0].item() == free[0, 0, 0].item() and g[0, 1].item() == 0.0
-
-
-def _kernel_with_options(*args, **kw):
-    return sk.fused_stpn_step(*args, norm_eps=NORM_EPS, **kw)
