@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Evaluate every shipped policy in artifacts/ on CPU: 20 greedy games with fixed seeds (game i is
-# seeded 1000 + i), writing artifacts/<name>/eval.json. Usage: bash scripts/evaluate_artifacts.sh [EPISODES]
+# Evaluate shipped policies on CPU, greedy, under the standard protocol (sticky actions 0.25, EPISODES=30
+# games, game i seeded 1,500,000,000 + i, never used in training: DIR/eval_sticky.json) and on the
+# deterministic emulator beside it (sticky 0, the same seeds: DIR/eval.json).
+# Usage: bash scripts/evaluate_artifacts.sh [DIR ...]   (default: every artifacts/*/ with a policy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EPISODES=${1:-20}
-for ckpt in artifacts/*/policy.safetensors; do
-  dir=$(dirname "$ckpt")
-  .venv/bin/mstpn evaluate "$ckpt" --episodes "$EPISODES" --seed 1000 --json "$dir/eval.json" --no-progress
+if [ "$#" -eq 0 ]; then set -- $(dirname artifacts/*/policy.safetensors); fi
+for dir in "$@"; do
+  [ -f "$dir/policy.safetensors" ] || { echo "no policy.safetensors in $dir" >&2; exit 2; }
+  for sticky in 0.25 0; do
+    [ "$sticky" = 0 ] && out=eval.json || out=eval_sticky.json
+    OMP_NUM_THREADS=1 .venv/bin/mstpn evaluate "$dir/policy.safetensors" --episodes "${EPISODES:-30}" \
+      --sticky "$sticky" --out "$dir/$out" --no-progress
+  done
 done

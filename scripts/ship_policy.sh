@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Ship a trained checkpoint as artifacts/<name>/: the policy, its run's config and training curve,
-# and a 20-game greedy evaluation on CPU (seeds 1000..1019).  The artifacts README rows (command,
-# seed, frames, wall time) are written by hand from the run's train.log and config.json.
+# and its greedy evaluation on CPU under the standard protocol with the deterministic emulator beside
+# (scripts/evaluate_artifacts.sh: eval_sticky.json and eval.json).  The artifacts README rows (command, seed,
+# frames, wall time) are written by hand from the run's train.log and config.json.
 # Usage: bash scripts/ship_policy.sh NAME CHECKPOINT   e.g. stpn runs/stpn3/checkpoint_best.safetensors
 # PREV=DIR (optional): a run started with --init-from; its curve is prefixed with DIR/curve.csv's rows
 # before the run's first frame, so the shipped curve shows the whole training history.
@@ -28,5 +29,4 @@ start = rows[0]["frames"] if rows else float("inf")
 write_curve(dest, [r for r in read_curve(prev) if r["frames"] < start] + rows)
 PY
 fi
-OMP_NUM_THREADS=1 .venv/bin/mstpn evaluate "$DEST/policy.safetensors" --episodes "${EPISODES:-20}" --seed 1000 \
-  --json "$DEST/eval.json" --no-progress
+bash scripts/evaluate_artifacts.sh "$DEST"
