@@ -66,28 +66,40 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     summary_path = args.out / "summary.json"
+    policies = {m: load_policy(Path("artifacts") / m / "policy.safetensors", device="cpu") for m in args.models}
+    digest = {m: meta.get("sha256") for m, (_, meta) in policies.items()}
     rows = json.loads(summary_path.read_text())["rows"] if summary_path.exists() else []
-    done = {(r["model"], r["condition"], r["protocol"]) for r in rows}
+    # rows of a policy file that has since changed are measured again
+    rows = [r for r in rows if r["model"] not in digest or r.get("policy_sha256") == digest[r["model"]]]
+    done = {(r["model"], r["condition"], r["protocol"], r["n"]) for r in rows}
     for model in args.models:
         for protocol in args.protocols:
             for cond in args.conditions:
-                if (model, cond, protocol) in done:
+                if (model, cond, protocol, args.episodes) in done:
                     continue
                 policy, meta = load_policy(Path("artifacts") / model / "policy.safetensors", device="cpu")
                 env = protocol_env(meta["config"].env, PROTOCOLS[protocol])
                 t0 = time.perf_counter()
                 res = evaluate(ablate(policy, cond), env, episodes=args.episodes, seed=args.seed,
                                num_envs=args.num_envs, progress=False)
-                rows.append({"model": model, "condition": cond, "protocol": protocol, "n": args.episodes,
+                rows = [r for r in rows if (r["model"], r["condition"], r["protocol"]) != (model, cond, protocol)]
+                rows.append({"model": model, "policy_sha256": digest[model], "trained_frames":
+                             meta.get("progress", {}).get("frames"), "condition": cond, "protocol": protocol,
+                             "n": args.episodes,
                              "mean": res["mean"], "std": res["std"], "ci95": res["ci95"], "scores": res["scores"],
                              "agent_steps": res["agent_steps"], "truncated": sum(res["truncated"]),
                              "seconds": round(time.perf_counter() - t0, 1),
                              "protocol_record": protocol_record(env, args.episodes, args.seed, None)})
                 print(f"{model:6s} {protocol:13s} {cond:7s} {res['mean']:+6.2f} +- {res['std']:.2f} "
-                      f"[{res['ci95'][0]:+.2f}, {res['ci95'][1]:+.2f}]", flush=True)
+                      f"{_ci(res['ci95'])}", flush=True)
                 atomic_write_json(summary_path, {"conditions": CONDITIONS, "rows": rows})
     atomic_write_text(args.out / "README.md", render(rows, args))
     return 0
+
+
+def _ci(ci) -> str:
+    """A 95 % interval as text; one game has none."""
+    return "-" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
 
 
 def render(rows, args) -> str:
@@ -99,11 +111,14 @@ def render(rows, args) -> str:
     if rows:
         lines += ["", f"Protocol: {describe_protocol(rows[0]['protocol_record'])} (sticky rows); the deterministic "
                   "rows use the same seeds with sticky actions 0.", ""]
-    lines += ["| model | condition | protocol | n | mean | std | 95 % CI | mean steps |", "|---|---|---|---|---|---|---|---|"]
+    policies = {r["model"]: (r.get("policy_sha256"), r.get("trained_frames")) for r in rows}
+    lines += [f"* `artifacts/{m}/policy.safetensors`: tensor SHA-256 {(sha or '?')[:12]}..., "
+              f"{'?' if frames is None else f'{frames:,}'} trained frames" for m, (sha, frames) in sorted(policies.items())]
+    lines += ["", "| model | condition | protocol | n | mean | std | 95 % CI | mean steps |", "|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["model"], r["protocol"] != "sticky", list(CONDITIONS).index(r["condition"]))):
         steps = sum(r["agent_steps"]) / len(r["agent_steps"])
         lines.append(f"| {r['model']} | {r['condition']} | {r['protocol']} | {r['n']} | {r['mean']:+.2f} | "
-                     f"{r['std']:.2f} | [{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}] | {steps:,.0f} |")
+                     f"{r['std']:.2f} | {_ci(r['ci95'])} | {steps:,.0f} |")
     lines += ["", "95 % CI: Student t over the n games (snn_agent.evaluate.mean_ci). Every game in `summary.json`.", ""]
     return "\n".join(lines)
 
