@@ -20,6 +20,10 @@ selects): forward and backward ms per layer step (b = 4 games, 128-step sequence
 minibatch) and PPO training agent steps/s, alternating the two ``--rounds`` times, with the ratios.
 ``--kernel-model mstpn`` does the same for the m-STPN (clip, c2c noise, quantised W), whose
 reference arm also recomputes W, lam, gamma at every step instead of once per sequence.
+
+``--noise-replay`` measures the m-STPN's PPO (kernel step) with the rollout's cycle-to-cycle noise
+replayed in the re-runs (what training does) against fresh draws in every re-run step (as before),
+alternating the two ``--rounds`` times in one process, with the ratio.
 """
 from __future__ import annotations
 
@@ -57,6 +61,8 @@ def main(argv=None) -> None:
     ap.add_argument("--kernel-model", choices=("stpn", "mstpn"), default="stpn",
                     help="the layer --stpn-kernel measures (mstpn: reference = inductor step with W, lam, "
                          "gamma recomputed every step, as before the kernels covered it)")
+    ap.add_argument("--noise-replay", action="store_true",
+                    help="only the m-STPN's PPO: recorded noise replayed in the re-runs vs fresh draws, same run")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from snn_agent.train import keep_freed_memory
@@ -83,8 +89,8 @@ def main(argv=None) -> None:
     env_sps, env_cpu = _timed(env_steps, args.seconds)
     print(f"env_agent_steps_per_s {env_sps:.0f}")
     print(f"env_agent_steps_per_cpu_s {env_cpu:.0f}")
-    if args.stpn_kernel:
-        _stpn_kernel_vs_inductor(env, env_sps, B, args)
+    if args.stpn_kernel or args.noise_replay:
+        (_mstpn_noise_replay if args.noise_replay else _stpn_kernel_vs_inductor)(env, env_sps, B, args)
         env.close()
         return
     for kind in args.models.split(","):
@@ -209,6 +215,40 @@ def _stpn_kernel_vs_inductor(env, env_sps, B, args) -> None:
     print(f"{kind}_ppo_kernel_over_inductor {np.median(ppo['kernel']) / np.median(ppo['inductor']):.2f}")
     print(f"{kind}_ppo_rounds_inductor " + " ".join(f"{v:.1f}" for v in ppo["inductor"]))
     print(f"{kind}_ppo_rounds_kernel " + " ".join(f"{v:.1f}" for v in ppo["kernel"]))
+
+
+def _mstpn_noise_replay(env, env_sps, B, args) -> None:
+    from snn_agent.checkpoint import build_policy
+    from snn_agent.config import RunConfig
+    from snn_agent.ppo import PPO
+
+    pcfg = RunConfig.from_dict({"model": {"kind": "mstpn"}, "train": {
+        "algo": "ppo", "num_envs": B, "n_steps": args.ppo_steps, "num_minibatches": 4, "update_epochs": 4,
+        "lr": 2.5e-4, "grad_clip": 0.5}})
+    pol = build_policy(pcfg, seed=0)
+    pol.core.compile_step()
+    box = {"obs": env.reset(), "st": pol.init_state(B), "learner": PPO(pol, pcfg.train)}
+
+    def train_steps():
+        box["obs"], box["st"], _, n = box["learner"].step(env, box["obs"], box["st"], 0)
+        return n
+
+    def use(arm):     # fresh: the core shows no noise tape, so nothing is recorded or replayed
+        if arm == "fresh":
+            pol.core.noise_tape = None
+        else:
+            pol.core.__dict__.pop("noise_tape", None)
+
+    rates = {"replay": [], "fresh": []}
+    for _ in range(args.rounds):
+        for arm in rates:
+            use(arm)
+            rates[arm].append(_timed(train_steps, args.seconds)[0])
+    for arm, v in rates.items():
+        print(f"mstpn_ppo_noise_{arm}_agent_steps_per_s {np.median(v):.1f}")
+        print(f"mstpn_ppo_noise_{arm}_over_env {np.median(v) / env_sps:.3f}")
+        print(f"mstpn_ppo_noise_{arm}_rounds " + " ".join(f"{x:.1f}" for x in v))
+    print(f"mstpn_ppo_replay_over_fresh {np.median(rates['replay']) / np.median(rates['fresh']):.2f}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ cycle-to-cycle factor max(0, 1 + c2c_sigma N(0, 1)), as :func:`memristor.referen
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -40,7 +42,7 @@ from torch import nn
 from memristor import equations as eq
 from memristor.params import DeviceParams
 from memristor.reference import pulse_efficacy
-from mstpn_base.errors import ParameterError
+from mstpn_base.errors import MstpnError, ParameterError
 from mstpn_base.ops import torch_ops
 from snn_agent.stpn import STPN, STPNState
 
@@ -89,6 +91,16 @@ def _atanh_init(values: torch.Tensor, bound: float) -> torch.Tensor:
     """raw such that bound * tanh(raw / bound) = values (values clipped to 0.99 bound)."""
     v = values.clamp(-0.99 * bound, 0.99 * bound)
     return bound * torch.atanh(v / bound)
+
+
+@dataclass
+class NoiseTape:
+    """The cycle-to-cycle factors of successive training forward passes, one (H, K) tensor each:
+    recorded as they are drawn, or replayed in order (``replay``; ``used`` counts the replayed)."""
+
+    factors: list = field(default_factory=list)
+    replay: bool = False
+    used: int = 0
 
 
 class MSTPN(STPN):
@@ -159,19 +171,44 @@ class MSTPN(STPN):
     def __getstate__(self):
         state = dict(super().__getstate__())
         state.pop("_param_cache", None)       # tensors in a graph cannot be deep-copied or pickled
+        state.pop("_noise_tape", None)
         return state
+
+    @contextlib.contextmanager
+    def noise_tape(self, replay: list | None = None):
+        """Inside the block, record the cycle-to-cycle factors of every training forward pass
+        (yields the list they are appended to) or, given ``replay``, use its i-th entry in the i-th
+        pass instead of a fresh draw.  PPO records a rollout's factors and replays them when it
+        re-runs the rollout's sequences, so the probability ratios compare parameters under the
+        same device noise, not two noise draws."""
+        tape = NoiseTape(factors=[] if replay is None else replay, replay=replay is not None)
+        self.__dict__["_noise_tape"] = tape
+        try:
+            yield tape.factors
+        finally:
+            self.__dict__.pop("_noise_tape", None)
+
+    def _hebb_noise(self, like: torch.Tensor) -> torch.Tensor:
+        """This step's factors max(0, 1 + c2c_sigma N(0, 1)), (H, K): drawn, or from the tape."""
+        tape = self.__dict__.get("_noise_tape")
+        if tape is not None and tape.replay:
+            if tape.used >= len(tape.factors):
+                raise MstpnError(f"the noise tape holds {len(tape.factors)} steps; step {tape.used + 1} asked")
+            tape.used += 1
+            return tape.factors[tape.used - 1]
+        # one factor per synapse and step, shared by the batch's games: each pulse's factor has
+        # the device's distribution; drawing (H, K) instead of (B, H, K) normals is B times
+        # cheaper (the draw cost as much as the whole compiled STPN step at B = 16)
+        noise = torch.clamp(1.0 + self.mapping.params.c2c_sigma * torch.randn_like(like), min=0.0)
+        if tape is not None:
+            tape.factors.append(noise)
+        return noise
 
     def forward(self, x, state: STPNState | None = None, energy: bool = False):
         if state is None:
             state = self.init_state(x.shape[0], x.dtype, x.device)
         p = self.effective_params()
-        noise = None
-        if self.training and self.noise:
-            # one factor per synapse and step, shared by the batch's games: each pulse's factor has
-            # the device's distribution; drawing (H, K) instead of (B, H, K) normals is B times
-            # cheaper (the draw cost as much as the whole compiled STPN step at B = 16)
-            sigma = self.mapping.params.c2c_sigma
-            noise = torch.clamp(1.0 + sigma * torch.randn_like(state.F[0]), min=0.0)
+        noise = self._hebb_noise(state.F[0]) if self.training and self.noise else None
         h, F, extras = self.step_fn(p["W"], p["b"], p["lam"], p["gamma"], x, state.h, state.F,
                                     f_max=p["f_max"], hebb_noise=noise, energy=energy)
         return h, STPNState(h, F), extras

@@ -24,11 +24,16 @@ One update, for ``num_envs`` environments B and ``n_steps`` T:
   run (:class:`snn_agent.a2c.Learner`);
 * the state after the rollout is carried into the next one, detached (truncated BPTT).
 
-The m-STPN draws fresh cycle-to-cycle noise in every forward pass while training, so its ratios
-start slightly away from 1 in the first pass (the clipped objective bounds the effect).
+The m-STPN's cycle-to-cycle noise (one factor per synapse and step, shared by the games) is
+recorded during the rollout and replayed in every re-run of its sequences
+(:meth:`~snn_agent.device_constrained.MSTPN.noise_tape`): a ratio then compares the parameters
+under the noise the action was sampled with (first-pass ratios 1, as the plain STPN's), and the
+T noise draws of a rollout serve all epochs and minibatches instead of one draw per step of each.
 Minibatch permutations use torch's global RNG, which the resume state saves.
 """
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import torch
@@ -84,19 +89,28 @@ def index_state(state, idx):
     return type(state)(*(s[idx] for s in state))
 
 
-def rerun_sequence(policy, obs, start_state, dones):
+def noise_tape(policy, replay: list | None = None):
+    """The core's noise tape (:meth:`~snn_agent.device_constrained.MSTPN.noise_tape`: record, or
+    replay ``replay``); for a core without training noise, a block that yields an empty list."""
+    tape = getattr(policy.core, "noise_tape", None)
+    return tape(replay) if tape is not None else contextlib.nullcontext([])
+
+
+def rerun_sequence(policy, obs, start_state, dones, noise: list | None = None):
     """Logits (T, b, A) and values (T, b) of ``policy`` over the stored sequence ``obs`` (T, b, 1,
     84, 84) from ``start_state``, with the state zeroed after every step whose ``dones`` (T, b;
-    numpy bool) is true; gradients flow through the whole sequence."""
+    numpy bool) is true; gradients flow through the whole sequence.  ``noise``: the rollout's
+    recorded training noise (:func:`noise_tape`), replayed step by step (None: fresh draws)."""
     T, b = obs.shape[:2]
     x = policy.features(obs.reshape((T * b,) + tuple(obs.shape[2:]))).view(T, b, -1)
     state, hs = start_state, []
-    # unbind, not x[t]: the backward of T selects would build T zero-filled (T, b, I) gradients
-    for t, xt in enumerate(x.unbind(0)):
-        h, state, _ = policy.core(xt, state)
-        hs.append(h)
-        if dones[t].any():
-            state = reset_state(state, dones[t])
+    with noise_tape(policy, noise) if noise else contextlib.nullcontext():
+        # unbind, not x[t]: the backward of T selects would build T zero-filled (T, b, I) gradients
+        for t, xt in enumerate(x.unbind(0)):
+            h, state, _ = policy.core(xt, state)
+            hs.append(h)
+            if dones[t].any():
+                state = reset_state(state, dones[t])
     hs = torch.stack(hs)
     return policy.pi(hs), policy.v(hs).squeeze(-1)
 
@@ -106,27 +120,30 @@ class PPO(Learner):
 
     @torch.no_grad()
     def rollout(self, env, obs, state):
-        """T steps without gradients; returns (buffers dict, obs, state after the rollout)."""
+        """T steps without gradients; returns (buffers dict, obs, state after the rollout).  The
+        buffers hold ``noise``, the core's recorded training noise (empty without)."""
         policy, T = self.policy, self.cfg.n_steps
         buf = {k: [] for k in ("obs", "actions", "logp", "values", "rewards", "dones")}
-        for _ in range(T):
-            logits, value, state, _ = policy(obs, state)
-            dist = torch.distributions.Categorical(logits=logits)
-            action = dist.sample()
-            buf["obs"].append(torch.from_numpy(np.array(obs, dtype=np.uint8)))
-            obs, reward, done, _ = env.step(action.cpu().numpy())
-            done = np.asarray(done, dtype=bool)
-            buf["actions"].append(action)
-            buf["logp"].append(dist.log_prob(action))
-            buf["values"].append(value)
-            buf["rewards"].append(torch.as_tensor(reward, dtype=value.dtype, device=value.device))
-            buf["dones"].append(done)
-            if done.any():
-                state = reset_state(state, done)
-        _, bootstrap, _, _ = policy(obs, state)
+        with noise_tape(policy) as noise:
+            for _ in range(T):
+                logits, value, state, _ = policy(obs, state)
+                dist = torch.distributions.Categorical(logits=logits)
+                action = dist.sample()
+                buf["obs"].append(torch.from_numpy(np.array(obs, dtype=np.uint8)))
+                obs, reward, done, _ = env.step(action.cpu().numpy())
+                done = np.asarray(done, dtype=bool)
+                buf["actions"].append(action)
+                buf["logp"].append(dist.log_prob(action))
+                buf["values"].append(value)
+                buf["rewards"].append(torch.as_tensor(reward, dtype=value.dtype, device=value.device))
+                buf["dones"].append(done)
+                if done.any():
+                    state = reset_state(state, done)
+        _, bootstrap, _, _ = policy(obs, state)      # V(obs_T) does not depend on this step's noise
         out = {k: torch.stack(v) for k, v in buf.items() if k != "dones"}
         out["dones"] = np.stack(buf["dones"])
         out["bootstrap"] = bootstrap
+        out["noise"] = noise
         return out, obs, state
 
     def step(self, env, obs, state, frames_done: int):
@@ -150,7 +167,7 @@ class PPO(Learner):
                 idx_np = idx.numpy()
                 idx = idx.to(dev)
                 logits, new_v = rerun_sequence(policy, obs_dev[:, idx], index_state(start_state, idx),
-                                               buf["dones"][:, idx_np])
+                                               buf["dones"][:, idx_np], noise=buf["noise"])
                 dist = torch.distributions.Categorical(logits=logits)
                 new_logp = dist.log_prob(buf["actions"][:, idx])
                 entropy = dist.entropy().mean()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mstpn_base.errors import ParameterError
+from mstpn_base.errors import MstpnError, ParameterError
 from snn_agent.a2c import nstep_returns
 from snn_agent.config import (EVAL_SEED_BASE, STICKY_ACTIONS, EnvConfig, ModelConfig, RunConfig, TrainConfig,
                               train_env_seed)
@@ -111,6 +111,37 @@ def test_rerun_from_stored_state_reproduces_the_rollout(kind):
         # without the resets the sequence after the episode end differs
         logits3, _ = rerun_sequence(pol, buf["obs"], start, np.zeros_like(buf["dones"]))
         assert not torch.allclose(logits3, logits, atol=1e-6)
+
+
+def test_mstpn_reruns_replay_the_rollouts_device_noise():
+    """The m-STPN trains with cycle-to-cycle noise on: the rollout records one (H, K) factor per
+    step and the re-run replays them, so it reproduces the rollout's log-probabilities and values
+    (first-pass ratios 1) for all envs and for a subset; fresh draws would not."""
+    torch.manual_seed(0)
+    pol = Policy(ModelConfig(kind="mstpn", hidden=8, n_actions=2, noise=True)).double().train()
+    assert pol.core.noise
+    with torch.no_grad():      # Hebbian rates near the device's bound, so the noise shows in the logits
+        pol.core.gamma_raw.uniform_(-3 * pol.core.mapping.gamma_max, 3 * pol.core.mapping.gamma_max)
+    env = CueEnv(3, length=4, seed=1)
+    learner = PPO(pol, _cfg(num_envs=3, n_steps=6, num_minibatches=1))
+    _, obs, start = learner.rollout(env, env.reset(), pol.init_state(3))
+    buf, _, _ = learner.rollout(env, obs, start)
+    H, K = pol.core.hidden_size, pol.core.input_size + pol.core.hidden_size
+    assert len(buf["noise"]) == 6 and all(n.shape == (H, K) for n in buf["noise"])
+    assert not torch.equal(buf["noise"][0], buf["noise"][1])
+    with torch.no_grad():
+        def rerun(idx, noise):
+            logits, v = rerun_sequence(pol, buf["obs"][:, idx], index_state(start, idx), buf["dones"][:, idx.numpy()],
+                                       noise=noise)
+            return torch.distributions.Categorical(logits=logits).log_prob(buf["actions"][:, idx]), v
+        for idx in (torch.arange(3), torch.tensor([2, 0])):
+            logp, v = rerun(idx, buf["noise"])
+            torch.testing.assert_close(logp, buf["logp"][:, idx], atol=1e-12, rtol=0)
+            torch.testing.assert_close(v, buf["values"][:, idx], atol=1e-12, rtol=0)
+        logp_fresh, _ = rerun(torch.arange(3), None)       # the untrained heads are small: ~1e-6
+        assert (logp_fresh - buf["logp"]).abs().max() > 1e-8
+        with pytest.raises(MstpnError, match="noise tape holds 2 steps"):
+            rerun(torch.arange(3), buf["noise"][:2])
 
 
 def test_state_is_zeroed_at_episode_ends_inside_the_sequence():
