@@ -9,7 +9,8 @@ z = [x; h] (K), G = W + F (H x K):
 (f_max = inf for the plain STPN).  The m-STPN's cycle-to-cycle factor on the Hebbian term, one
 per synapse shared by the batch (H x K), enters as gamma (.) noise in place of gamma (autograd
 takes the product's gradient); the clip's gradient passes where -f_max <= u <= f_max, as
-torch.clamp's, so the backward first zeroes P = dL/dF' elsewhere (:func:`_unclipped_grad`).
+torch.clamp's, so the backward first zeroes P = dL/dF' elsewhere (:func:`_unclipped_row`, one row
+at a time inside the backward kernel).
 
 The training step is bandwidth-bound on the (B, H, K) short-term weights.  The forward kernel
 visits one row G[h, :] at a time: a first loop over k reads F for both the row norm and the row
@@ -81,31 +82,29 @@ def _forward(W, bias, lam, gamma, z, F, eps, one, f_max, F_new, s_out, N_out, d_
 
 
 @_JIT
-def _unclipped_grad(lam, gamma, z, F, N_in, y_in, one, f_max, P, out):
-    """out = P where -f_max <= u <= f_max, else 0: the clip's gradient; u recomputed by the same
-    operations as in :func:`_forward` (so bit for bit the same u)."""
-    B, H, K = F.shape
-    zero = one - one
-    for h in range(H):
-        for b in range(B):
-            inv = one / N_in[b, h]
-            y = y_in[b, h]
-            for k in range(K):
-                u = lam[h, k] * (F[b, h, k] * inv) + gamma[h, k] * (y * z[b, k])
-                out[b, h, k] = P[b, h, k] if (u >= -f_max and u <= f_max) else zero
+def _unclipped_row(lr, gr, zr, Fr, inv, y, f_max, zero, Pr, out):
+    """out[k] = Pr[k] where -f_max <= u[k] <= f_max, else 0: the clip's gradient on one row, u
+    recomputed by the same operations as in :func:`_forward` (so bit for bit the same u)."""
+    for k in range(Pr.shape[0]):
+        u = lr[k] * (Fr[k] * inv) + gr[k] * (y * zr[k])
+        out[k] = Pr[k] if (u >= -f_max and u <= f_max) else zero
 
 
 @_JIT
-def _backward(W, lam, gamma, z, F, s_in, N_in, d_in, y_in, gy, gpre, gnorm, P, one,
+def _backward(W, lam, gamma, z, F, s_in, N_in, d_in, y_in, gy, gpre, gnorm, P, one, f_max,
               dF, dz, db, dW, dlam, dgamma):
     """Gradients of one step (module docstring).  Inputs as saved by :func:`_forward` plus the
-    incoming gradients gy, gpre, gnorm (B, H) and P (B, H, K); writes dF (B, H, K) and, summed
-    over the batch, db (H), dW, dlam, dgamma (H, K); dz (B, K).  Every output is overwritten."""
+    incoming gradients gy, gpre, gnorm (B, H) and P (B, H, K), and ``f_max`` (inf: no clip);
+    writes dF (B, H, K) and, summed over the batch, db (H), dW, dlam, dgamma (H, K); dz (B, K).
+    Every output is overwritten.  With a clip, P is first zeroed where u lies outside
+    [-f_max, f_max] (:func:`_unclipped_row`), row by row into a (B, K) scratch."""
     B, H, K = F.shape
     zero = one - one            # of the arrays' dtype (one * 0 would be float64)
+    clip = f_max < np.inf
     gd = np.empty(B, dtype=F.dtype)
     c = np.empty(B, dtype=F.dtype)
     inv = np.empty(B, dtype=F.dtype)
+    Pm = np.empty((B, K) if clip else (0, K), dtype=F.dtype)
     for b in range(B):
         for k in range(K):
             dz[b, k] = zero
@@ -113,15 +112,20 @@ def _backward(W, lam, gamma, z, F, s_in, N_in, d_in, y_in, gy, gpre, gnorm, P, o
         db[h] = zero
         # first pass: the row reductions, per batch element
         for b in range(B):
-            r1 = zero
-            r2 = zero
-            for k in range(K):
-                p = P[b, h, k]
-                r1 += p * gamma[h, k] * z[b, k]
-                r2 += p * lam[h, k] * F[b, h, k]
             y = y_in[b, h]
             s = s_in[b, h]
             inv[b] = one / N_in[b, h]
+            if clip:
+                Pr = Pm[b]
+                _unclipped_row(lam[h], gamma[h], z[b], F[b, h], inv[b], y, f_max, zero, P[b, h], Pr)
+            else:
+                Pr = P[b, h]
+            r1 = zero
+            r2 = zero
+            for k in range(K):
+                p = Pr[k]
+                r1 += p * gamma[h, k] * z[b, k]
+                r2 += p * lam[h, k] * F[b, h, k]
             ga = (gy[b, h] + r1) * (one - y * y) + gpre[b, h]
             db[h] += ga
             gd[b] = ga * inv[b]
@@ -138,7 +142,8 @@ def _backward(W, lam, gamma, z, F, s_in, N_in, d_in, y_in, gy, gpre, gnorm, P, o
             dgr[k] = zero
         for b in range(B):
             gdb, cb, ib, y = gd[b], c[b], inv[b], y_in[b, h]
-            Pr, Fr, zr, dFr, dzr = P[b, h], F[b, h], z[b], dF[b, h], dz[b]
+            Pr = Pm[b] if clip else P[b, h]         # the scratch still holds row h
+            Fr, zr, dFr, dzr = F[b, h], z[b], dF[b, h], dz[b]
             for k in range(K):
                 dFr[k] = Pr[k] * lr[k] * ib + (gdb * zr[k] + cb * (Wr[k] + Fr[k]))
             for k in range(K):
@@ -185,17 +190,13 @@ class STPNStepFunction(torch.autograd.Function):
             return torch.zeros(B, H, dtype=F.dtype) if g is None else g
 
         P = torch.zeros_like(F) if gF_new is None else gF_new
-        if gF_new is not None and ctx.f_max is not None:
-            Pm = torch.empty(B, H, K, dtype=F.dtype)
-            _unclipped_grad(_np(lam), _np(gamma), _np(z), _np(F), N.numpy(), y.numpy(), dt.type(1),
-                            ctx.f_max, _np(P), Pm.numpy())
-            P = Pm
         dF = torch.empty(B, H, K, dtype=F.dtype)
         dz = torch.empty(B, K, dtype=F.dtype)
         db = torch.empty(H, dtype=F.dtype)
         dW, dlam, dgamma = (torch.empty(H, K, dtype=F.dtype) for _ in range(3))
         _backward(_np(W), _np(lam), _np(gamma), _np(z), _np(F), s.numpy(), N.numpy(), d.numpy(),
                   y.numpy(), _np(bh(gy)), _np(bh(gpre)), _np(bh(gnorm)), _np(P), dt.type(1),
+                  dt.type(np.inf) if ctx.f_max is None or gF_new is None else ctx.f_max,
                   dF.numpy(), dz.numpy(), db.numpy(), dW.numpy(), dlam.numpy(), dgamma.numpy())
         need = ctx.needs_input_grad
         return (dW if need[0] else None, db if need[1] else None, dlam if need[2] else None,
@@ -242,7 +243,7 @@ def _compiles(dtype) -> bool:
             args = [torch.rand(s, dtype=dtype, generator=g, requires_grad=True)
                     for s in ((2, 3), (2,), (2, 3), (2, 3), (1, 1), (1, 2), (1, 2, 3))]
             with torch.enable_grad():      # the first call may come from a no-grad rollout
-                for f_max in (None, 0.5):          # the plain step, and the clip's gradient kernel
+                for f_max in (None, 0.5):          # the plain step, and the clipped one
                     h, F, ex = fused_stpn_step(*args, norm_eps=1e-16, f_max=f_max)
                     torch.autograd.grad((h.sum() + F.sum() + ex["norm"].sum() + ex["pre"].sum()), args)
             _READY[dtype] = True
