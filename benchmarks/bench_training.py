@@ -165,26 +165,14 @@ def _layer_step_ms(layer, b: int, T: int) -> tuple[float, float]:
 
 
 def _stpn_kernel_vs_inductor(env, env_sps, B, args) -> None:
-    from snn_agent.checkpoint import build_policy
-    from snn_agent.config import RunConfig
-    from snn_agent.ppo import PPO
     from snn_agent.stpn import STPN, compiled_stpn_step, training_stpn_step
 
     steps = {"inductor": compiled_stpn_step(), "kernel": training_stpn_step()}
     kind = args.kernel_model
-    pcfg = RunConfig.from_dict({"model": {"kind": kind}, "train": {
-        "algo": "ppo", "num_envs": B, "n_steps": args.ppo_steps, "num_minibatches": 4, "update_epochs": 4,
-        "lr": 2.5e-4, "grad_clip": 0.5}})
-    pol = build_policy(pcfg, seed=0)
+    pol, train_steps = _ppo_training(kind, env, B, args)
     core = pol.core
-
     layer_ms = {k: [] for k in steps}
     ppo = {k: [] for k in steps}
-    box = {"obs": env.reset(), "st": pol.init_state(B), "learner": PPO(pol, pcfg.train)}
-
-    def train_steps():
-        box["obs"], box["st"], _, n = box["learner"].step(env, box["obs"], box["st"], 0)
-        return n
 
     def use(name):
         core.step_fn = steps[name]
@@ -217,21 +205,28 @@ def _stpn_kernel_vs_inductor(env, env_sps, B, args) -> None:
     print(f"{kind}_ppo_rounds_kernel " + " ".join(f"{v:.1f}" for v in ppo["kernel"]))
 
 
-def _mstpn_noise_replay(env, env_sps, B, args) -> None:
+def _ppo_training(kind, env, B, args):
+    """A fresh ``kind`` policy (seed 0) and a function that runs one PPO update on ``env`` (16 x
+    --ppo-steps, 4 epochs x 4 minibatches) and returns the agent steps it took."""
     from snn_agent.checkpoint import build_policy
     from snn_agent.config import RunConfig
     from snn_agent.ppo import PPO
 
-    pcfg = RunConfig.from_dict({"model": {"kind": "mstpn"}, "train": {
+    pcfg = RunConfig.from_dict({"model": {"kind": kind}, "train": {
         "algo": "ppo", "num_envs": B, "n_steps": args.ppo_steps, "num_minibatches": 4, "update_epochs": 4,
         "lr": 2.5e-4, "grad_clip": 0.5}})
     pol = build_policy(pcfg, seed=0)
-    pol.core.compile_step()
     box = {"obs": env.reset(), "st": pol.init_state(B), "learner": PPO(pol, pcfg.train)}
 
     def train_steps():
         box["obs"], box["st"], _, n = box["learner"].step(env, box["obs"], box["st"], 0)
         return n
+    return pol, train_steps
+
+
+def _mstpn_noise_replay(env, env_sps, B, args) -> None:
+    pol, train_steps = _ppo_training("mstpn", env, B, args)
+    pol.core.compile_step()
 
     def use(arm):     # fresh: the core shows no noise tape, so nothing is recorded or replayed
         if arm == "fresh":
