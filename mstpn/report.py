@@ -168,10 +168,11 @@ def collect_models(artifacts: Path) -> list[dict]:
             row[key] = dict(mean=ev["mean"], std=ev["std"], episodes=ev["episodes"], ci=ev.get("ci95"))
         if (folder / "curve.csv").is_file():
             row["curve"] = folder / "curve.csv"
-        teacher = (meta.get("train") or {}).get("teacher")
-        row["how"] = "distilled" if teacher else "a2c"
-        row["curve_label"] = (f"{row['name']}, distilled from LSTM (greedy training games)" if teacher else
-                              f"{row['name']}, A2C (sampled-action training games)")
+        train = meta.get("train") or {}
+        algo = str(train.get("algo") or "a2c")         # checkpoints before PPO: A2C
+        row["how"] = "distilled" if train.get("teacher") else algo
+        row["curve_label"] = (f"{row['name']}, distilled from LSTM (greedy training games)" if train.get("teacher")
+                              else f"{row['name']}, {algo.upper()} (sampled-action training games)")
         models.append(row)
     return models
 
@@ -188,9 +189,9 @@ def _savefig(fig, path: Path) -> None:
 def plot_training_curves(models: list[dict], path: Path) -> bool:
     """Training score (mean of the last 20 games) against emulator frames, one line per run.
 
-    Each line says how the run trained and what its score is: A2C runs score the games of the
-    sampling policy (sampled actions), distillation runs the student's greedy games; solid lines
-    are distilled runs, dashed ones A2C."""
+    Each line says how the run trained and what its score is: A2C and PPO runs score the games of
+    the sampling policy (sampled actions), distillation runs the student's greedy games; solid
+    lines are distilled runs, dashed ones RL."""
     curves = [(m.get("curve_label", m["name"]), *read_curve_csv(m["curve"])) for m in models if "curve" in m]
     curves = [c for c in curves if len(c[1])]
     if not curves:

@@ -26,7 +26,7 @@ def artifacts(tmp_path):
     for kind in ("lstm", "stpn"):
         folder = root / kind
         folder.mkdir(parents=True)
-        cfg = RunConfig.from_dict({"model": {"kind": kind}})
+        cfg = RunConfig.from_dict({"model": {"kind": kind}, "train": {"algo": "ppo" if kind == "lstm" else "a2c"}})
         save_checkpoint(folder / "policy.safetensors", build_policy(cfg, seed=1), cfg,
                         progress={"frames": 4000, "wall_s": 2.0})
         (folder / "eval.json").write_text(json.dumps({"episodes": 20, "mean": 20.5 if kind == "stpn" else 7.0,
@@ -48,6 +48,8 @@ def test_collect_models_reads_scores_frames_and_curves(artifacts):
     assert models["stpn"]["deterministic"]["mean"] == 20.5 and models["lstm"]["deterministic"]["episodes"] == 20
     assert models["stpn"]["sticky"]["mean"] == -4.0 and "sticky" not in models["lstm"]
     assert models["lstm"]["curve"].name == "curve.csv"
+    assert models["lstm"]["how"] == "ppo" and models["lstm"]["curve_label"] == "LSTM, PPO (sampled-action training games)"
+    assert models["stpn"]["how"] == "a2c" and "STPN, A2C" in models["stpn"]["curve_label"]
 
 
 def test_report_markdown_and_standalone_html(artifacts, tmp_path):
