@@ -7,8 +7,10 @@
 #                                           in the carried resume point (artifacts/training/MODEL_ppo_sSEED);
 #                                           else start from scratch
 #   bash scripts/train_cpu.sh MODEL save    copy the run's latest resume point (weights + optimiser/RNG state,
-#                                           config, curve, tensorboard events, kept snapshots) to
-#                                           artifacts/training/..., for a commit; the run keeps going
+#                                           config, curve, tensorboard events) to artifacts/training/...,
+#                                           for a commit; the run keeps going.  The snapshots stay in runs/:
+#                                           each committed resume point, in the git history, is a candidate
+#                                           checkpoint of its own
 #   bash scripts/train_cpu.sh MODEL stop    SIGTERM (the run saves a resume checkpoint) and wait for it to exit
 #   bash scripts/train_cpu.sh MODEL status  the last logged line (frames, score_mean20, steps/s)
 #
@@ -55,10 +57,6 @@ save)
         if "$PY" -c "import sys; from snn_agent.checkpoint import load_resume_state; load_resume_state(sys.argv[1])" \
             "$CARRY/checkpoint_latest.safetensors" 2>/dev/null; then
             cp "$RUN/config.json" "$RUN/curve.csv" "$RUN/curve.png" "$CARRY/"
-            # the kept snapshots (2 MB each, written atomically), candidates for select_checkpoint.py
-            if compgen -G "$RUN/snapshots/*.safetensors" > /dev/null; then
-                mkdir -p "$CARRY/snapshots" && cp -n "$RUN"/snapshots/*.safetensors "$CARRY/snapshots/"
-            fi
             rm -rf "$CARRY/tb" && cp -r "$RUN/tb" "$CARRY/tb"
             # one line per save in COMMAND.txt: date, frames, the last logged training score and speed
             "$PY" - "$CARRY" "$MODEL" "$SEED" "$CORE" "$RUN" "${ARGS[*]}" <<'PYEOF'
