@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from mstpn_base.io import atomic_write_json, atomic_write_text
-from snn_agent.checkpoint import load_policy
+from snn_agent.checkpoint import load_policy, read_metadata
 from snn_agent.config import EVAL_SEED_BASE
 from snn_agent.evaluate import describe_protocol, evaluate, protocol_env, protocol_record
 
@@ -66,8 +66,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     summary_path = args.out / "summary.json"
-    policies = {m: load_policy(Path("artifacts") / m / "policy.safetensors", device="cpu") for m in args.models}
-    digest = {m: meta.get("sha256") for m, (_, meta) in policies.items()}
+    # the header's tensor digest (load_policy verifies it when each condition loads the policy)
+    digest = {m: read_metadata(Path("artifacts") / m / "policy.safetensors").get("sha256") for m in args.models}
     rows = json.loads(summary_path.read_text())["rows"] if summary_path.exists() else []
     # rows of a policy file that has since changed are measured again
     rows = [r for r in rows if r["model"] not in digest or r.get("policy_sha256") == digest[r["model"]]]
